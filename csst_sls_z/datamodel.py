@@ -1,0 +1,135 @@
+"""The file contract of csst_sls_z, in one place.
+
+Every HDU name, column name, dtype, unit and ZWARN bit used anywhere in the package,
+its tests or its docs comes from here (see docs/products.md). Formats change only by
+adding: never rename a column or renumber a bit.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+# ---------------------------------------------------------------- input products
+EXT_SPEC = {"GV": "SPEC_GV", "GI": "SPEC_GI", "GU": "SPEC_GU"}
+BANDS_USED = ("GV", "GI")          # the network uses GV then GI; GU is read and ignored
+EXT_TRUTH = "TRUTH"
+EXT_REDSHIFT = "SLS_REDSHIFT"
+
+FLUX_UNIT = "1e-17 erg/s/cm2/Angstrom"
+WAVE_UNIT = "Angstrom"
+
+COL_OBJID = "OBJID"
+COL_RA = "RA"
+COL_DEC = "DEC"
+COL_WAVE = "WAVELENGTH"
+COL_FLUX = "FLUX"
+COL_ERR = "ERR"
+SPEC_VECTOR_COLUMNS = (COL_WAVE, COL_FLUX, COL_ERR)
+SPEC_REQUIRED_COLUMNS = (COL_OBJID,) + SPEC_VECTOR_COLUMNS
+
+# Layout B: one object per HDU, one row per pixel; the band is a header keyword.
+KEY_BAND = "BAND"
+KEY_OBJID = "OBJID"
+
+# Primary-header keywords of a product.
+PRIMARY_KEYS = {"TELESCOP": "CSST", "INSTRUME": "MSC"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str          # numpy dtype string, big-endian as FITS stores it is handled by the writer
+    fits_format: str    # TFORM
+    unit: str
+    doc: str
+
+
+# ---------------------------------------------------------------- output catalogue
+REDSHIFT_COLUMNS = (
+    Column("OBJID", "i8", "K", "", "source identifier, from the input"),
+    Column("RA", "f8", "D", "deg", "from the input where present, else NaN"),
+    Column("DEC", "f8", "D", "deg", "from the input where present, else NaN"),
+    Column("Z", "f8", "D", "", "calibrated point estimate: median of the calibrated distribution"),
+    Column("ZERR", "f4", "E", "", "calibrated 1-sigma: half the width of the central 68% interval"),
+    Column("Z_LO", "f4", "E", "", "calibrated central 68% interval, lower end"),
+    Column("Z_HI", "f4", "E", "", "calibrated central 68% interval, upper end"),
+    Column("Z_CNN", "f4", "E", "", "point estimate of the deterministic CNN"),
+    Column("ZERR_RAW", "f4", "E", "", "uncalibrated BNN sigma, sqrt(aleatoric + epistemic)"),
+    Column("SNR_GV", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
+    Column("SNR_GI", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
+    Column("NPIX_GV", "i4", "J", "", "valid pixels used"),
+    Column("NPIX_GI", "i4", "J", "", "valid pixels used"),
+    Column("ZWARN", "i4", "J", "", "bitmask, 0 = usable"),
+)
+REDSHIFT_DTYPE = np.dtype([(c.name, c.dtype) for c in REDSHIFT_COLUMNS])
+
+
+class ZWarn(enum.IntFlag):
+    """ZWARN bits. Their meaning never changes once released; 16-23 are reserved downstream."""
+    NODATA = 1 << 0               # no valid pixel in GV or GI; Z is NaN
+    MISSING_BAND = 1 << 1         # one of GV, GI absent or without a valid pixel
+    LITTLE_COVERAGE = 1 << 2      # under half of the network grid has valid data
+    LOW_SNR = 1 << 3              # SNR_GI below the stored threshold
+    Z_FITLIMIT = 1 << 4           # interval touches the edge of the trained redshift range
+    LARGE_ZERR = 1 << 5           # ZERR / (1 + Z) above the stored threshold
+    BAD_INPUT = 1 << 6            # input had to be repaired
+    OUT_OF_DISTRIBUTION = 1 << 7  # input unlike the training set (stored statistic)
+
+
+ZWARN_BITS = {flag.name: int(flag).bit_length() - 1 for flag in ZWarn}
+RESERVED_DOWNSTREAM_BITS = tuple(range(16, 24))
+
+# ---------------------------------------------------------------- simulator truth
+TRUTH_COLUMNS = (
+    Column("OBJID", "i8", "K", "", "source identifier"),
+    Column("Z_TRUE", "f8", "D", "", "true redshift"),
+    Column("MAG_NORM", "f4", "E", "mag", "AB magnitude through the normalising band (MAGBAND keyword)"),
+    Column("R_EFF", "f4", "E", "arcsec", "Sersic effective (half-light) radius, major axis"),
+    Column("SERSIC_N", "f4", "E", "", "Sersic index"),
+    Column("AXIS_RATIO", "f4", "E", "", "minor / major axis ratio b/a"),
+    Column("PA", "f4", "E", "deg", "major axis position angle from the dispersion direction"),
+    Column("SED_LIB", "U12", "12A", "", "SED library of the object"),
+    Column("SED_INDEX", "i4", "J", "", "index of the archetype / galaxy in the library, -1 if none"),
+    Column("SED_COEFF", "f4", "5E", "", "coefficients on the library's 5 basis spectra"),
+    Column("WAVE_SHIFT_GV", "f4", "E", "pixel", "wavelength-calibration shift applied in GV"),
+    Column("WAVE_SHIFT_GI", "f4", "E", "pixel", "wavelength-calibration shift applied in GI"),
+    Column("SNR_GV", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
+    Column("SNR_GI", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
+)
+N_SED_COEFF = 5
+
+# ---------------------------------------------------------------- reference files
+REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
+PEDIGREES = ("SIMULATION", "DUMMY")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+REFFILE_SCHEMA_VERSION = 1
+ENV_REFERENCE_DIR = "CSST_SLS_Z_REFDIR"
+ENV_REFERENCE_OVERRIDE_PREFIX = "CSST_SLS_Z_REF_"   # + REFTYPE.upper(): a path to one file
+
+# Header keywords every reference file carries.
+REF_HEADER_KEYS = ("REFTYPE", "PEDIGREE", "AUTHOR", "SCHEMAV", "DESCRIP", "USEAFTER")
+
+# ---------------------------------------------------------------- stage status
+class StageStatus(enum.Enum):
+    PERFECT = "PERFECT"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    NO_DATA = "NO_DATA"
+
+
+# Exit codes of every command.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOTHING_TO_DO = 3    # "no spectra in input" / nothing to process
+
+
+def empty_redshift_table(n: int) -> np.ndarray:
+    """An SLS_REDSHIFT table of n rows with every measurement unset (NaN / 0)."""
+    table = np.zeros(n, dtype=REDSHIFT_DTYPE)
+    for col in REDSHIFT_COLUMNS:
+        if col.dtype.startswith("f"):
+            table[col.name] = np.nan
+    return table

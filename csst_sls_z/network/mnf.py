@@ -1,0 +1,406 @@
+"""Multiplicative Normalizing Flow (MNF) dense layer.
+
+Implements the Bayesian fully-connected layer of
+
+    C. Louizos & M. Welling (2017), "Multiplicative Normalizing Flows for
+    Variational Bayesian Neural Networks", ICML, PMLR 70:2218-2227,
+    arXiv:1703.01961.
+
+Method
+------
+The weight posterior is a Gaussian whose means are scaled, per input unit, by a
+latent multiplicative variable ``z`` (shape ``(in,)``)::
+
+    q(W | z) = prod_ij N(W_ij; z_i * mu_ij, sigma_ij^2)
+
+``z`` itself gets a flexible distribution: ``z0 ~ N(mu_z, sigma_z^2)`` is pushed
+through ``n_flows_q`` masked RealNVP coupling layers (the paper's eq. 6)::
+
+    m = mask * z
+    h = tanh(m @ U + a)
+    g = sigmoid(h @ W_g + b_g)           # gate
+    s = h @ W_s + b_s                    # shift
+    z' = m + (1 - mask) * (g * z + (1 - g) * s)
+    log|det dz'/dz| = sum((1 - mask) * log g)
+
+Marginalising ``z`` gives a non-Gaussian, correlated posterior over ``W``.
+Because ``q(W) = int q(W|z) q(z) dz`` is intractable, the KL term uses the
+paper's auxiliary lower bound (eq. 11-15) with a reverse model ``r(z_T | W)``::
+
+    -KL(q(W) || p(W)) >= E_q[ -KL(q(W|z_T) || p(W)) + log r(z_T|W) - log q(z_T) ]
+
+where ``p(W) = N(0, prior_var)`` and ``r(z_T | W)`` is a Gaussian on ``z_Tb``,
+the image of ``z_T`` under a second (``n_flows_r``-layer) coupling flow, with
+(eq. 9-10)::
+
+    a = tanh(c^T W)                         # (units,)
+    mean_r = b1 * mean_j(a_j)               # (in,)
+    log var_r = b2 * mean_j(a_j)            # (in,)
+
+``c^T W`` is sampled with the local reparameterisation trick from ``q(W|z_T)``.
+``log q(z_T) = log q0(z0) - sum_k log|det|_k`` and we use the analytic
+expectation of ``log q0`` (the negative Gaussian entropy) for lower variance.
+
+Forward pass (local reparameterisation, eq. 4-5)::
+
+    mean = (x * z_T) @ mu
+    var  = (x^2) @ sigma^2
+    out  = mean + sqrt(var + sigma_b^2) * eps_out + mu_b
+
+The bias is a fully factorised Gaussian N(mu_b, sigma_b^2) (no z scaling,
+since z multiplies the inputs) with the same prior N(0, prior_var); its
+closed-form KL is added to the bound, as in the reference implementation.
+
+Reproducible sampling
+---------------------
+``call(x, eps_z=None, eps_out=None)`` accepts the standard-normal draws
+explicitly, so callers can drive the layer with ``tf.random.stateless_normal``.
+For input of rank >= 3, ``(..., N, in)``, one ``z`` sample per leading index is
+shared by the ``N`` rows: ``eps_z`` has shape ``(..., 1, in)``.  For rank-2 input
+``(N, in)`` ``eps_z`` has shape ``(N, in)`` (one ``z`` per row) or ``(1, in)``
+(one shared ``z``).  ``eps_out`` always has the output shape ``(..., units)``.
+Missing noise is drawn with ``tf.random.normal``; there is no ``training``
+switch, the layer is always stochastic.  See :meth:`MNFDense.noise_shapes`.
+
+The KL bound is *not* registered through ``add_loss``; callers add
+``layer.kl_divergence()`` (summed over layers, divided by the dataset size) to
+the loss themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MNFDense"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _coupling_mask(dim: int, flow_index: int, offset: int = 0) -> np.ndarray:
+    """Alternating 0/1 mask over ``dim`` units, flipped from one flow to the next.
+
+    Alternating (rather than random Bernoulli) masks make the layer
+    reproducible and serialisable without storing the masks, and guarantee that
+    every unit is transformed by every other coupling layer.
+    """
+    return ((np.arange(dim) + flow_index + offset) % 2).astype(np.float32)
+
+
+def _last_axis_matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """``x @ w`` contracting the last axis of ``x`` (any rank) with ``w``'s first."""
+    return tf.tensordot(x, w, axes=[[x.shape.rank - 1], [0]])
+
+
+@keras.saving.register_keras_serializable(package="csst_sls_z")
+class MNFDense(keras.layers.Layer):
+    """Bayesian dense layer with a multiplicative-normalizing-flow posterior.
+
+    Args:
+        units: number of output units.
+        n_flows_q: number of masked RealNVP coupling layers in q(z).
+        n_flows_r: number of coupling layers in the auxiliary r(z_T | W) flow.
+        flow_hidden: width of the tanh hidden layer of each coupling layer.
+        prior_var: variance of the zero-mean Gaussian weight prior p(W).
+        max_std: upper clip on the weight posterior standard deviations sigma_ij
+            (as in the reference implementation; avoids exploding noise).
+        logvar_init: initial mean of log sigma_ij^2 and log sigma_z^2; very
+            negative so the layer starts as a near-deterministic dense layer.
+        z_mean_init: initial mean mu_z of z0 (1 => z ~ 1 at the start).
+        gate_bias_init: initial bias of the coupling gates; sigmoid(3) ~ 0.95
+            keeps the flows close to the identity at initialisation.
+        use_bias: whether to add a Gaussian bias N(mu_b, sigma_b^2) (its KL to
+            N(0, prior_var) is part of :meth:`kl_divergence`).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call args:
+        x: inputs ``(N, in)`` or ``(..., N, in)``.
+        eps_z: standard-normal noise for z0, see :meth:`noise_shapes`.
+        eps_out: standard-normal noise of shape ``(..., units)`` for the local
+            reparameterisation of the pre-activations.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        n_flows_q: int = 2,
+        n_flows_r: int = 2,
+        flow_hidden: int = 50,
+        prior_var: float = 1.0,
+        max_std: float = 1.0,
+        logvar_init: float = -9.0,
+        z_mean_init: float = 1.0,
+        gate_bias_init: float = 3.0,
+        use_bias: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"units must be positive, got {units}")
+        if n_flows_q < 0 or n_flows_r < 0:
+            raise ValueError("n_flows_q and n_flows_r must be >= 0")
+        if prior_var <= 0 or max_std <= 0:
+            raise ValueError("prior_var and max_std must be positive")
+        self.units = int(units)
+        self.n_flows_q = int(n_flows_q)
+        self.n_flows_r = int(n_flows_r)
+        self.flow_hidden = int(flow_hidden)
+        self.prior_var = float(prior_var)
+        self.max_std = float(max_std)
+        self.logvar_init = float(logvar_init)
+        self.z_mean_init = float(z_mean_init)
+        self.gate_bias_init = float(gate_bias_init)
+        self.use_bias = bool(use_bias)
+        self.input_dim: int | None = None
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape) -> None:
+        in_dim = input_shape[-1]
+        if in_dim is None:
+            raise ValueError("MNFDense needs a known last input dimension")
+        in_dim = int(in_dim)
+        self.input_dim = in_dim
+        units = self.units
+
+        self.kernel_mu = self.add_weight(
+            name="kernel_mu", shape=(in_dim, units),
+            initializer=keras.initializers.GlorotNormal(),
+        )
+        self.kernel_logvar = self.add_weight(
+            name="kernel_logvar", shape=(in_dim, units),
+            initializer=keras.initializers.RandomNormal(self.logvar_init, 0.01),
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(units,), initializer="zeros")
+            self.bias_logvar = self.add_weight(
+                name="bias_logvar", shape=(units,),
+                initializer=keras.initializers.RandomNormal(self.logvar_init, 0.01),
+            )
+        else:
+            self.bias = self.bias_logvar = None
+        # q(z0) = N(mu_z, sigma_z^2)
+        self.z_mu = self.add_weight(
+            name="z_mu", shape=(in_dim,),
+            initializer=keras.initializers.RandomNormal(self.z_mean_init, 0.01),
+        )
+        self.z_logvar = self.add_weight(
+            name="z_logvar", shape=(in_dim,),
+            initializer=keras.initializers.RandomNormal(self.logvar_init, 0.01),
+        )
+        # r(z_T | W) parameters c, b1, b2 (paper eq. 9-10).
+        # A fresh initializer per weight: Keras reuses the seed of an unseeded
+        # initializer instance, so sharing one would give identical values.
+        def vec_init():
+            return keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(in_dim))
+
+        self.r_c = self.add_weight(name="r_c", shape=(in_dim,), initializer=vec_init())
+        self.r_b1 = self.add_weight(name="r_b1", shape=(in_dim,), initializer=vec_init())
+        self.r_b2 = self.add_weight(name="r_b2", shape=(in_dim,), initializer=vec_init())
+
+        self.q_flows = [self._make_coupling(f"q_flow{k}", in_dim) for k in range(self.n_flows_q)]
+        self.r_flows = [self._make_coupling(f"r_flow{k}", in_dim) for k in range(self.n_flows_r)]
+        # Masks are constants (not variables); the r flow starts with the
+        # opposite parity so its first layer transforms the units q's last left.
+        self._q_masks = [_coupling_mask(in_dim, k) for k in range(self.n_flows_q)]
+        self._r_masks = [_coupling_mask(in_dim, k, offset=1) for k in range(self.n_flows_r)]
+        logger.debug("built %s: in=%d units=%d flows q=%d r=%d", self.name, in_dim,
+                     units, self.n_flows_q, self.n_flows_r)
+        super().build(input_shape)
+
+    def _make_coupling(self, prefix: str, dim: int) -> dict:
+        h = self.flow_hidden
+        # Small output weights: the shift/gate start almost constant, so each
+        # coupling starts close to z' = g z + (1 - g) * 1, i.e. ~identity near z=1.
+        def small():  # fresh instance per weight (see build)
+            return keras.initializers.RandomNormal(stddev=0.01)
+
+        return {
+            "u": self.add_weight(name=f"{prefix}_u", shape=(dim, h),
+                                 initializer=keras.initializers.GlorotNormal()),
+            "a": self.add_weight(name=f"{prefix}_a", shape=(h,), initializer="zeros"),
+            "w_s": self.add_weight(name=f"{prefix}_w_shift", shape=(h, dim), initializer=small()),
+            "b_s": self.add_weight(name=f"{prefix}_b_shift", shape=(dim,),
+                                   initializer=keras.initializers.Constant(self.z_mean_init)),
+            "w_g": self.add_weight(name=f"{prefix}_w_gate", shape=(h, dim), initializer=small()),
+            "b_g": self.add_weight(name=f"{prefix}_b_gate", shape=(dim,),
+                                   initializer=keras.initializers.Constant(self.gate_bias_init)),
+        }
+
+    # ------------------------------------------------------------------ flows
+    @staticmethod
+    def _coupling(z: tf.Tensor, params: dict, mask: np.ndarray):
+        """One masked RealNVP coupling with a sigmoid gate (MNF paper eq. 6)."""
+        mask = tf.constant(mask, dtype=z.dtype)
+        keep = mask * z
+        h = tf.tanh(_last_axis_matmul(keep, params["u"]) + params["a"])
+        shift = _last_axis_matmul(h, params["w_s"]) + params["b_s"]
+        gate_logit = _last_axis_matmul(h, params["w_g"]) + params["b_g"]
+        gate = tf.sigmoid(gate_logit)
+        z_new = keep + (1.0 - mask) * (gate * z + (1.0 - gate) * shift)
+        # log_sigmoid is stable for large |logit|.
+        logdet = tf.reduce_sum((1.0 - mask) * tf.math.log_sigmoid(gate_logit), axis=-1)
+        return z_new, logdet
+
+    def flow_forward(self, z: tf.Tensor, which: str = "q"):
+        """Push ``z`` (shape ``(..., in)``) through the q or r flow.
+
+        Returns ``(z_out, logdet)`` with ``logdet`` of shape ``z.shape[:-1]``,
+        the log |det d z_out / d z|.
+        """
+        if which == "q":
+            flows, masks = self.q_flows, self._q_masks
+        elif which == "r":
+            flows, masks = self.r_flows, self._r_masks
+        else:
+            raise ValueError(f"which must be 'q' or 'r', got {which!r}")
+        z = tf.convert_to_tensor(z, dtype=self.variable_dtype)
+        logdet = tf.zeros_like(z[..., 0])
+        for params, mask in zip(flows, masks):
+            z, ld = self._coupling(z, params, mask)
+            logdet = logdet + ld
+        return z, logdet
+
+    def sample_z(self, eps_z: tf.Tensor):
+        """Map standard-normal ``eps_z`` (shape ``(..., in)``) to ``z_T``.
+
+        Returns ``(z_T, logdet_q)``: ``z0 = mu_z + sigma_z * eps_z`` pushed
+        through the q flow, and the flow's summed log-determinant.
+        """
+        eps_z = tf.convert_to_tensor(eps_z, dtype=self.variable_dtype)
+        z0 = self.z_mu + tf.exp(0.5 * self.z_logvar) * eps_z
+        return self.flow_forward(z0, "q")
+
+    def _clipped_var(self, logvar: tf.Tensor):
+        # Clipping sigma at max_std (in log space) keeps the noise bounded.
+        logvar = tf.minimum(logvar, 2.0 * math.log(self.max_std))
+        return tf.exp(logvar), logvar
+
+    def _kernel_var(self):
+        return self._clipped_var(self.kernel_logvar)
+
+    # ------------------------------------------------------------------ noise
+    def noise_shapes(self, input_shape):
+        """Shapes of ``(eps_z, eps_out)`` for an input of ``input_shape``.
+
+        Rank 2 ``(N, in)`` -> ``((N, in), (N, units))`` (one z per row; a
+        ``(1, in)`` eps_z is also accepted and shares z across rows).
+        Rank >= 3 ``(..., N, in)`` -> ``((..., 1, in), (..., N, units))``.
+        """
+        shape = tuple(input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"MNFDense needs rank >= 2 input, got shape {shape}")
+        in_dim = shape[-1]
+        out_shape = shape[:-1] + (self.units,)
+        z_shape = shape if len(shape) == 2 else shape[:-2] + (1, in_dim)
+        return z_shape, out_shape
+
+    # ------------------------------------------------------------------ call
+    def call(self, x, eps_z=None, eps_out=None):
+        x = tf.convert_to_tensor(x)
+        x = tf.cast(x, self.compute_dtype)
+        rank = x.shape.rank
+        if rank is None or rank < 2:
+            raise ValueError("MNFDense expects inputs of known rank >= 2")
+        if eps_z is None:
+            shape = tf.shape(x)
+            z_shape = shape if rank == 2 else tf.concat(
+                [shape[:-2], [1], shape[-1:]], axis=0)
+            eps_z = tf.random.normal(z_shape, dtype=x.dtype)
+        z, _ = self.sample_z(eps_z)
+
+        var_w, _ = self._kernel_var()
+        mean = _last_axis_matmul(x * z, self.kernel_mu)
+        var = _last_axis_matmul(tf.square(x), var_w)
+        if self.bias is not None:
+            var = var + self._clipped_var(self.bias_logvar)[0]
+        if eps_out is None:
+            eps_out = tf.random.normal(tf.shape(mean), dtype=mean.dtype)
+        else:
+            eps_out = tf.cast(eps_out, mean.dtype)
+        # The tiny floor keeps d sqrt/d var finite when a row of x is all zero
+        # (e.g. after a ReLU), which would otherwise give inf * 0 = NaN.
+        out = mean + tf.sqrt(var + 1e-12) * eps_out
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    # ------------------------------------------------------------------ KL
+    def kl_divergence(self, eps_z=None, eps_a=None) -> tf.Tensor:
+        """One-sample Monte Carlo estimate of the KL upper bound (paper eq. 15).
+
+        KL ~= KL(q(W|z_T) || p(W)) + log q(z_T) - log r(z_T | W)
+              [+ KL(q(b) || p(b)) for the Gaussian bias].
+
+        Args:
+            eps_z: optional standard-normal draw for z0, shape ``(in,)`` or ``(1, in)``.
+            eps_a: optional standard-normal draw for ``c^T W``, shape ``(units,)``.
+
+        Returns:
+            scalar float32 tensor, differentiable w.r.t. all trainable variables.
+        """
+        if not self.built:
+            raise RuntimeError("MNFDense.kl_divergence() called before the layer was built")
+        in_dim, units = self.input_dim, self.units
+        dtype = self.variable_dtype
+        if eps_z is None:
+            eps_z = tf.random.normal((in_dim,), dtype=dtype)
+        eps_z = tf.reshape(tf.convert_to_tensor(eps_z, dtype=dtype), (in_dim,))
+        z, logdet_q = self.sample_z(eps_z)  # z: (in,), logdet_q: ()
+
+        var_w, logvar_w = self._kernel_var()
+        mean_w = z[:, None] * self.kernel_mu  # (in, units)
+
+        # KL(q(W|z) || N(0, prior_var)), closed form per weight.
+        pv = self.prior_var
+        kl_w = 0.5 * tf.reduce_sum(
+            math.log(pv) - logvar_w + (var_w + tf.square(mean_w)) / pv - 1.0)
+        if self.bias is not None:
+            var_b, logvar_b = self._clipped_var(self.bias_logvar)
+            kl_w += 0.5 * tf.reduce_sum(
+                math.log(pv) - logvar_b + (var_b + tf.square(self.bias)) / pv - 1.0)
+
+        # log q(z_T) = E[log q0(z0)] - log|det|; the expectation (negative
+        # entropy of the diagonal Gaussian) has lower variance than a sample.
+        log_q = -0.5 * tf.reduce_sum(_LOG_2PI + self.z_logvar + 1.0) - logdet_q
+
+        # r(z_T | W): c^T W sampled by local reparameterisation from q(W|z_T).
+        if eps_a is None:
+            eps_a = tf.random.normal((units,), dtype=dtype)
+        eps_a = tf.reshape(tf.convert_to_tensor(eps_a, dtype=dtype), (units,))
+        a_mean = tf.linalg.matvec(mean_w, self.r_c, transpose_a=True)  # (units,)
+        a_var = tf.linalg.matvec(var_w, tf.square(self.r_c), transpose_a=True)
+        a = tf.tanh(a_mean + tf.sqrt(a_var + 1e-12) * eps_a)
+        a_bar = tf.reduce_mean(a)
+        mean_r = self.r_b1 * a_bar
+        logvar_r = self.r_b2 * a_bar
+        z_b, logdet_r = self.flow_forward(z, "r")
+        log_r = logdet_r - 0.5 * tf.reduce_sum(
+            _LOG_2PI + logvar_r + tf.square(z_b - mean_r) * tf.exp(-logvar_r))
+
+        return kl_w + log_q - log_r
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            n_flows_q=self.n_flows_q,
+            n_flows_r=self.n_flows_r,
+            flow_hidden=self.flow_hidden,
+            prior_var=self.prior_var,
+            max_std=self.max_std,
+            logvar_init=self.logvar_init,
+            z_mean_init=self.z_mean_init,
+            gate_bias_init=self.gate_bias_init,
+            use_bias=self.use_bias,
+        )
+        return config

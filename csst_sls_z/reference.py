@@ -1,0 +1,178 @@
+"""Reference sets: finding, validating and describing the files the stage and simulator use.
+
+A reference set is a directory holding one file per reference type and a
+``manifest.json`` listing each file's name, type, sha256, schema version and pedigree.
+Sets are versioned (``csst_sls_z_NNNN``) and never edited in place: regeneration writes a
+new one. Lookup order: an explicit directory, then ``$CSST_SLS_Z_REFDIR``, then the
+shipped set named in ``reference_files/CURRENT``. Any single type can be overridden by
+a path (``overrides={...}`` or ``$CSST_SLS_Z_REF_<TYPE>``), for tests and experiments.
+Every check fails with one sentence, before any spectrum is read.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
+                        MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
+from .reffile import ReferenceFileError
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "reference_files"
+CURRENT_NAME = "CURRENT"
+SET_PREFIX = "csst_sls_z_"
+
+
+def sha256_file(path: os.PathLike, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_set_dir() -> Path:
+    current = SHIPPED_ROOT / CURRENT_NAME
+    if not current.is_file():
+        raise ReferenceFileError(f"no shipped reference set: {current} is missing")
+    return SHIPPED_ROOT / current.read_text().strip()
+
+
+def resolve_reference_dir(explicit: os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_REFERENCE_DIR)
+    if env:
+        return Path(env)
+    return shipped_set_dir()
+
+
+@dataclass
+class ReferenceSet:
+    directory: Path
+    manifest: dict
+    paths: dict = field(default_factory=dict)     # reftype -> Path
+    sha256: dict = field(default_factory=dict)    # reftype -> hex digest
+
+    @property
+    def set_id(self) -> str:
+        return self.manifest.get("set_id", self.directory.name)
+
+    @property
+    def manifest_id(self) -> str:
+        """Short content hash of the manifest: names the exact set in output provenance."""
+        blob = json.dumps(self.manifest, sort_keys=True).encode()
+        return f"{self.set_id}:{hashlib.sha256(blob).hexdigest()[:12]}"
+
+    @property
+    def pedigree(self) -> str:
+        return self.manifest.get("pedigree", "UNKNOWN")
+
+    def path(self, reftype: str) -> Path:
+        if reftype not in self.paths:
+            raise ReferenceFileError(f"reference set {self.directory} has no {reftype!r} file")
+        return self.paths[reftype]
+
+
+def read_manifest(directory: Path) -> dict:
+    mpath = Path(directory) / MANIFEST_NAME
+    if not mpath.is_file():
+        raise ReferenceFileError(f"reference directory {directory} has no {MANIFEST_NAME}")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReferenceFileError(f"manifest {mpath} is not valid JSON ({exc})") from None
+    version = manifest.get("schema_version")
+    if not isinstance(version, int):
+        raise ReferenceFileError(f"manifest {mpath} has no integer schema_version")
+    if version > MANIFEST_SCHEMA_VERSION:
+        raise ReferenceFileError(
+            f"manifest {mpath} has schema version {version}, newer than this code knows "
+            f"({MANIFEST_SCHEMA_VERSION}); upgrade csst_sls_z")
+    if not isinstance(manifest.get("files"), list):
+        raise ReferenceFileError(f"manifest {mpath} has no list of files")
+    return manifest
+
+
+def load_reference_set(directory: os.PathLike | None = None, required=REFTYPES,
+                       overrides: dict | None = None, verify: bool = True) -> ReferenceSet:
+    """Find and validate a reference set; every required type must exist and match its sha256."""
+    directory = resolve_reference_dir(directory)
+    manifest = read_manifest(directory)
+    refset = ReferenceSet(directory=directory, manifest=manifest)
+    for entry in manifest["files"]:
+        reftype = entry.get("reftype")
+        if reftype not in REFTYPES:
+            raise ReferenceFileError(f"manifest in {directory} lists unknown reference type {reftype!r}")
+        if int(entry.get("schema_version", 0)) > REFFILE_SCHEMA_VERSION:
+            raise ReferenceFileError(
+                f"reference file {entry.get('name')} has schema version {entry.get('schema_version')}, "
+                f"newer than this code knows ({REFFILE_SCHEMA_VERSION}); upgrade csst_sls_z")
+        refset.paths[reftype] = directory / entry["name"]
+        refset.sha256[reftype] = entry["sha256"]
+    env_over = {t: os.environ[ENV_REFERENCE_OVERRIDE_PREFIX + t.upper()] for t in REFTYPES
+                if os.environ.get(ENV_REFERENCE_OVERRIDE_PREFIX + t.upper())}
+    for reftype, path in {**env_over, **(overrides or {})}.items():
+        if reftype not in REFTYPES:
+            raise ReferenceFileError(f"cannot override unknown reference type {reftype!r}")
+        refset.paths[reftype] = Path(path)
+        refset.sha256[reftype] = None          # an override is the caller's responsibility
+        log.info("reference type %s overridden by %s", reftype, path)
+    for reftype in required:
+        if reftype not in refset.paths:
+            raise ReferenceFileError(f"reference set {directory} has no {reftype!r} file")
+        path = refset.paths[reftype]
+        if not path.is_file():
+            raise ReferenceFileError(f"reference file {path} ({reftype}) is missing")
+        if verify and refset.sha256[reftype] is not None:
+            digest = sha256_file(path)
+            if digest != refset.sha256[reftype]:
+                raise ReferenceFileError(
+                    f"reference file {path} ({reftype}) fails its sha256 check: manifest says "
+                    f"{refset.sha256[reftype][:12]}..., file is {digest[:12]}...")
+        if refset.sha256[reftype] is None:
+            refset.sha256[reftype] = sha256_file(path)
+    return refset
+
+
+def write_manifest(directory: Path, files: dict, pedigree: str, provenance: dict | None = None,
+                   set_id: str | None = None) -> Path:
+    """Write manifest.json for ``files`` (reftype -> file name in ``directory``)."""
+    if pedigree not in PEDIGREES:
+        raise ValueError(f"pedigree must be one of {PEDIGREES}")
+    directory = Path(directory)
+    entries = []
+    for reftype, name in sorted(files.items()):
+        if reftype not in REFTYPES:
+            raise ValueError(f"unknown reference type {reftype!r}")
+        entries.append({"reftype": reftype, "name": name, "sha256": sha256_file(directory / name),
+                        "schema_version": REFFILE_SCHEMA_VERSION, "pedigree": pedigree})
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "set_id": set_id or directory.name,
+        "pedigree": pedigree,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "code_version": __version__,
+        "files": entries,
+        "provenance": provenance or {},
+    }
+    path = directory / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def next_set_dir(root: Path) -> Path:
+    """The next unused versioned set directory under ``root`` (sets are never edited in place)."""
+    root = Path(root)
+    existing = [int(p.name[len(SET_PREFIX):]) for p in root.glob(SET_PREFIX + "[0-9]*")
+                if p.name[len(SET_PREFIX):].isdigit()]
+    return root / f"{SET_PREFIX}{max(existing, default=0) + 1:04d}"

@@ -1,0 +1,83 @@
+"""The simulation submodule: galaxies in, CSST GV/GI slitless 1D spectra out.
+
+* :func:`simulate_arrays` gives spectra in memory (the form training streams from);
+* :func:`simulate_products` writes Layout A FITS products with a TRUTH table.
+
+Neither imports TensorFlow.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .instrument import load_instrument
+from .population import draw_population
+from .sedlib import load_sedlib
+from .simulate import SimOptions, SimulatedSpectra, simulate_spectra
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000
+
+
+def load_models(refdir=None, overrides=None):
+    """The instrument and SED library of a reference set."""
+    from ..reference import load_reference_set
+    refset = load_reference_set(refdir, required=("instrument", "sedlib"), overrides=overrides)
+    return load_instrument(refset.path("instrument")), load_sedlib(refset.path("sedlib")), refset
+
+
+def simulate_arrays(n: int, seed: int, population: str, instrument, sedlib,
+                    options: SimOptions = SimOptions(), noise: bool = True) -> SimulatedSpectra:
+    """``n`` spectra in memory. The same seed gives the same arrays."""
+    rng = np.random.default_rng(seed)
+    pop = draw_population(n, population, rng, sedlib)
+    return simulate_spectra(pop, instrument, sedlib, rng, options, noise=noise)
+
+
+def sky_positions(objid: np.ndarray, seed: int):
+    """Deterministic mock positions in a 1-degree field, so RA/DEC columns are filled."""
+    rng = np.random.default_rng([seed, 7])
+    return rng.uniform(150.0, 151.0, objid.size), rng.uniform(2.0, 3.0, objid.size)
+
+
+def simulate_products(n: int, seed: int, population: str, per_file: int, out_dir: Path,
+                      instrument, sedlib, options: SimOptions = SimOptions(), overwrite: bool = False,
+                      provenance: dict | None = None, progress: bool = True) -> list:
+    """Write ``n`` objects into ceil(n / per_file) Layout A products in ``out_dir``."""
+    from tqdm import tqdm
+    from .product import ProductWriter
+    out_dir = Path(out_dir)
+    n_files = max(1, -(-n // per_file))
+    paths = []
+    bar = tqdm(total=n, unit="spec", desc="simulate", disable=not progress)
+    for f in range(n_files):
+        path = out_dir / f"sim_{population}_s{seed}_{f:04d}.fits"
+        cards = {"OBSID": (f"SIM{seed:06d}{f:04d}", "simulated observation id"),
+                 "SIMSEED": (seed, "simulation seed"), "SIMPOP": (population, "simulated population"),
+                 "SIMFILE": (f, "file index within the run"),
+                 "CREATOR": (f"csst_sls_z {__import__('csst_sls_z').__version__}", "software")}
+        for key, value in (provenance or {}).items():
+            cards[key] = value
+        writer = ProductWriter(path, cards, overwrite=overwrite)
+        try:
+            first = f * per_file
+            last = min(n, first + per_file)
+            for c, start in enumerate(range(first, last, CHUNK)):
+                stop = min(last, start + CHUNK)
+                rng = np.random.default_rng([seed, f, c])
+                pop = draw_population(stop - start, population, rng, sedlib)
+                objid = np.arange(start + 1, stop + 1, dtype=np.int64)
+                sim = simulate_spectra(pop, instrument, sedlib, rng, options, objid=objid)
+                ra, dec = sky_positions(objid, seed)
+                writer.append(sim, ra, dec)
+                bar.update(stop - start)
+            paths.append(writer.close())
+        except BaseException:
+            writer.abort()
+            raise
+        log.info("wrote %s (%d objects)", path, last - first)
+    bar.close()
+    return paths
