@@ -78,17 +78,27 @@ def band_snr(flux, err):
 
 
 def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generator,
-                     options: SimOptions = SimOptions(), objid=None, noise: bool = True) -> SimulatedSpectra:
+                     options: SimOptions = SimOptions(), objid=None, noise: bool = True,
+                     rest_flux=None, amplitude=None) -> SimulatedSpectra:
+    """Render ``pop`` through the instrument.
+
+    ``rest_flux`` (N, W) and ``amplitude`` (N,) replace the population's SEDs and their
+    magnitude scaling; the evaluation uses them to render bare template vectors.
+    """
     n = len(pop)
     objid = np.arange(1, n + 1, dtype=np.int64) if objid is None else np.asarray(objid, np.int64)
-    rest = np.empty((n, sedlib.wave.size))
-    for lib in np.unique(pop.sed_lib):
-        sel = pop.sed_lib == lib
-        rest[sel] = sedlib.spectra(lib, pop.sed_coeff[sel])
+    if rest_flux is None:
+        rest = np.empty((n, sedlib.wave.size))
+        for lib in np.unique(pop.sed_lib):
+            sel = pop.sed_lib == lib
+            rest[sel] = sedlib.spectra(lib, pop.sed_coeff[sel])
+    else:
+        rest = np.ascontiguousarray(rest_flux, dtype=float)
     lnw = np.log(sedlib.wave)
     rest_edges = np.exp(np.concatenate([[lnw[0] - (lnw[1] - lnw[0]) / 2],
                                         (lnw[1:] + lnw[:-1]) / 2, [lnw[-1] + (lnw[-1] - lnw[-2]) / 2]]))
-    amp = ab_amplitude(sedlib, rest, pop.z, pop.mag, instrument["GI"])
+    amp = (ab_amplitude(sedlib, rest, pop.z, pop.mag, instrument["GI"]) if amplitude is None
+           else np.asarray(amplitude, float))
     rows = extraction_rows(instrument, pop)
     p = instrument.p
     u, table = morphology.marginal_table()

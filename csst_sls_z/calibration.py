@@ -1,0 +1,374 @@
+"""Calibration of the BNN's Gaussian predictive distribution.
+
+The Bayesian head gives, per object, a Gaussian predictive distribution
+N(mean, sigma^2) with sigma = sqrt(aleatoric + epistemic). Zhou et al. 2024
+(ApJ 977, 69; reliability diagram in Fig. 10) find these sigmas mis-calibrated
+and recalibrate them on the validation set.
+
+Beta calibration (Kull, Silva Filho & Flach 2017, AISTATS, "Beta calibration: a
+well-founded and easily implemented improvement on logistic calibration for
+binary classifiers") is applied to the probability integral transform (PIT)
+F = Phi((z_true - mean) / sigma) of the truth. A calibrated predictive CDF makes
+F uniform; otherwise F has some CDF H, and the calibrated CDF of z is H(F(z)).
+We approximate H by the Beta-calibration map
+
+    G(F) = 1 / (1 + 1 / (exp(c) * F**a / (1 - F)**b)),
+    i.e.  logit G(F) = c + a ln F - b ln(1 - F),
+
+with a, b > 0 (so G is monotone with G(0) = 0, G(1) = 1; a = b = 1, c = 0 is the
+identity), optionally applied after a width pre-scale s > 0 (below):
+G(F) = B_abc(Phi(Phi^-1(F) / s)), which is still monotone with G(0) = 0, G(1) = 1
+and is exactly Kull et al.'s map for s = 1. The calibrated q-quantile of z is
+
+    z_q = mean + sigma * Phi^-1(G^-1(q)) = mean + sigma * s * Phi^-1(B_abc^-1(q)),
+
+and because G does not depend on the object, G^-1(q) is one scalar per q; it is
+found by a bracketed root search (``scipy.optimize.brentq``) in u = logit p, where
+logit B is strictly increasing, so the bracket has a closed form (a == b is solved
+in closed form). Work is done in logit / probit space (log_ndtr, log_expit) so
+that the far tails keep their precision.
+
+Fitting choice (``fit_beta``). a, b, c are fitted with Kull et al.'s own
+estimator, logistic regression of binary labels on the features (ln p, -ln(1 - p)),
+in the "binary-indicator" form of recalibrating a predictive CDF: every
+validation PIT value p_j serves as a threshold, and the label of object i at that
+threshold is 1[F_i <= p_j]. Summed over objects this is the binomial log-loss
+
+    L(a, b, c) = -sum_j [ y_j ln B(p_j) + (1 - y_j) ln(1 - B(p_j)) ],
+    y_j = #{F_i <= p_j} / (n + 1)   (the empirical CDF of the PITs at p_j),
+
+minimised with L-BFGS-B under a, b >= 1e-3 (F clipped to [1e-12, 1 - 1e-12] so
+the logs stay finite). Why this and not an unweighted least-squares fit of B to
+the empirical CDF: the log-loss weights each residual by the inverse binomial
+variance 1 / (y (1 - y)), so the tails of the PIT distribution, which set the
+95% interval, count as much as they should.
+
+Why the pre-scale (``fit_beta(..., prescale=True)``, the default): the most
+common mis-calibration is a wrong width, and the three-parameter Beta family
+cannot represent it well when sigma is too small. For sigmas too small by 2 the
+exact map is Phi(Phi^-1(F) / 2), whose tails go as ~F**(1/4) while the Beta map's
+go as F**a with the same a that has to fit the core (~0.43); the pure Beta fit then
+leaves the 95% interval at ~0.92 coverage (0.91 with an unweighted fit) and the
+central reliability curve up to ~0.05 off the diagonal. So ``fit_beta`` first sets
+s to the robust width of the standardised residuals, the 68.27% quantile of
+|z_true - mean| / sigma (insensitive to catastrophic outliers, unlike the RMS), and
+then fits a, b, c on the rescaled PITs; Beta calibration then corrects what a width
+cannot: bias (c, a != b), asymmetry and tails. ``prescale=False`` gives the pure
+three-parameter Beta calibration (s = 1).
+
+``ScaleCalibration`` is the single-scale-factor variant of the authors' public
+code (sigma' = scale * sigma, github.com/xczhou1995/CSST_slitless_spectra,
+train_sls/calibration.py, which bisects the scale until the area between the
+central-interval reliability curve and the diagonal vanishes). Here ``fit_scale``
+uses the closed-form Gaussian maximum-likelihood scale by default
+(scale^2 = mean(((z - mean) / sigma)^2)) and optionally the scale that makes the
+central 68% coverage exact. A scale cannot move the median, so it cannot correct
+a biased mean; Beta calibration (through c and a != b) can.
+
+``reliability_curve`` follows the authors' reliability diagram (paper Fig. 10):
+expected confidence level of the central interval against the observed fraction
+of truths inside it.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from scipy.optimize import brentq, minimize
+from scipy.special import expit, log_expit, log_ndtr, logit, ndtr, ndtri
+
+log = logging.getLogger(__name__)
+
+F_CLIP = 1e-12              # PIT clipping used for fitting (keeps ln F, ln(1-F) finite)
+AB_MIN = 1e-3               # lower bound on a, b: keeps G strictly increasing
+MAX_THRESHOLDS = 20000      # larger validation sets use evenly spaced ranks as thresholds
+MIN_FIT_OBJECTS = 10
+
+Q_MEDIAN = 0.5
+Q_68 = (0.15865, 0.84135)
+Q_95 = (0.025, 0.975)
+LEVEL_68 = 0.6826894921370859   # erf(1/sqrt(2)): probability within +-1 sigma
+
+
+def _probit_of_logit(u):
+    """Phi^-1(expit(u)) without losing precision when expit(u) is close to 1."""
+    u = np.asarray(u, dtype=float)
+    # For u > 0 use the symmetry Phi^-1(p) = -Phi^-1(1 - p) and 1 - expit(u) = expit(-u).
+    return np.where(u > 0, -ndtri(expit(-np.abs(u))), ndtri(expit(-np.abs(u))))
+
+
+def _gaussian_quantiles(mean, sigma, k):
+    """mean + sigma * k with k (the standard-normal quantiles) on a trailing axis if k is 1-D."""
+    mean = np.asarray(mean, dtype=float)
+    sigma = np.asarray(sigma, dtype=float)
+    k = np.asarray(k, dtype=float)
+    if k.ndim == 0:
+        return mean + sigma * k
+    return mean[..., None] + sigma[..., None] * k
+
+
+@dataclass(frozen=True)
+class BetaCalibration:
+    """Beta-calibration map of the PIT, optionally after a width pre-scale.
+
+    G(F) = B(Phi(Phi^-1(F) / scale)) with logit B(p) = c + a ln p - b ln(1 - p), a, b > 0,
+    scale > 0. With scale = 1 (the default) G is exactly Kull et al.'s map; ``fit_beta``
+    sets scale to the robust width of the standardised residuals first (module doc).
+    """
+
+    a: float
+    b: float
+    c: float
+    scale: float = 1.0
+
+    IDENTITY: ClassVar["BetaCalibration"]
+
+    def __post_init__(self):
+        for name in ("a", "b", "c", "scale"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if not all(np.isfinite([self.a, self.b, self.c, self.scale])):
+            raise ValueError(f"Beta calibration parameters must be finite, got {self}")
+        if self.a <= 0 or self.b <= 0 or self.scale <= 0:
+            raise ValueError(f"Beta calibration needs a, b, scale > 0 for a monotone map, got {self}")
+
+    @classmethod
+    def identity(cls) -> "BetaCalibration":
+        return cls(1.0, 1.0, 0.0, 1.0)
+
+    def _logit_map_x(self, x):
+        """logit G as a function of the standardised residual x = Phi^-1(F).
+
+        log_ndtr keeps ln p and ln(1 - p) accurate deep in both tails; x = -inf / +inf
+        give logit G = -inf / +inf, so G(0) = 0 and G(1) = 1 exactly.
+        """
+        xs = np.asarray(x, dtype=float) / self.scale
+        with np.errstate(invalid="ignore"):
+            return self.c + self.a * log_ndtr(xs) - self.b * log_ndtr(-xs)
+
+    def cdf_map(self, F):
+        """G(F), vectorised; F outside [0, 1] is clipped, NaN stays NaN."""
+        F = np.clip(np.asarray(F, dtype=float), 0.0, 1.0)
+        return expit(self._logit_map_x(ndtri(F)))
+
+    def _inverse_logit(self, q):
+        """u = logit B^-1(q) (Beta part only) per q, same shape as q; q = 0 / 1 give -inf / +inf."""
+        q = np.asarray(q, dtype=float)
+        out = np.empty(q.shape)
+        a, b, c = self.a, self.b, self.c
+        for idx, qq in np.ndenumerate(q):
+            if not (0.0 <= qq <= 1.0):
+                out[idx] = np.nan
+                continue
+            if qq == 0.0 or qq == 1.0:
+                out[idx] = -np.inf if qq == 0.0 else np.inf
+                continue
+            t = logit(qq)
+            if a == b:  # symmetric map: logit B = c + a logit p, closed form
+                out[idx] = (t - c) / a
+                continue
+
+            # h(u) = logit B(expit(u)) - t is strictly increasing (h' = a expit(-u) + b expit(u) > 0).
+            def h(u):
+                return c + a * log_expit(u) - b * log_expit(-u) - t
+
+            # 0 <= softplus(x) - max(0, x) <= ln 2 gives a guaranteed bracket.
+            lo = min(-1.0, (t - c - b * np.log(2.0)) / a - 1.0)
+            hi = max(1.0, (t - c + a * np.log(2.0)) / b + 1.0)
+            out[idx] = brentq(h, lo, hi, xtol=1e-12, rtol=1e-14)
+        return out
+
+    def _inverse_x(self, q):
+        """Phi^-1(G^-1(q)): the calibrated quantile in units of the raw sigma."""
+        return self.scale * _probit_of_logit(self._inverse_logit(q))
+
+    def inverse(self, q):
+        """G^-1(q), vectorised over q (same shape as q)."""
+        return ndtr(self._inverse_x(q))
+
+    def quantiles(self, mean, sigma, q):
+        """Calibrated quantiles z_q = mean + sigma * Phi^-1(G^-1(q)).
+
+        Scalar q gives an array of shape broadcast(mean, sigma); 1-D q gives shape
+        broadcast(mean, sigma) + (len(q),). q = 0 / 1 give -inf / +inf.
+        """
+        return _gaussian_quantiles(mean, sigma, self._inverse_x(q))
+
+    def to_dict(self) -> dict:
+        return {"kind": "beta", "a": float(self.a), "b": float(self.b), "c": float(self.c),
+                "scale": float(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BetaCalibration":
+        if d.get("kind", "beta") != "beta":
+            raise ValueError(f"not a Beta calibration: kind={d.get('kind')!r}")
+        return cls(float(d["a"]), float(d["b"]), float(d["c"]), float(d.get("scale", 1.0)))
+
+
+BetaCalibration.IDENTITY = BetaCalibration.identity()
+
+
+@dataclass(frozen=True)
+class ScaleCalibration:
+    """Single scale factor on the predictive sigma: sigma' = scale * sigma."""
+
+    scale: float
+
+    IDENTITY: ClassVar["ScaleCalibration"]
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", float(self.scale))
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be finite and > 0, got {self.scale}")
+
+    @classmethod
+    def identity(cls) -> "ScaleCalibration":
+        return cls(1.0)
+
+    def quantiles(self, mean, sigma, q):
+        """mean + scale * sigma * Phi^-1(q); shapes as in ``BetaCalibration.quantiles``."""
+        return _gaussian_quantiles(mean, self.scale * np.asarray(sigma, dtype=float),
+                                   ndtri(np.asarray(q, dtype=float)))
+
+    def to_dict(self) -> dict:
+        return {"kind": "scale", "scale": float(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScaleCalibration":
+        if d.get("kind", "scale") != "scale":
+            raise ValueError(f"not a scale calibration: kind={d.get('kind')!r}")
+        return cls(float(d["scale"]))
+
+
+ScaleCalibration.IDENTITY = ScaleCalibration.identity()
+
+
+def calibration_from_dict(d: dict):
+    """Rebuild either calibration from its ``to_dict()`` output (dispatch on 'kind')."""
+    kind = d.get("kind")
+    if kind == "beta":
+        return BetaCalibration.from_dict(d)
+    if kind == "scale":
+        return ScaleCalibration.from_dict(d)
+    raise ValueError(f"unknown calibration kind {kind!r}")
+
+
+def pit(mean, sigma, z_true):
+    """PIT values F = Phi((z_true - mean) / sigma) (sigma must be > 0)."""
+    mean, sigma, z_true = (np.asarray(x, dtype=float) for x in (mean, sigma, z_true))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ndtr((z_true - mean) / sigma)
+
+
+def _valid_standardised(mean, sigma, z_true):
+    """(z_true - mean) / sigma for the usable objects (all finite, sigma > 0)."""
+    mean, sigma, z_true = np.broadcast_arrays(*(np.asarray(x, dtype=float).ravel()
+                                                for x in (mean, sigma, z_true)))
+    ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(z_true) & (sigma > 0)
+    if (~ok).any():
+        log.warning("calibration fit: ignoring %d of %d objects with non-finite values or sigma <= 0",
+                    int((~ok).sum()), ok.size)
+    if ok.sum() < MIN_FIT_OBJECTS:
+        raise ValueError(f"calibration fit needs at least {MIN_FIT_OBJECTS} usable objects, "
+                         f"got {int(ok.sum())}")
+    return (z_true[ok] - mean[ok]) / sigma[ok]
+
+
+def fit_beta(mean, sigma, z_true, prescale: bool = True) -> BetaCalibration:
+    """Fit the calibration map on a validation set (see module doc).
+
+    prescale=True (default): first set ``scale`` to the robust width of the standardised
+    residuals (the 68.27% quantile of |z_true - mean| / sigma), then fit a, b, c by the
+    binomial log-loss on the rescaled PITs. prescale=False: pure Beta calibration (scale = 1).
+    """
+    t = _valid_standardised(mean, sigma, z_true)
+    scale = float(np.quantile(np.abs(t), LEVEL_68)) if prescale else 1.0
+    if not (np.isfinite(scale) and scale > 0):      # e.g. more than 68% exact hits
+        log.warning("fit_beta: robust width %r unusable, falling back to scale = 1", scale)
+        scale = 1.0
+    F = np.sort(np.clip(ndtr(t / scale), F_CLIP, 1.0 - F_CLIP))
+    n = F.size
+    # Thresholds at the observed PITs; label fraction = empirical CDF there (ties: count all <=).
+    idx = np.arange(n) if n <= MAX_THRESHOLDS else np.linspace(0, n - 1, MAX_THRESHOLDS).astype(int)
+    p = F[idx]
+    y = np.searchsorted(F, p, side="right") / (n + 1.0)
+    lp, l1p = np.log(p), np.log1p(-p)
+
+    def loss_grad(theta):
+        a, b, c = theta
+        s = c + a * lp - b * l1p
+        # -[y ln expit(s) + (1-y) ln expit(-s)], mean over thresholds
+        loss = -np.mean(y * log_expit(s) + (1.0 - y) * log_expit(-s))
+        r = expit(s) - y                          # d loss / d s
+        grad = np.array([np.mean(r * lp), -np.mean(r * l1p), np.mean(r)])
+        return loss, grad
+
+    res = minimize(loss_grad, x0=np.array([1.0, 1.0, 0.0]), jac=True, method="L-BFGS-B",
+                   bounds=[(AB_MIN, None), (AB_MIN, None), (None, None)])
+    if not res.success:
+        log.warning("fit_beta: optimiser did not report success (%s); using its last parameters",
+                    res.message)
+    calib = BetaCalibration(*res.x, scale=scale)
+    log.info("fit_beta on %d objects: a=%.4f b=%.4f c=%.4f scale=%.4f",
+             n, calib.a, calib.b, calib.c, calib.scale)
+    return calib
+
+
+def fit_scale(mean, sigma, z_true, method: str = "nll") -> ScaleCalibration:
+    """Fit sigma' = scale * sigma on a validation set.
+
+    method='nll' (default): Gaussian maximum likelihood, scale^2 = mean(((z - mean) / sigma)^2);
+    closed form and uses every object. method='coverage68': the scale making the central
+    68.27% interval cover exactly that fraction (robust to catastrophic outliers).
+    """
+    t = _valid_standardised(mean, sigma, z_true)
+    if method == "nll":
+        scale = float(np.sqrt(np.mean(t * t)))
+    elif method == "coverage68":
+        scale = float(np.quantile(np.abs(t), LEVEL_68))
+    else:
+        raise ValueError(f"unknown fit_scale method {method!r} (use 'nll' or 'coverage68')")
+    log.info("fit_scale (%s) on %d objects: scale=%.4f", method, t.size, scale)
+    return ScaleCalibration(scale)
+
+
+def calibrated_summary(calib, mean, sigma) -> dict:
+    """Calibrated point estimate and intervals for each object (either calibration class).
+
+    Returns float arrays of shape broadcast(mean, sigma): 'Z' (median, q=0.5), 'Z_LO'/'Z_HI'
+    (q=0.15865/0.84135), 'ZERR' = (Z_HI - Z_LO) / 2, 'Z_LO95'/'Z_HI95' (q=0.025/0.975).
+    """
+    qs = np.array([Q_MEDIAN, Q_68[0], Q_68[1], Q_95[0], Q_95[1]])
+    zq = calib.quantiles(mean, sigma, qs)     # one G^-1 per q, shared by all objects
+    out = {"Z": zq[..., 0], "Z_LO": zq[..., 1], "Z_HI": zq[..., 2],
+           "Z_LO95": zq[..., 3], "Z_HI95": zq[..., 4]}
+    out["ZERR"] = 0.5 * (out["Z_HI"] - out["Z_LO"])
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def reliability_curve(F_values, n_bins: int = 20, kind: str = "central"):
+    """Points of the reliability diagram (paper Fig. 10).
+
+    expected_fraction = linspace(0, 1, n_bins + 1), the confidence levels.
+    kind='central' (default, as in the authors' code): observed fraction of PITs inside
+    the central interval of that level, |F - 0.5| <= level / 2.
+    kind='cdf': observed fraction with F <= level (one-sided).
+    Non-finite F are ignored. Pass G(F) to judge a Beta-calibrated distribution.
+    Returns (expected_fraction, observed_fraction), float arrays of length n_bins + 1.
+    """
+    F = np.asarray(F_values, dtype=float).ravel()
+    F = F[np.isfinite(F)]
+    expected = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    if F.size == 0:
+        return expected, np.full(expected.shape, np.nan)
+    Fs = np.sort(F)
+    if kind == "central":
+        dev = np.sort(np.abs(Fs - 0.5))
+        # tiny tolerance so that level 1 includes F exactly 0 or 1 despite rounding
+        observed = np.searchsorted(dev, expected / 2.0 + 1e-15, side="right") / F.size
+    elif kind == "cdf":
+        observed = np.searchsorted(Fs, expected, side="right") / F.size
+    else:
+        raise ValueError(f"unknown reliability kind {kind!r} (use 'central' or 'cdf')")
+    return expected, observed.astype(float)

@@ -1,0 +1,117 @@
+"""The small reference files: network grid, calibration and ZWARN thresholds.
+
+Each is a FITS file with the standard reference header (``reffile.reference_header``);
+their values sit in header keywords or small tables so a person can read them with any
+FITS viewer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from .calibration import BetaCalibration, ScaleCalibration
+from .preprocess import WaveGrid
+from .reffile import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
+
+
+def write_wavegrid(path, grid: WaveGrid, pedigree: str, history=(), overwrite=False):
+    hdr = reference_header("wavegrid", pedigree, "network input wavelength grid, GV then GI", history=list(history) + [
+        "Input convention: ch0 = FLUX/scale, ch1 = ERR/scale, scale = median ERR of valid",
+        "pixels on this grid over both bands; masked pixels are 0 in both channels."])
+    hdr["NORMCONV"] = ("median_valid_err", "per-object normalisation")
+    hdr["MASKVAL"] = (0.0, "value of masked pixels in both channels")
+    tab = fits.BinTableHDU.from_columns([
+        fits.Column("BAND", "2A", array=list(grid.bands)),
+        fits.Column("START", "D", unit="Angstrom", array=list(grid.starts)),
+        fits.Column("STEP", "D", unit="Angstrom", array=list(grid.steps)),
+        fits.Column("NPIX", "J", array=list(grid.sizes))], name="GRID")
+    write_fits_atomic(fits.HDUList([fits.PrimaryHDU(header=hdr), tab]), path, overwrite=overwrite)
+
+
+def load_wavegrid(path) -> WaveGrid:
+    with open_reference_file(path, "wavegrid") as hdul:
+        t = hdul["GRID"].data
+        grid = WaveGrid(starts=tuple(float(v) for v in t["START"]), steps=tuple(float(v) for v in t["STEP"]),
+                        sizes=tuple(int(v) for v in t["NPIX"]), bands=tuple(str(b).strip() for b in t["BAND"]))
+    if grid.bands != ("GV", "GI") or min(grid.sizes) <= 0:
+        raise ReferenceFileError(f"wavegrid file {path} must hold positive GV then GI grids")
+    return grid
+
+
+def grid_from_instrument(instrument) -> WaveGrid:
+    return WaveGrid(starts=(instrument["GV"].wmin, instrument["GI"].wmin),
+                    steps=(instrument["GV"].dispersion, instrument["GI"].dispersion),
+                    sizes=(instrument["GV"].wavelength.size, instrument["GI"].wavelength.size))
+
+
+@dataclass(frozen=True)
+class CalibrationFile:
+    beta: BetaCalibration
+    scale: ScaleCalibration
+    method: str                    # which one the stage applies: "beta" or "scale"
+
+
+def write_calibration(path, beta: BetaCalibration, scale: ScaleCalibration, pedigree: str, method="beta",
+                      history=(), overwrite=False):
+    hdr = reference_header("calibration", pedigree, "Beta calibration of the BNN predictive distribution",
+                           history=history)
+    hdr["CALMETH"] = (method, "applied by the stage: beta or scale")
+    hdr["BETA_A"] = (beta.a, "Beta calibration a (Kull et al. 2017)")
+    hdr["BETA_B"] = (beta.b, "Beta calibration b")
+    hdr["BETA_C"] = (beta.c, "Beta calibration c")
+    hdr["BETA_S"] = (beta.scale, "width prescale applied before the Beta map")
+    hdr["SCALEFAC"] = (scale.scale, "single scale factor on sigma (comparison)")
+    write_fits_atomic(fits.HDUList([fits.PrimaryHDU(header=hdr)]), path, overwrite=overwrite)
+
+
+def load_calibration(path) -> CalibrationFile:
+    with open_reference_file(path, "calibration") as hdul:
+        h = hdul[0].header
+        try:
+            return CalibrationFile(beta=BetaCalibration(a=float(h["BETA_A"]), b=float(h["BETA_B"]), c=float(h["BETA_C"]),
+                                                                 scale=float(h.get("BETA_S", 1.0))),
+                                   scale=ScaleCalibration(scale=float(h["SCALEFAC"])), method=str(h["CALMETH"]))
+        except (KeyError, ValueError) as exc:
+            raise ReferenceFileError(f"calibration file {path} lacks a value ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    low_snr: float                 # LOW_SNR when SNR_GI < this
+    large_zerr: float              # LARGE_ZERR when ZERR / (1 + Z) > this
+    ood_max: float                 # OUT_OF_DISTRIBUTION when the feature distance exceeds this
+    ood_mean: np.ndarray           # (F,) training feature mean
+    ood_precision: np.ndarray      # (F, F) inverse covariance of training features
+    z_min: float                   # trained redshift range, for Z_FITLIMIT
+    z_max: float
+
+    def ood_distance(self, feats: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of backbone features from the training set, per dimension."""
+        d = feats - self.ood_mean[None, :]
+        return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d) / d.shape[1])
+
+
+def write_thresholds(path, th: Thresholds, pedigree: str, history=(), overwrite=False):
+    hdr = reference_header("thresholds", pedigree, "ZWARN thresholds chosen on the validation set", history=history)
+    hdr["LOWSNR"] = (th.low_snr, "LOW_SNR: SNR_GI below this")
+    hdr["LARGEZER"] = (th.large_zerr, "LARGE_ZERR: ZERR/(1+Z) above this")
+    hdr["OODMAX"] = (th.ood_max, "OUT_OF_DISTRIBUTION: feature distance above this")
+    hdr["ZMIN"] = (th.z_min, "trained redshift range, lower end")
+    hdr["ZMAX"] = (th.z_max, "trained redshift range, upper end")
+    hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(th.ood_mean.astype(np.float64), name="OOD_MEAN"),
+            fits.ImageHDU(th.ood_precision.astype(np.float64), name="OOD_PRECISION")]
+    write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+
+
+def load_thresholds(path) -> Thresholds:
+    with open_reference_file(path, "thresholds") as hdul:
+        h = hdul[0].header
+        try:
+            return Thresholds(low_snr=float(h["LOWSNR"]), large_zerr=float(h["LARGEZER"]), ood_max=float(h["OODMAX"]),
+                              ood_mean=np.array(hdul["OOD_MEAN"].data, float),
+                              ood_precision=np.array(hdul["OOD_PRECISION"].data, float),
+                              z_min=float(h["ZMIN"]), z_max=float(h["ZMAX"]))
+        except KeyError as exc:
+            raise ReferenceFileError(f"thresholds file {path} lacks {exc}") from None

@@ -1,0 +1,179 @@
+"""Evaluation on the test set: cnn, bnn, the information bound (oracle) and a template fit.
+
+* ``oracle``: for every test spectrum, a chi-square scan over z with the object's own
+  noiseless SED and shape from TRUTH, rendered through the same forward model, leaving
+  only z and a positive amplitude free, on the same noisy pixels. No method can beat it
+  on average: it is the information bound of the spectra.
+* ``template_fit``: the classical fit, a free linear mixture of the whole SED library
+  (the 5 Redrock PCA vectors and the 5 kcorrect templates), rendered for a typical
+  galaxy shape, scanned over z.
+Both scan a coarse grid (step 0.004) and refine around the best value (step 0.0005).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..simulation.population import Population
+from ..simulation.simulate import simulate_spectra
+from .metrics import binned, coverage, mean_uncertainty, outlier_fraction, sigma_nmad
+
+log = logging.getLogger(__name__)
+
+COARSE_STEP = 0.004
+FINE_STEP = 0.0005
+FINE_HALF = 0.008
+Z_EDGES = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5])
+SNR_EDGES = np.array([0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 1e9])
+
+
+def _replicate(pop: Population, i: int, z: np.ndarray) -> Population:
+    fields = {k: np.repeat(getattr(pop, k)[i:i + 1], z.size, axis=0) for k in pop.__dict__}
+    fields["z"] = z
+    return Population(**fields)
+
+
+def _render(pop, instrument, sedlib, **kw):
+    sim = simulate_spectra(pop, instrument, sedlib, np.random.default_rng(0), noise=False, **kw)
+    return np.concatenate([sim.bands["GV"].model, sim.bands["GI"].model], axis=1).astype(np.float64)
+
+
+def _chi2_positive(models, flux, w):
+    """chi^2 of ``flux`` against each row of ``models`` with a free non-negative amplitude."""
+    tf_ = models @ (w * flux)
+    tt = (models * models) @ w
+    base = np.sum(w * flux * flux)
+    amp_ok = (tf_ > 0) & (tt > 0)
+    return np.where(amp_ok, base - tf_ ** 2 / np.where(tt > 0, tt, 1.0), base)
+
+
+def oracle_redshifts(truth: Population, flux, err, instrument, sedlib, z_max, progress=True):
+    from tqdm import tqdm
+    out = np.empty(flux.shape[0])
+    coarse = np.arange(0.0, z_max + 1e-9, COARSE_STEP)
+    for i in tqdm(range(flux.shape[0]), desc="oracle", disable=not progress):
+        w = np.where(err[i] > 0, 1.0 / np.where(err[i] > 0, err[i], 1.0) ** 2, 0.0)
+        chi = _chi2_positive(_render(_replicate(truth, i, coarse), instrument, sedlib), flux[i], w)
+        z0 = coarse[np.argmin(chi)]
+        fine = np.arange(max(0.0, z0 - FINE_HALF), min(z_max, z0 + FINE_HALF) + 1e-9, FINE_STEP)
+        chi = _chi2_positive(_render(_replicate(truth, i, fine), instrument, sedlib), flux[i], w)
+        out[i] = fine[np.argmin(chi)]
+    return out
+
+
+def _template_models(z_grid, instrument, sedlib, shape):
+    """(n_z, K, L) noiseless renderings of every library vector at each z, for one typical shape."""
+    vectors = np.concatenate([sedlib.basis[lib] for lib in sorted(sedlib.basis)])
+    k = vectors.shape[0]
+    zz = np.repeat(z_grid, k)
+    pop = Population(z=zz, mag=np.full(zz.size, 20.0), r_eff=np.full(zz.size, shape["r_eff"]),
+                     sersic_n=np.full(zz.size, shape["sersic_n"]), axis_ratio=np.full(zz.size, shape["axis_ratio"]),
+                     pa=np.full(zz.size, shape["pa"]), sed_lib=np.full(zz.size, "TEMPLATE"),
+                     sed_index=np.full(zz.size, -1), sed_coeff=np.zeros((zz.size, 5)))
+    rest = np.tile(vectors, (z_grid.size, 1))
+    models = _render(pop, instrument, sedlib, rest_flux=rest, amplitude=np.ones(zz.size))
+    return models.reshape(z_grid.size, k, -1)
+
+
+def _linear_chi2(models, flux, w):
+    """chi^2 of the best free linear mixture, for every object (rows of flux) at one z."""
+    k = models.shape[0]
+    wf = w * flux
+    b = wf @ models.T                                       # (N, K)
+    pair = (models[:, None, :] * models[None, :, :]).reshape(k * k, -1)
+    g = (w @ pair.T).reshape(-1, k, k) + 1e-12 * np.eye(k)[None]
+    c = np.linalg.solve(g, b[..., None])[..., 0]
+    return np.sum(wf * flux, axis=1) - np.sum(c * b, axis=1)
+
+
+def template_fit_redshifts(flux, err, instrument, sedlib, z_max, shape, progress=True):
+    from tqdm import tqdm
+    w = np.where(err > 0, 1.0 / np.where(err > 0, err, 1.0) ** 2, 0.0)
+    coarse = np.arange(0.0, z_max + 1e-9, COARSE_STEP)
+    models = _template_models(coarse, instrument, sedlib, shape)
+    chi = np.stack([_linear_chi2(models[j], flux, w) for j in tqdm(range(coarse.size), desc="template fit",
+                                                                      disable=not progress)], axis=1)
+    z0 = coarse[np.argmin(chi, axis=1)]
+    offsets = np.arange(-FINE_HALF, FINE_HALF + 1e-9, FINE_STEP)
+    out = np.empty(flux.shape[0])
+    # Refine on a shared fine grid per coarse cell to render each fine z only once.
+    for zc in np.unique(z0):
+        sel = np.where(z0 == zc)[0]
+        fine = np.clip(zc + offsets, 0.0, z_max)
+        fm = _template_models(fine, instrument, sedlib, shape)
+        chi_f = np.stack([_linear_chi2(fm[j], flux[sel], w[sel]) for j in range(fine.size)], axis=1)
+        out[sel] = fine[np.argmin(chi_f, axis=1)]
+    return out
+
+
+def point_metrics(z_pred, z_true):
+    return {"sigma_nmad": sigma_nmad(z_pred, z_true), "eta": outlier_fraction(z_pred, z_true), "n": int(z_true.size)}
+
+
+def evaluate(regen) -> dict:
+    """All metrics and figures for a Regeneration whose calibrate step is done."""
+    from ..calibration import calibrated_summary
+    from ..refdata import load_calibration
+    from .data import BatchMaker
+    from .figures import make_figures
+    t0 = time.time()
+    p = regen.predict_set("test")
+    zt = p["z_true"]
+    cal = load_calibration(regen.work / "calibration.fits")
+    cal_summ = calibrated_summary(cal.beta, p["mean"], p["sigma"])
+    scale_summ = calibrated_summary(cal.scale, p["mean"], p["sigma"])
+    raw_lo, raw_hi = p["mean"] - p["sigma"], p["mean"] + p["sigma"]
+    res = {"cnn": point_metrics(p["z_cnn"], zt)}
+    bnn = point_metrics(cal_summ["Z"], zt)
+    bnn.update({
+        "ebar": mean_uncertainty(cal_summ["ZERR"], zt),
+        "cov68": coverage(zt, cal_summ["Z_LO"], cal_summ["Z_HI"]),
+        "cov95": coverage(zt, cal_summ["Z_LO95"], cal_summ["Z_HI95"]),
+        "cov68_raw": coverage(zt, raw_lo, raw_hi),
+        "cov95_raw": coverage(zt, p["mean"] - 1.959964 * p["sigma"], p["mean"] + 1.959964 * p["sigma"]),
+        "cov68_scale": coverage(zt, scale_summ["Z_LO"], scale_summ["Z_HI"]),
+        "cov95_scale": coverage(zt, scale_summ["Z_LO95"], scale_summ["Z_HI95"]),
+        "ebar_raw": mean_uncertainty(p["sigma"], zt),
+    })
+    res["bnn"] = bnn
+    # The bound and the classical fit on the first n_oracle test objects, same noisy pixels.
+    n_or = min(regen.rc.n_oracle, zt.size)
+    maker = BatchMaker(regen.data()["test"], seed=regen.seeds["test"] + 17)
+    flux, err = maker.noisy(np.arange(zt.size))
+    flux, err = flux[:n_or], err[:n_or]
+    truth = regen.data()["test_truth"]
+    sub = Population(**{k: getattr(truth, k)[:n_or] for k in truth.__dict__})
+    t1 = time.time()
+    z_or = oracle_redshifts(sub, flux, err, regen.instrument, regen.sedlib, regen.cfg.z_max, regen.progress)
+    t2 = time.time()
+    shape = {"r_eff": 0.7, "sersic_n": 1.3, "axis_ratio": 0.6, "pa": 45.0}
+    z_tf = template_fit_redshifts(flux, err, regen.instrument, regen.sedlib, regen.cfg.z_max, shape, regen.progress)
+    t3 = time.time()
+    res["oracle"] = point_metrics(z_or, zt[:n_or])
+    res["template_fit"] = point_metrics(z_tf, zt[:n_or])
+    res["same_subset"] = {"n": n_or, "cnn": point_metrics(p["z_cnn"][:n_or], zt[:n_or]),
+                          "bnn": point_metrics(cal_summ["Z"][:n_or], zt[:n_or])}
+    snr = p["snr_gi"]
+    preds = {"cnn": p["z_cnn"], "bnn": cal_summ["Z"]}
+    res["bins"] = {}
+    for axis, x, edges in (("z_true", zt, Z_EDGES), ("snr_gi", snr, SNR_EDGES)):
+        block = {}
+        for m, v in preds.items():
+            block[m] = {"sigma_nmad": binned(sigma_nmad, x, edges, v, zt), "eta": binned(outlier_fraction, x, edges, v, zt)}
+        for m, v in (("oracle", z_or), ("template_fit", z_tf)):
+            block[m] = {"sigma_nmad": binned(sigma_nmad, x[:n_or], edges, v, zt[:n_or]),
+                        "eta": binned(outlier_fraction, x[:n_or], edges, v, zt[:n_or])}
+        block["bnn"]["ebar"] = binned(mean_uncertainty, x, edges, cal_summ["ZERR"], zt)
+        block["bnn"]["cov68"] = binned(coverage, x, edges, zt, cal_summ["Z_LO"], cal_summ["Z_HI"])
+        res["bins"][axis] = block
+    res["wall_s"] = {"total": time.time() - t0, "oracle": t2 - t1, "template_fit": t3 - t2}
+    res["backbone_histories"] = regen._load_json("backbone_histories.json", {})
+    res["calibration"] = {"beta": cal.beta.to_dict(), "scale": cal.scale.to_dict()}
+    np.savez(regen.work / "eval_arrays.npz", z_true=zt, z_cnn=p["z_cnn"], z_bnn=cal_summ["Z"], zerr=cal_summ["ZERR"],
+             z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], mean=p["mean"], sigma=p["sigma"], snr_gi=snr,
+             z_oracle=z_or, z_template=z_tf)
+    make_figures(regen.out / "figures", res, regen.work / "eval_arrays.npz", cal)
+    log.info("evaluation: %s", {k: res[k] for k in ("cnn", "bnn", "oracle", "template_fit")})
+    return res

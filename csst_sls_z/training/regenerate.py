@@ -1,0 +1,373 @@
+"""``csst-sls-z regenerate``: rebuild every reference file from nothing.
+
+    csst-sls-z regenerate --config {cpu,paper,smoke} --out DIR
+
+Steps (each resumable: a finished step leaves a marker in DIR/work and is skipped on
+rerun; the backbone checkpoints while it trains):
+  data       simulate the training, validation (training population) and test
+             (CSST-like n(z)) sets from fixed, recorded seeds;
+  backbone   train the CNN (zbins by default; logcosh too, for the comparison curve);
+  head       freeze the backbone and train the MNF head on its features;
+  calibrate  fit Beta calibration and the scale factor on the validation set, choose
+             the ZWARN thresholds;
+  evaluate   metrics for cnn, bnn, oracle and template_fit on the test set, figures;
+  write      the manifest of the new set (never edits an existing one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..cli import LOG_LEVELS, _Parser, setup_logging
+from ..datamodel import EXIT_ERROR, EXIT_OK
+
+log = logging.getLogger(__name__)
+
+STEPS = ("data", "backbone", "head", "calibrate", "evaluate", "write")
+
+
+@dataclass(frozen=True)
+class RegenConfig:
+    network: str
+    n_train: int
+    n_val: int
+    n_test: int
+    backbone_budget_s: float
+    logcosh_budget_s: float
+    head_budget_s: float
+    n_head_features: int
+    n_samples: int
+    n_oracle: int
+    batch_size: int = 256
+    eval_every_s: float = 120.0
+    seed: int = 20241125
+
+
+REGEN_CONFIGS = {
+    "cpu": RegenConfig(network="cpu", n_train=150_000, n_val=8_000, n_test=6_000, backbone_budget_s=1500,
+                       logcosh_budget_s=420, head_budget_s=240, n_head_features=100_000, n_samples=200,
+                       n_oracle=500),
+    "paper": RegenConfig(network="paper", n_train=600_000, n_val=60_000, n_test=60_000,
+                         backbone_budget_s=8 * 3600, logcosh_budget_s=8 * 3600, head_budget_s=3600,
+                         n_head_features=600_000, n_samples=200, n_oracle=2000, batch_size=1024,
+                         eval_every_s=900),
+    "smoke": RegenConfig(network="smoke", n_train=3000, n_val=400, n_test=300, backbone_budget_s=20,
+                         logcosh_budget_s=8, head_budget_s=8, n_head_features=3000, n_samples=20,
+                         n_oracle=40, eval_every_s=10),
+}
+
+
+def _configure_tf():
+    import tensorflow as tf
+    cores = os.cpu_count() or 2
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
+    except RuntimeError:
+        pass                       # already initialised in this process
+    return tf
+
+
+class Regeneration:
+    def __init__(self, config: str, out: Path, source_refdir=None, progress=True, overrides=None):
+        self.name = config
+        self.rc = REGEN_CONFIGS[config]
+        if overrides:
+            self.rc = replace(self.rc, **overrides)
+        self.out = Path(out)
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        from ..simulation import load_models
+        self.instrument, self.sedlib, self.source_set = load_models(source_refdir)
+        self.seeds = {"train": self.rc.seed, "val": self.rc.seed + 1, "test": self.rc.seed + 2,
+                      "batches": self.rc.seed + 3, "head": self.rc.seed + 4, "sampler": self.rc.seed + 5,
+                      "features": self.rc.seed + 6}
+        self.timings = self._load_json("timings.json", {})
+        self._data = None
+
+    # ------------------------------------------------------------ helpers
+    def _load_json(self, name, default):
+        p = self.work / name
+        return json.loads(p.read_text()) if p.exists() else default
+
+    def _save_json(self, name, obj):
+        p = self.work / name
+        p.write_text(json.dumps(obj, indent=1, default=float))
+
+    def done(self, step):
+        return (self.work / f"{step}.done").exists()
+
+    def mark(self, step, seconds):
+        self.timings[step] = seconds
+        self._save_json("timings.json", self.timings)
+        (self.work / f"{step}.done").write_text(f"{seconds:.1f}\n")
+        log.info("step %s finished in %.1f s", step, seconds)
+
+    @property
+    def cfg(self):
+        from ..network.config import CONFIGS
+        from ..refdata import grid_from_instrument
+        return replace(CONFIGS[self.rc.network], input_length=grid_from_instrument(self.instrument).length)
+
+    def data(self):
+        """Simulated sets; deterministic from the seeds, so a rerun rebuilds them identically."""
+        if self._data is None:
+            from ..simulation import simulate_arrays
+            from .data import from_simulation
+            t0 = time.time()
+            sets = {}
+            for name, n, pop in (("train", self.rc.n_train, "train"), ("val", self.rc.n_val, "train"),
+                                 ("test", self.rc.n_test, "test")):
+                chunks = []
+                for c, start in enumerate(range(0, n, 20000)):
+                    sim = simulate_arrays(min(20000, n - start), self.seeds[name] * 1000 + c, pop,
+                                          self.instrument, self.sedlib)
+                    chunks.append((sim, from_simulation(sim, self.instrument)))
+                sets[name] = _concat_sets([c[1] for c in chunks])
+                sets[name + "_truth"] = _concat_truth([c[0] for c in chunks])
+                log.info("simulated %s: %d objects (%.0f s so far)", name, n, time.time() - t0)
+            self._data = sets
+        return self._data
+
+    # ------------------------------------------------------------ steps
+    def step_data(self):
+        d = self.data()
+        summary = {k: {"n": len(d[k]), "sha256_sample": d[k].digest()} for k in ("train", "val", "test")}
+        self._save_json("data.json", summary)
+
+    def _fixed(self, name, seed_key):
+        from .data import BatchMaker
+        maker = BatchMaker(self.data()[name], seed=self.seeds[seed_key] + 17)
+        return maker.fixed()
+
+    def step_backbone(self):
+        from ..network.weights import save_weights
+        from .data import BatchMaker
+        from .train_backbone import train_backbone
+        x_val, z_val = self._fixed("val", "val")
+        results = {}
+        for objective, budget in (("zbins", self.rc.backbone_budget_s), ("logcosh", self.rc.logcosh_budget_s)):
+            if budget <= 0:
+                continue
+            cfg = replace(self.cfg, objective=objective)
+            maker = BatchMaker(self.data()["train"], seed=self.seeds["batches"])
+            model, history = train_backbone(cfg, maker.stream(self.rc.batch_size), x_val, z_val, budget,
+                                            self.work / f"backbone_{objective}", batch_size=self.rc.batch_size,
+                                            eval_every_s=self.rc.eval_every_s, progress=self.progress)
+            results[objective] = history
+            if objective == "zbins":
+                save_weights(model, self.work / "backbone.fits", "backbone", cfg, "SIMULATION",
+                             "CNN backbone, trained on simulated CSST spectra", overwrite=True,
+                             history=[f"regenerate --config {self.name}: {len(history)} evaluations, "
+                                      f"budget {budget:.0f} s, objective {objective}"])
+        self._save_json("backbone_histories.json", results)
+
+    def _load_backbone(self):
+        from ..network.backbone import build_backbone
+        from ..network.weights import load_weights, read_config
+        cfg = read_config(self.work / "backbone.fits", "backbone")
+        model = build_backbone(cfg)
+        load_weights(model, self.work / "backbone.fits", "backbone")
+        return model, cfg
+
+    def step_head(self):
+        from ..network.weights import save_weights
+        from .data import BatchMaker
+        from .train_head import extract_features, train_head
+        backbone, cfg = self._load_backbone()
+        train = self.data()["train"]
+        n = min(self.rc.n_head_features, len(train))
+        maker = BatchMaker(train, seed=self.seeds["features"])
+        feats, zc, zt = [], [], []
+        # Frozen features for a fixed set of noise draws, computed once and reused.
+        for start in range(0, n, 10000):
+            idx = np.arange(start, min(n, start + 10000))
+            x, z = maker.batch(idx)
+            f, c = extract_features(backbone, cfg, x)
+            feats.append(f), zc.append(c), zt.append(z)
+        feats, zc, zt = np.concatenate(feats), np.concatenate(zc), np.concatenate(zt).astype(np.float32)
+        head = train_head(cfg, feats, zc, zt, self.rc.head_budget_s, seed=self.seeds["head"], progress=self.progress)
+        save_weights(head, self.work / "bnnhead.fits", "bnnhead", cfg, "SIMULATION",
+                     "MNF Bayesian head on the frozen backbone", overwrite=True,
+                     history=[f"regenerate --config {self.name}: {n} feature vectors, budget {self.rc.head_budget_s:.0f} s"])
+        np.save(self.work / "train_features_sample.npy", feats[:20000])
+
+    def sampler(self, n_samples=None):
+        from ..network.head import BNNHead
+        from ..network.sampler import Sampler
+        from ..network.weights import load_weights
+        import tensorflow as tf
+        backbone, cfg = self._load_backbone()
+        head = BNNHead(cfg)
+        head(tf.zeros((2, backbone.output["features"].shape[-1])), tf.zeros((2,)))
+        load_weights(head, self.work / "bnnhead.fits", "bnnhead")
+        return Sampler(backbone, head, cfg, n_samples=n_samples or self.rc.n_samples, seed=self.seeds["sampler"]), cfg
+
+    def predict_set(self, name):
+        cache = self.work / f"pred_{name}.npz"
+        if cache.exists():
+            with np.load(cache) as d:
+                return {k: d[k] for k in d.files}
+        sampler, cfg = self.sampler()
+        x, z = self._fixed(name, name)
+        pred = sampler.predict(x)
+        feats = []
+        import tensorflow as tf
+        for s in range(0, x.shape[0], 512):
+            feats.append(sampler.backbone(tf.convert_to_tensor(x[s:s + 512]), training=False)["features"].numpy())
+        out = {"z_true": z, "z_cnn": pred.z_cnn, "mean": pred.mean, "sigma": pred.sigma,
+               "aleatoric": pred.aleatoric, "epistemic": pred.epistemic, "features": np.concatenate(feats),
+               "snr_gi": self.data()[name].snr_gi}
+        np.savez(cache, **out)
+        return out
+
+    def step_calibrate(self):
+        from ..calibration import calibrated_summary, fit_beta, fit_scale
+        from ..refdata import Thresholds, write_calibration, write_thresholds
+        from .metrics import outlier_fraction
+        p = self.predict_set("val")
+        beta = fit_beta(p["mean"], p["sigma"], p["z_true"])
+        scale = fit_scale(p["mean"], p["sigma"], p["z_true"])
+        write_calibration(self.work / "calibration.fits", beta, scale, "SIMULATION", overwrite=True,
+                          history=[f"Fitted on {p['z_true'].size} validation spectra (seed {self.seeds['val']})."])
+        summ = calibrated_summary(beta, p["mean"], p["sigma"])
+        z, zt = summ["Z"], p["z_true"]
+        rel_err = summ["ZERR"] / (1 + z)
+        # LOW_SNR: the largest SNR_GI below which a quarter of validation objects are outliers.
+        low_snr = float(np.percentile(p["snr_gi"], 5))
+        for s in np.percentile(p["snr_gi"], np.arange(50, 0, -1)):
+            sel = p["snr_gi"] < s
+            if sel.sum() >= 20 and outlier_fraction(z[sel], zt[sel]) >= 0.25:
+                low_snr = float(s)
+                break
+        # LARGE_ZERR: the smallest ZERR/(1+Z) above which half the validation objects are outliers.
+        large = float(np.percentile(rel_err, 99))
+        for t in np.percentile(rel_err, np.arange(50, 100, 0.5)):
+            sel = rel_err > t
+            if sel.sum() >= 20 and outlier_fraction(z[sel], zt[sel]) >= 0.5:
+                large = float(t)
+                break
+        feats = np.load(self.work / "train_features_sample.npy").astype(np.float64)
+        cov = np.cov(feats, rowvar=False) + 1e-6 * np.eye(feats.shape[1])
+        th = Thresholds(low_snr=low_snr, large_zerr=large, ood_max=0.0, ood_mean=feats.mean(axis=0),
+                        ood_precision=np.linalg.inv(cov), z_min=self.cfg.z_min, z_max=self.cfg.z_max)
+        # OUT_OF_DISTRIBUTION: beyond the 99.9th percentile of validation feature distances.
+        ood_max = float(np.percentile(th.ood_distance(p["features"].astype(np.float64)), 99.9))
+        th = replace(th, ood_max=ood_max)
+        why = [f"LOW_SNR {low_snr:.3f}: largest SNR_GI below which >= 25% of validation objects are outliers.",
+               f"LARGE_ZERR {large:.5f}: smallest ZERR/(1+Z) above which >= 50% of validation objects are outliers.",
+               f"OOD {ood_max:.3f}: 99.9th percentile of validation feature Mahalanobis distance (per dim)."]
+        write_thresholds(self.work / "thresholds.fits", th, "SIMULATION", history=why, overwrite=True)
+        self._save_json("thresholds_why.json", why)
+        log.info("thresholds: %s", " ".join(why))
+
+    def step_evaluate(self):
+        from .evaluate import evaluate
+        evaluation = evaluate(self)
+        (self.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=float))
+
+    def step_write(self):
+        import tensorflow as tf
+        from ..reference import write_manifest
+        from ..refdata import grid_from_instrument, write_wavegrid
+        files = {}
+        for reftype in ("backbone", "bnnhead", "calibration", "thresholds"):
+            shutil.copy2(self.work / f"{reftype}.fits", self.out / f"{reftype}.fits")
+            files[reftype] = f"{reftype}.fits"
+        for reftype in ("instrument", "sedlib"):
+            src = self.source_set.path(reftype)
+            shutil.copy2(src, self.out / src.name)
+            files[reftype] = src.name
+        write_wavegrid(self.out / "wavegrid.fits", grid_from_instrument(self.instrument), "SIMULATION", overwrite=True)
+        files["wavegrid"] = "wavegrid.fits"
+        data = self._load_json("data.json", {})
+        provenance = {
+            "command": f"csst-sls-z regenerate --config {self.name} --out {self.out}",
+            "config": self.rc.__dict__, "network": self.cfg.to_dict(), "objective": self.cfg.objective,
+            "seeds": self.seeds, "training_data_sha256": {k: v["sha256_sample"] for k, v in data.items()},
+            "source_reference_set": self.source_set.manifest_id, "code_version": __version__,
+            "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores", "step_wall_s": self.timings,
+        }
+        write_manifest(self.out, files, "SIMULATION", provenance=provenance)
+
+    def run(self, until=None):
+        for step in STEPS:
+            if self.done(step):
+                log.info("step %s already done; skipping", step)
+            else:
+                if step in ("backbone", "head", "calibrate", "evaluate"):
+                    _configure_tf()
+                t0 = time.time()
+                log.info("step %s starting", step)
+                getattr(self, f"step_{step}")()
+                self.mark(step, time.time() - t0)
+            if until and step == until:
+                break
+
+
+def _concat_sets(parts):
+    from .data import TrainingSet
+    if len(parts) == 1:
+        return parts[0]
+    return TrainingSet(z=np.concatenate([p.z for p in parts]), model=np.concatenate([p.model for p in parts]),
+                       conv=parts[0].conv, background=np.concatenate([p.background for p in parts]),
+                       readvar=np.concatenate([p.readvar for p in parts]), band_slices=parts[0].band_slices,
+                       noisy_flux=np.concatenate([p.noisy_flux for p in parts]),
+                       noisy_err=np.concatenate([p.noisy_err for p in parts]),
+                       snr_gi=np.concatenate([p.snr_gi for p in parts]))
+
+
+def _concat_truth(sims):
+    """Truth needed by the oracle: the population of every object, concatenated."""
+    from ..simulation.population import Population
+    pops = [s.population for s in sims]
+    return Population(**{k: np.concatenate([getattr(p, k) for p in pops]) for k in pops[0].__dict__})
+
+
+def parser():
+    p = _Parser(prog="csst-sls-z regenerate", description="Rebuild a complete reference set from nothing: "
+                "simulate, train the backbone and the MNF head, calibrate, evaluate (docs/regeneration.md).")
+    p.add_argument("--config", choices=sorted(REGEN_CONFIGS), required=True,
+                   help="cpu: trains on 2 cores in about an hour; paper: the published architecture and data "
+                        "volume; smoke: seconds, for tests")
+    p.add_argument("--out", type=Path, required=True, help="directory of the new reference set (resumes if it exists)")
+    p.add_argument("--source-reference-dir", type=Path, default=None,
+                   help="reference set providing the instrument and sedlib files (default: the shipped set)")
+    p.add_argument("--until", choices=STEPS, default=None, help="stop after this step (resume later)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from ..reffile import ReferenceFileError
+    if (args.out / "manifest.json").exists():
+        print(f"csst-sls-z regenerate: error: {args.out} already holds a finished reference set; "
+              "sets are never edited in place, choose a new --out", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress)
+        regen.run(until=args.until)
+    except (ReferenceFileError, OSError) as exc:
+        print(f"csst-sls-z regenerate: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
