@@ -479,8 +479,9 @@ class ProductReader:
         else:
             entries = self._layout_b_entries(hdus)
             if not any(entries.values()):
-                raise ProductError(f"input product {self.path} has no {EXT_SPEC['GV']} or {EXT_SPEC['GI']} table "
-                                   f"and no binary table with {KEY_BAND}=GV or GI")
+                raise ProductError(f"input product {self.path} has no "
+                                   f"{' or '.join(EXT_SPEC[b] for b in BANDS_USED)} table and no binary "
+                                   f"table with {KEY_BAND}={' or '.join(BANDS_USED)}")
             self.layout = LAYOUT_B
             for band in BANDS_USED:
                 if entries[band]:
@@ -500,24 +501,12 @@ class ProductReader:
         size = self.path.stat().st_size
         end = 0
         for i in range(len(self._fits)):
-            hdu = self._fits[i]
-            hdr = hdu.read_header()
-            nbits = abs(int(_hdr_get(hdr, "BITPIX", 8)))
-            naxis = int(_hdr_get(hdr, "NAXIS", 0))
-            npix = 0
-            if naxis > 0:
-                npix = 1
-                for k in range(1, naxis + 1):
-                    npix *= int(_hdr_get(hdr, f"NAXIS{k}", 0))
-            if hdu.get_info().get("is_compressed_image"):
-                pass  # the header cfitsio shows is the image's, not the table's that holds it
-            else:
-                nbytes = nbits // 8 * int(_hdr_get(hdr, "GCOUNT", 1)) * (int(_hdr_get(hdr, "PCOUNT", 0)) + npix)
-                needed = hdu.get_offsets()["data_start"] + (nbytes if naxis > 0 else 0)
-                if needed > size:
-                    raise ProductError(f"input product {self.path} is truncated: HDU {i} needs {needed} bytes "
-                                       f"but the file has {size}")
-            end = hdu.get_offsets()["data_end"]
+            # data_end includes the padding to 2880 bytes; cfitsio cannot read a file
+            # that lacks it either, so a short file is truncated even if only padding is gone.
+            end = self._fits[i].get_offsets()["data_end"]
+            if end > size:
+                raise ProductError(f"input product {self.path} is truncated: HDU {i} ends at byte {end} "
+                                   f"but the file has {size} bytes")
         if size > end:
             with open(self.path, "rb") as fh:
                 fh.seek(end)
@@ -727,7 +716,12 @@ def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
 
 def _write_hdulist(hdul: fits.HDUList, tmp: Path) -> None:
     """Write with checksums on every HDU. Separate so tests can make it fail half-way."""
-    hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="fix+warn")
+    import warnings
+    from astropy.io.fits.verify import VerifyWarning
+    with warnings.catch_warnings():
+        # Long comments are cut to fit a card; values are never cut.
+        warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
+        hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="fix+warn")
 
 
 def _make_temp(path: Path) -> Path:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 
 from . import __version__
 from .datamodel import PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES
@@ -52,7 +54,10 @@ def write_fits_atomic(hdul: fits.HDUList, path: os.PathLike, overwrite: bool = F
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        hdul.writeto(tmp, overwrite=True, checksum=True)
+        with warnings.catch_warnings():
+            # Long comments are cut to fit a card; the values are never cut.
+            warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
+            hdul.writeto(tmp, overwrite=True, checksum=True)
         os.chmod(tmp, 0o644)          # mkstemp makes 0600; reference files are shared read-only data
         os.replace(tmp, path)
     except BaseException:

@@ -54,17 +54,18 @@ class Sampler:
     def _seed(self, chunk_index: int):
         return tf.constant([self.seed, int(chunk_index)], dtype=tf.int32)
 
-    def predict(self, x: np.ndarray, chunk_index: int = 0) -> Prediction:
+    def predict(self, x: np.ndarray, chunk_index: int = 0, return_features: bool = False) -> Prediction:
         """x: (N, L, 2) float32. Noise is seeded by (seed, chunk_index, batch index)."""
-        outs = {k: [] for k in ("z", "m", "a", "e")}
+        outs = {k: [] for k in ("z", "m", "a", "e", "f")}
         for b, start in enumerate(range(0, x.shape[0], self.batch)):
             xb = tf.convert_to_tensor(x[start:start + self.batch])
             feats, z_cnn = self._fwd(xb)
             m, a, e = self._head(feats, z_cnn, self._seed(chunk_index * 100003 + b))
-            for k, v in zip(("z", "m", "a", "e"), (z_cnn, m, a, e)):
+            for k, v in zip(("z", "m", "a", "e", "f"), (z_cnn, m, a, e, feats)):
                 outs[k].append(v.numpy())
         cat = {k: (np.concatenate(v) if v else np.zeros(0, np.float32)) for k, v in outs.items()}
-        return Prediction(z_cnn=cat["z"], mean=cat["m"], aleatoric=cat["a"], epistemic=cat["e"])
+        return Prediction(z_cnn=cat["z"], mean=cat["m"], aleatoric=cat["a"], epistemic=cat["e"],
+                          features=cat["f"] if return_features else None)
 
     def predict_naive(self, x: np.ndarray, chunk_index: int = 0) -> Prediction:
         """S full forward passes (backbone + head), with exactly the noise ``predict`` uses."""

@@ -1,0 +1,249 @@
+"""The redshift stage: extracted GV/GI spectra in, SLS_REDSHIFT catalogs out.
+
+A thin class in the style of CSST / JWST pipeline steps: its parameters and their
+defaults sit in one place (``RedshiftStage.spec``), it declares the reference types it
+needs, and ``run()`` returns a :class:`StageResult` with a status. The science lives in
+plain functions: ``products`` (I/O), ``preprocess`` (numba), ``network`` (TensorFlow,
+imported only here, only when needed), ``calibration`` and ``quality``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .datamodel import (BANDS_USED, EXT_REDSHIFT, REDSHIFT_COLUMNS, StageStatus, ZWarn,
+                        empty_redshift_table)
+
+log = logging.getLogger(__name__)
+
+DEPENDENCIES = ("numpy", "numba", "tensorflow", "tensorflow_probability", "astropy", "fitsio", "scipy")
+
+
+@dataclass
+class StageResult:
+    status: StageStatus
+    outputs: list = field(default_factory=list)       # written files, in input order
+    failures: list = field(default_factory=list)      # (input path, one-sentence reason)
+    summary: dict = field(default_factory=dict)       # n_objects, zwarn counts, timings
+    message: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK
+        if self.status is StageStatus.NO_DATA:
+            return EXIT_NOTHING_TO_DO
+        if self.status is StageStatus.ERROR or self.failures:
+            return EXIT_ERROR
+        return EXIT_OK
+
+
+class RedshiftStage:
+    """Measure redshifts with the frozen CNN + MNF network and Beta-calibrated uncertainties."""
+
+    name = "csst_sls_z"
+    reference_types = ("wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
+    # name: (default, help). The one place a parameter and its default are declared.
+    spec = {
+        "samples": (200, "BNN samples per spectrum"),
+        "seed": (0, "seed of the BNN sampling noise"),
+        "chunk_size": (4096, "objects per chunk streamed through memory"),
+        "catalog_only": (False, "write only the primary header and SLS_REDSHIFT"),
+        "overwrite": (False, "replace existing outputs"),
+        "reference_dir": (None, "reference set directory (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
+        "reference_overrides": (None, "dict reftype -> path, replacing single reference files"),
+    }
+
+    def __init__(self, **params):
+        unknown = set(params) - set(self.spec)
+        if unknown:
+            raise TypeError(f"unknown stage parameters {sorted(unknown)}")
+        self.params = {k: params.get(k, v[0]) for k, v in self.spec.items()}
+        if int(self.params["samples"]) < 1:
+            raise ValueError("samples must be at least 1")
+        if int(self.params["chunk_size"]) < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self._refs = None
+        self._sampler = None
+
+    # ------------------------------------------------------------ reference files
+    def load_references(self):
+        """Validate (sha256, schema) and load every reference file, before any spectrum is read."""
+        if self._refs is None:
+            from .reference import load_reference_set
+            from .refdata import load_calibration, load_thresholds, load_wavegrid
+            refset = load_reference_set(self.params["reference_dir"], required=self.reference_types,
+                                        overrides=self.params["reference_overrides"])
+            for reftype in self.reference_types:
+                log.info("reference %-11s %s (sha256 %s)", reftype, refset.path(reftype), refset.sha256[reftype][:16])
+            self._refs = {"set": refset, "grid": load_wavegrid(refset.path("wavegrid")),
+                          "calibration": load_calibration(refset.path("calibration")),
+                          "thresholds": load_thresholds(refset.path("thresholds"))}
+        return self._refs
+
+    def sampler(self):
+        if self._sampler is None:
+            from .network.loader import load_sampler
+            self._sampler, cfg = load_sampler(self.load_references()["set"], int(self.params["samples"]),
+                                              int(self.params["seed"]))
+            if cfg.input_length != self.load_references()["grid"].length:
+                from .reffile import ReferenceFileError
+                raise ReferenceFileError(
+                    f"backbone expects {cfg.input_length} input pixels, the wavegrid file has "
+                    f"{self.load_references()['grid'].length}")
+        return self._sampler
+
+    # ------------------------------------------------------------ science on one chunk
+    def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> np.ndarray:
+        from .calibration import calibrated_summary
+        from .preprocess import preprocess_bands
+        from .quality import zwarn_bits
+        refs = self.load_references()
+        cat = empty_redshift_table(n)
+        pp = preprocess_bands(bands, refs["grid"], n)
+        cat["SNR_GV"], cat["SNR_GI"] = pp.snr["GV"], pp.snr["GI"]
+        cat["NPIX_GV"], cat["NPIX_GI"] = pp.npix["GV"], pp.npix["GI"]
+        measurable = (pp.npix["GV"] > 0) | (pp.npix["GI"] > 0)
+        ood = np.full(n, np.nan)
+        if measurable.any():
+            pred = self.sampler().predict(pp.x[measurable], chunk_index=chunk_index, return_features=True)
+            cal = refs["calibration"]
+            calib = cal.beta if cal.method == "beta" else cal.scale
+            summ = calibrated_summary(calib, pred.mean.astype(np.float64), pred.sigma.astype(np.float64))
+            cat["Z"][measurable] = summ["Z"]
+            cat["Z_LO"][measurable] = summ["Z_LO"]
+            cat["Z_HI"][measurable] = summ["Z_HI"]
+            cat["ZERR"][measurable] = summ["ZERR"]
+            cat["Z_CNN"][measurable] = pred.z_cnn
+            cat["ZERR_RAW"][measurable] = pred.sigma
+            ood[measurable] = refs["thresholds"].ood_distance(pred.features.astype(np.float64))
+        cat["ZWARN"] = zwarn_bits(pp.npix["GV"], pp.npix["GI"], pp.coverage, pp.snr["GI"], cat["Z"],
+                                  cat["Z_LO"], cat["Z_HI"], cat["ZERR"], pp.repaired, ood, refs["thresholds"])
+        return cat
+
+    # ------------------------------------------------------------ one file
+    def process_file(self, path: Path, out_path: Path) -> dict:
+        from .products import open_product, write_redshift_product
+        t0 = time.time()
+        with open_product(path) as reader:
+            n = reader.n_objects
+            if n == 0:
+                return {"n_objects": 0}
+            catalog = empty_redshift_table(n)
+            catalog["OBJID"] = reader.objid
+            catalog["RA"], catalog["DEC"] = reader.ra, reader.dec
+            for c, (sl, bands) in enumerate(reader.iter_chunks(int(self.params["chunk_size"]))):
+                chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
+                for col in REDSHIFT_COLUMNS:
+                    if col.name not in ("OBJID", "RA", "DEC"):
+                        catalog[col.name][sl] = chunk[col.name]
+            dup = np.isin(catalog["OBJID"], reader.duplicate_objids)
+            catalog["ZWARN"][dup] |= int(ZWarn.BAD_INPUT)
+        from .quality import zwarn_counts
+        counts = zwarn_counts(catalog["ZWARN"])
+        status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
+        write_redshift_product(out_path, path, catalog, self.provenance_cards(status),
+                               catalog_only=bool(self.params["catalog_only"]),
+                               overwrite=bool(self.params["overwrite"]))
+        log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)
+        return {"n_objects": n, "zwarn": counts, "status": status.value, "wall_s": time.time() - t0}
+
+    def provenance_cards(self, status: StageStatus):
+        import importlib.metadata as md
+        refs = self.load_references()
+        refset = refs["set"]
+        cards = [("SLSZVER", __version__, "csst_sls_z version"),
+                 ("STAGE", self.name, "pipeline stage"),
+                 ("REFSET", refset.manifest_id[:68], "reference-set manifest id"),
+                 ("REFPEDIG", refset.pedigree, "reference-set pedigree"),
+                 ("CALMETH", refs["calibration"].method, "uncertainty calibration applied"),
+                 ("STATUS", status.value, "stage status for this file"),
+                 ("DATE-RED", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC of the run")]
+        for i, reftype in enumerate(sorted(refset.paths)):
+            cards.append((f"REFTYP{i:02d}", reftype, "reference type"))
+            cards.append((f"REFNAM{i:02d}", refset.paths[reftype].name[:68], "reference file"))
+            cards.append((f"REFSHA{i:02d}", (refset.sha256.get(reftype) or "")[:64], ""))
+        for i, dep in enumerate(DEPENDENCIES):
+            try:
+                version = md.version(dep.replace("_", "-"))
+            except md.PackageNotFoundError:
+                version = "absent"
+            cards.append((f"DEPNAM{i:02d}", dep, "dependency"))
+            cards.append((f"DEPVER{i:02d}", version, "its version"))
+        for key, (default, _) in self.spec.items():
+            value = self.params[key]
+            if value != default and key in ("samples", "seed", "chunk_size", "catalog_only"):
+                cards.append((f"P_{key[:6].upper()}", value if not isinstance(value, bool) else int(value),
+                              f"parameter {key} (default {default})"))
+        return cards
+
+    # ------------------------------------------------------------ the run
+    def run(self, inputs, output) -> StageResult:
+        """Process ``inputs`` (paths); ``output`` is a file (one input) or a directory."""
+        from .products import ProductError
+        from .reffile import ReferenceFileError
+        inputs = [Path(p) for p in inputs]
+        t0 = time.time()
+        try:
+            self.load_references()
+        except ReferenceFileError as exc:
+            log.error("%s", exc)
+            return StageResult(StageStatus.ERROR, message=str(exc))
+        targets = output_paths(inputs, Path(output))
+        if isinstance(targets, str):
+            log.error("%s", targets)
+            return StageResult(StageStatus.ERROR, message=targets)
+        result = StageResult(StageStatus.PERFECT)
+        totals = {flag.name: 0 for flag in ZWarn}
+        totals["OK"] = 0
+        n_total = 0
+        per_file = {}
+        for path, out_path in zip(inputs, targets):
+            try:
+                info = self.process_file(path, out_path)
+            except (ProductError, ReferenceFileError, FileExistsError, OSError) as exc:
+                reason = str(exc)
+                log.error("%s", reason)
+                result.failures.append((str(path), reason))
+                continue
+            per_file[str(path)] = info
+            if info["n_objects"]:
+                result.outputs.append(str(out_path))
+                n_total += info["n_objects"]
+                for k, v in info["zwarn"].items():
+                    totals[k] += v
+        result.summary = {"n_files": len(inputs), "n_objects": n_total, "zwarn_counts": totals,
+                          "files": per_file, "wall_s": time.time() - t0}
+        if result.failures and not result.outputs:
+            result.status = StageStatus.ERROR
+            result.message = "; ".join(r for _, r in result.failures)
+        elif n_total == 0 and not result.failures:
+            result.status = StageStatus.NO_DATA
+            result.message = "no spectra in the input"
+        elif result.failures or totals["OK"] < n_total:
+            result.status = StageStatus.WARNING
+            result.message = (f"{len(result.failures)} file(s) failed" if result.failures
+                              else f"{n_total - totals['OK']} of {n_total} objects flagged")
+        return result
+
+
+def output_paths(inputs, output: Path):
+    """One output per input: the given file for a single input, else DIR/<stem>_slsz.fits. A str is an error."""
+    if len(inputs) == 1 and not output.is_dir() and output.suffix.lower() in (".fits", ".fit", ".fz"):
+        targets = [output]
+    elif output.is_dir():
+        targets = [output / f"{p.name.split('.')[0]}_slsz.fits" for p in inputs]
+    else:
+        return f"output directory {output} does not exist" if len(inputs) > 1 or not output.suffix else \
+            f"output {output} must be a .fits file or an existing directory"
+    for p, t in zip(inputs, targets):
+        if not t.parent.is_dir():
+            return f"output directory {t.parent} does not exist"
+        if t.resolve() == p.resolve():
+            return f"output {t} would overwrite its input"
+    return targets

@@ -1,0 +1,101 @@
+"""The scheduler's entry to the redshift stage: only an adapter, no science.
+
+    python -m pipeline_hooks.csst_sls_z_hook --inputs A.fits B.fits --output-dir OUT [--reference-dir REF]
+
+Exit codes (= ``run_stage``'s return): 0 ok (PERFECT or WARNING), 1 error, 3 no spectra
+in the input. ``CsstSlsZProcessor`` offers the same in the shape of the public ``csst``
+package's ``CsstProcessor`` (prepare / run / cleanup, returning ``CsstProcStatus``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from csst_sls_z.datamodel import EXIT_ERROR, StageStatus
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(input_paths, output_dir, reference_dir=None, **params):
+    """Run the stage on ``input_paths`` into ``output_dir``; returns (exit_code, StageResult)."""
+    from csst_sls_z.stage import RedshiftStage, StageResult
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stage = RedshiftStage(reference_dir=reference_dir, **params)
+        result = stage.run([Path(p) for p in input_paths], output_dir)
+    except Exception as exc:          # the scheduler gets a status, never a traceback
+        log.error("stage failed: %s", exc)
+        result = StageResult(StageStatus.ERROR, message=str(exc))
+    return result.exit_code, result
+
+
+try:   # the public CSST pipeline package is optional
+    from csst.common.processors import CsstProcessor, CsstProcStatus
+except ImportError:                   # pragma: no cover - exercised when csst is absent
+    CsstProcessor, CsstProcStatus = object, None
+
+
+class CsstSlsZProcessor(CsstProcessor):
+    """csst_sls_z as a CSST pipeline processor: prepare(), run(data), cleanup().
+
+    ``data`` is a dict (or an object with attributes) holding ``inputs`` (paths),
+    ``output_dir`` and optionally ``reference_dir``. Our statuses map onto CsstProcStatus:
+    PERFECT/WARNING -> normal, NO_DATA -> empty, ERROR from unreadable files -> ioerror,
+    any other ERROR -> runtimeerror.
+    """
+
+    def __init__(self):
+        self.params = {}
+        self.result = None
+        self._status = CsstProcStatus.empty if CsstProcStatus else None
+
+    def prepare(self, **kwargs):
+        self.params = dict(kwargs)
+
+    def run(self, data):
+        get = (lambda k, d=None: data.get(k, d)) if isinstance(data, dict) else (lambda k, d=None: getattr(data, k, d))
+        code, self.result = run_stage(get("inputs"), get("output_dir"), get("reference_dir"), **self.params)
+        status = self.result.status
+        if CsstProcStatus is None:
+            return status
+        if status in (StageStatus.PERFECT, StageStatus.WARNING):
+            self._status = CsstProcStatus.normal
+        elif status is StageStatus.NO_DATA:
+            self._status = CsstProcStatus.empty
+        elif self.result.failures:
+            self._status = CsstProcStatus.ioerror
+        else:
+            self._status = CsstProcStatus.runtimeerror
+        return self._status
+
+    def cleanup(self):
+        self.params = {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline_hooks.csst_sls_z_hook",
+                                     description="CSST scheduler entry to the csst_sls_z redshift stage.")
+    parser.add_argument("--inputs", nargs="+", required=True, type=Path, help="input spectra products")
+    parser.add_argument("--output-dir", required=True, type=Path, help="where the SLS_REDSHIFT products go")
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_ERROR if exc.code else 0
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code, result = run_stage(args.inputs, args.output_dir, args.reference_dir, samples=args.samples, seed=args.seed)
+    print(f"status {result.status.value}: {result.message}".rstrip(": "))
+    for out in result.outputs:
+        print(out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
