@@ -102,6 +102,7 @@ COMMANDS = {
     "run": ("measure redshifts: FITS products in, SLS_REDSHIFT catalogs out", "csst_sls_z.stage_cli:main"),
     "regenerate": ("rebuild a complete reference set: simulate, train, calibrate, evaluate",
                    "csst_sls_z.training.regenerate:main"),
+    "batch": ("the stage over many products on Dask, resumable", "csst_sls_z.batch:main"),
 }
 
 

@@ -79,26 +79,30 @@ def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
     hi_band = dst_edges[-1]
     n_valid = 0
     snr_sum = 0.0
+    last_w = -np.inf                     # wavelength of the last valid pixel kept
     for k in range(n):
         finite = np.isfinite(w[k]) and np.isfinite(f[k]) and np.isfinite(e[k])
         if not finite:
             if not (np.isfinite(e[k]) and e[k] <= 0):
                 repaired = True          # NaN/inf that is not an ordinary bad-pixel marker
         ok[k] = finite and e[k] > 0 and lo_band <= w[k] <= hi_band
-        if k > 0 and ok[k] and ok[k - 1] and w[k] == w[k - 1]:
-            ok[k] = False                # repeated wavelength: keep the first
+        if ok[k] and w[k] == last_w:
+            ok[k] = False                # repeated wavelength: keep the first valid pixel only
             repaired = True
         if ok[k]:
+            last_w = w[k]
             n_valid += 1
             snr_sum += max(f[k], 0.0) / e[k]
     snr = snr_sum / n_valid if n_valid > 0 else 0.0
     # Native pixel edges: midpoints between valid neighbours' wavelengths.
     idx = np.empty(n_valid, dtype=np.int64)
     m = 0
+    e_min = np.inf
     for k in range(n):
         if ok[k]:
             idx[m] = k
             m += 1
+            e_min = min(e_min, e[k])
     n_dst = out_flux.size
     num = np.zeros(n_dst)
     den = np.zeros(n_dst)
@@ -119,7 +123,9 @@ def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
             right = w[k] + (w[k] - left)
         if right <= left:
             continue
-        ivar = 1.0 / (e[k] * e[k])
+        # Inverse variance relative to the smallest error: (e_min / e)^2 lies in [0, 1] whatever the
+        # flux scale (1/e^2 itself overflows for e < 1e-154); the common factor cancels in the mean.
+        ivar = (e_min / e[k]) * (e_min / e[k])
         # Output pixels overlapping [left, right].
         j = np.searchsorted(dst_edges, left) - 1
         if j < 0:
@@ -138,7 +144,7 @@ def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
         width = dst_edges[j + 1] - dst_edges[j]
         if den[j] > 0 and cover[j] >= MIN_COVER * width:
             out_flux[j] = num[j] / den[j]
-            out_err[j] = np.sqrt(var_num[j]) / den[j]
+            out_err[j] = np.sqrt(var_num[j]) / den[j] * e_min
             out_ok[j] = True
         else:
             out_flux[j] = 0.0
@@ -245,6 +251,13 @@ def preprocess_bands(bands: dict, grid: WaveGrid, n: int) -> Preprocessed:
         repaired |= b_rep
     x = np.zeros((n, length, 2), dtype=np.float32)
     normalise(flux, err, ok, x)
+    # The network gets finite numbers only: a pixel whose normalised value overflows (absurd
+    # flux / error ratios) is masked like any bad pixel, and its object reported as repaired.
+    unusable = ~np.isfinite(x).all(axis=2)
+    if unusable.any():
+        x[unusable] = 0.0
+        ok &= ~unusable
+        repaired |= unusable.any(axis=1)
     return Preprocessed(x=x, valid=ok, snr=snr, npix=npix, repaired=repaired,
                         coverage=ok.mean(axis=1) if length else np.zeros(n))
 

@@ -724,6 +724,11 @@ def _write_hdulist(hdul: fits.HDUList, tmp: Path) -> None:
         hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="fix+warn")
 
 
+# What astropy raises for an input HDU it cannot re-read or re-encode (cfitsio may have read it).
+_INPUT_COPY_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, fits.VerifyError)
+_CORRUPTED_HDU = getattr(getattr(fits.hdu, "base", None), "_CorruptedHDU", ())
+
+
 def _make_temp(path: Path) -> Path:
     """Create an empty file beside ``path`` (mode from the umask, unlike mkstemp's 0600)."""
     suffix = ".tmp.fits.gz" if path.name.lower().endswith(".gz") else ".tmp"
@@ -769,22 +774,41 @@ def write_redshift_product(out_path, input_path, catalog: np.ndarray,
         raise type(exc)(f"cannot create a file in output directory {out_path.parent} "
                         f"({exc.strerror or exc})") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            src = fits.open(input_path, mode="readonly", memmap=True)
+        src = None
         try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", VerifyWarning)
+                src = fits.open(input_path, mode="readonly", memmap=True)
             primary_src = src[0]
             header = primary_src.header.copy()
             _add_cards(header, header_cards)
             data = primary_src.data if int(primary_src.header.get("NAXIS", 0)) > 0 else None
             out = fits.HDUList([fits.PrimaryHDU(data=data, header=header)])
             if not catalog_only:
-                for hdu in src[1:]:
+                for i, hdu in enumerate(src[1:], start=1):
+                    if isinstance(hdu, _CORRUPTED_HDU):
+                        raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
+                                           f"copied into the output")
                     if str(hdu.header.get("EXTNAME", "")).strip().upper() == EXT_REDSHIFT:
                         continue   # a previous run's catalogue is replaced, not kept
                     out.append(hdu)
+        except BaseException as exc:
+            if src is not None:
+                src.close()
+            if isinstance(exc, ProductError) or not isinstance(exc, _INPUT_COPY_ERRORS + (OSError,)):
+                raise
+            raise ProductError(f"input product {input_path} cannot be read to copy it into the output "
+                               f"({_one_line(exc) or type(exc).__name__})") from None
+        try:
             out.append(cat_hdu)
-            _write_hdulist(out, tmp)
+            try:
+                _write_hdulist(out, tmp)
+            except OSError as exc:        # disk full, quota, I/O error: name the output, one sentence
+                raise type(exc)(f"cannot write output {out_path} ({exc.strerror or _one_line(exc)})") from None
+            except _INPUT_COPY_ERRORS as exc:
+                # astropy cannot re-encode an input HDU that cfitsio read (a corrupt card or header)
+                raise ProductError(f"input product {input_path} has an extension that cannot be copied into "
+                                   f"the output ({_one_line(exc) or type(exc).__name__})") from None
         finally:
             src.close()
         os.replace(tmp, out_path)

@@ -23,6 +23,9 @@ def zwarn_bits(npix_gv, npix_gi, coverage, snr_gi, z, z_lo, z_hi, zerr, repaired
     with np.errstate(invalid="ignore"):
         large = measured & (zerr / (1.0 + z) > thresholds.large_zerr)
         ood = np.isfinite(ood_distance) & (ood_distance > thresholds.ood_max)
+    # An object with data whose redshift came out non-finite (the network overflowed on absurd
+    # input) is as unlike the training set as can be: never a NaN redshift with ZWARN == 0.
+    ood |= ~nodata & ~measured
     zwarn |= np.where(large, int(ZWarn.LARGE_ZERR), 0)
     zwarn |= np.where(repaired, int(ZWarn.BAD_INPUT), 0)
     zwarn |= np.where(ood, int(ZWarn.OUT_OF_DISTRIBUTION), 0)

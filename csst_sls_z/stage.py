@@ -191,6 +191,7 @@ class RedshiftStage:
         t0 = time.time()
         try:
             self.load_references()
+            self.sampler()      # the network weights too (shapes): refused before any spectrum is read
         except ReferenceFileError as exc:
             log.error("%s", exc)
             return StageResult(StageStatus.ERROR, message=str(exc))
@@ -207,8 +208,15 @@ class RedshiftStage:
             try:
                 info = self.process_file(path, out_path)
             except (ProductError, ReferenceFileError, FileExistsError, OSError) as exc:
-                reason = str(exc)
+                reason = " ".join(str(exc).split()) or type(exc).__name__
                 log.error("%s", reason)
+                result.failures.append((str(path), reason))
+                continue
+            except Exception as exc:      # a bug, not bad input: still one line, and the batch goes on
+                reason = (f"unexpected failure on input {path} ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())})")
+                log.error("%s", reason)
+                log.debug("traceback of the unexpected failure on %s", path, exc_info=True)
                 result.failures.append((str(path), reason))
                 continue
             per_file[str(path)] = info

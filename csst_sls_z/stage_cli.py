@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -36,31 +37,61 @@ def parser():
     return p
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM (what schedulers send first) unwind like Ctrl-C, so temporary files are removed.
+
+    Returns a function that restores the previous handler.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:        # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
     from .stage import RedshiftStage
+    restore_sigterm = _terminate_as_interrupt()
     try:
         stage = RedshiftStage(samples=args.samples, seed=args.seed, reference_dir=args.reference_dir,
                               chunk_size=args.chunk_size, catalog_only=args.catalog_only, overwrite=args.overwrite)
         result = stage.run(args.inputs, args.output)
-    except Exception as exc:      # the promise: one sentence, never a traceback
-        print(f"csst-sls-z run: error: unexpected failure ({type(exc).__name__}: {exc})", file=sys.stderr)
+    except KeyboardInterrupt:     # Ctrl-C or SIGTERM: the writer has already removed its temporary file
+        print("csst-sls-z run: error: interrupted; outputs written before the interruption are complete, "
+              "the one being written was discarded", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:      # the promise: one sentence, never a traceback
+        print(f"csst-sls-z run: error: unexpected failure ({type(exc).__name__}: {' '.join(str(exc).split())})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        restore_sigterm()
     for path, reason in result.failures:
         print(f"csst-sls-z run: error: {reason}", file=sys.stderr)
     if result.status.value == "ERROR" and not result.failures:
         print(f"csst-sls-z run: error: {result.message}", file=sys.stderr)
+    summary_failed = False
     if args.summary_json:
-        args.summary_json.write_text(json.dumps({"status": result.status.value, "outputs": result.outputs,
-                                                 "failures": result.failures, "summary": result.summary},
-                                                indent=1, default=str))
+        try:
+            args.summary_json.write_text(json.dumps({"status": result.status.value, "outputs": result.outputs,
+                                                     "failures": result.failures, "summary": result.summary},
+                                                    indent=1, default=str))
+        except OSError as exc:
+            print(f"csst-sls-z run: error: cannot write the summary {args.summary_json} ({exc.strerror or exc})",
+                  file=sys.stderr)
+            summary_failed = True
     counts = result.summary.get("zwarn_counts", {})
     print(f"status {result.status.value}: {result.summary.get('n_objects', 0)} objects, "
           f"{counts.get('OK', 0)} with ZWARN == 0, {len(result.outputs)} output(s)")
     for out in result.outputs:
         print(out)
-    return result.exit_code
+    return EXIT_ERROR if summary_failed else result.exit_code
 
 
 if __name__ == "__main__":

@@ -55,16 +55,16 @@ class RegenConfig:
 
 
 REGEN_CONFIGS = {
-    "cpu": RegenConfig(network="cpu", n_train=250_000, n_val=8_000, n_test=6_000, backbone_budget_s=3600,
-                       logcosh_budget_s=900, head_budget_s=480, n_head_features=100_000, n_samples=200,
+    "cpu": RegenConfig(network="cpu", n_train=250_000, n_val=8_000, n_test=6_000, backbone_budget_s=4500,
+                       logcosh_budget_s=600, head_budget_s=420, n_head_features=100_000, n_samples=200,
                        n_oracle=500),
     "paper": RegenConfig(network="paper", n_train=600_000, n_val=60_000, n_test=60_000,
                          backbone_budget_s=8 * 3600, logcosh_budget_s=8 * 3600, head_budget_s=3600,
                          n_head_features=600_000, n_samples=200, n_oracle=2000, batch_size=1024,
                          eval_every_s=900),
-    "smoke": RegenConfig(network="smoke", n_train=3000, n_val=400, n_test=300, backbone_budget_s=20,
-                         logcosh_budget_s=8, head_budget_s=8, n_head_features=3000, n_samples=20,
-                         n_oracle=40, eval_every_s=10),
+    "smoke": RegenConfig(network="smoke", n_train=2000, n_val=300, n_test=200, backbone_budget_s=10,
+                         logcosh_budget_s=4, head_budget_s=4, n_head_features=2000, n_samples=16,
+                         n_oracle=8, eval_every_s=5),
 }
 
 

@@ -1,0 +1,149 @@
+"""Throughput and memory of ``csst-sls-z batch`` (Dask) against the single-process stage.
+
+Simulates ``--files`` products of ``--objects-per-file`` objects, then measures, end to
+end (process / cluster start-up, TensorFlow import and network build included):
+
+* the stage in one process (``python -m csst_sls_z.cli run FILES -o DIR``): wall time,
+  spectra per second and the peak resident memory of that process (``wait4`` ru_maxrss);
+* ``run_batch`` on a fresh LocalCluster of 1 and of 2 workers (``--workers``): wall time,
+  spectra per second, the speed-up over the stage, and the peak resident memory of each
+  worker process (``resource.getrusage`` inside every worker, after the batch);
+* whether every batch catalogue has the same Z column, bit for bit, as the stage's.
+
+and prints a markdown table. The network is a DUMMY set of the architecture named by
+``--network`` (untrained weights cost what trained ones cost), unless ``--reference-dir``
+names a trained set. The full run (docs/pipeline.md):
+
+    python benchmarks/bench_batch.py --objects-per-file 100000 --files 2 --samples 200 --network cpu
+
+A quick check that it works (seconds of CPU; what the test machine ran):
+
+    python benchmarks/bench_batch.py --objects-per-file 20 --files 2 --samples 4 --network smoke
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
+
+
+def run_stage(files, out: Path, args, refdir: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "csst_sls_z.cli", "run", *map(str, files), "-o", str(out), "--samples",
+           str(args.samples), "--chunk-size", str(args.chunk_size), "--reference-dir", str(refdir),
+           "--log-level", "WARNING"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the stage failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}")
+    return {"wall": wall, "rss": [usage.ru_maxrss / 1024.0]}
+
+
+def run_dask(files, out: Path, workers: int, args, refdir: Path) -> dict:
+    from distributed import Client
+
+    from csst_sls_z.batch import local_cluster, quiet_dask, run_batch
+    quiet_dask()
+    t0 = time.perf_counter()
+    with local_cluster(workers) as cluster, Client(cluster) as client:
+        result = run_batch(files, out, client=client, samples=args.samples, seed=0, reference_dir=refdir,
+                           chunk_size=args.chunk_size, progress=False)
+        wall = time.perf_counter() - t0
+        rss = sorted(client.run(_maxrss_mib).values())
+    if result.exit_code != 0:
+        raise SystemExit(f"the batch failed: {result.error or result.failures}")
+    return {"wall": wall, "rss": rss}
+
+
+def same_z(a_dir: Path, b_dir: Path, files) -> bool:
+    import numpy as np
+    from astropy.io import fits
+    for f in files:
+        name = f"{Path(f).name.split('.')[0]}_slsz.fits"
+        za = fits.getdata(a_dir / name, "SLS_REDSHIFT")["Z"]
+        zb = fits.getdata(b_dir / name, "SLS_REDSHIFT")["Z"]
+        if np.asarray(za).tobytes() != np.asarray(zb).tobytes():
+            return False
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--objects-per-file", type=int, default=100000, help="objects in each product")
+    p.add_argument("--files", type=int, default=2, help="products (>= workers, so every worker has work)")
+    p.add_argument("--workers", default="1,2", help="comma-separated LocalCluster sizes to measure")
+    p.add_argument("--samples", type=int, default=200, help="BNN samples per spectrum")
+    p.add_argument("--chunk-size", type=int, default=4096, help="objects per chunk")
+    p.add_argument("--network", default="cpu", choices=("smoke", "cpu", "paper"),
+                   help="architecture of the DUMMY set built when no --reference-dir is given")
+    p.add_argument("--reference-dir", type=Path, default=None, help="a trained reference set to use instead")
+    p.add_argument("--workdir", type=Path, default=None, help="keep products and outputs here (default: temp)")
+    args = p.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench_batch_") if args.workdir is None else None
+    work = Path(tmp.name if tmp else args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        refdir = args.reference_dir
+        if refdir is None:
+            from csst_sls_z.training.dummy import write_dummy_set
+            refdir = work / f"refs_{args.network}"
+            if not (refdir / "manifest.json").is_file():
+                write_dummy_set(refdir, network=args.network)
+        indir = work / "in"
+        files = sorted(indir.glob("*.fits")) if indir.is_dir() else []
+        n_total = args.files * args.objects_per_file
+        if len(files) != args.files:
+            from csst_sls_z.simulation import load_models, simulate_products
+            indir.mkdir(exist_ok=True)
+            t0 = time.perf_counter()
+            files = simulate_products(n_total, 7, "test", args.objects_per_file, indir, *load_models()[:2],
+                                      overwrite=True, progress=False)
+            print(f"simulated {n_total} objects in {len(files)} file(s) in {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr)
+        runs = [("stage (1 process)", 1, run_stage(files, work / "out_stage", args, refdir))]
+        for w in workers:
+            out = work / f"out_batch_w{w}"
+            if out.exists():
+                import shutil
+                shutil.rmtree(out)
+            runs.append((f"batch, {w} worker(s)", w, run_dask(files, out, w, args, refdir)))
+            runs[-1][2]["same"] = same_z(work / "out_stage", out, files)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    base = runs[0][2]["wall"]
+    print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{args.files} file(s) x {args.objects_per_file} objects, samples {args.samples}, "
+          f"chunk {args.chunk_size}, network {args.network if args.reference_dir is None else args.reference_dir}\n")
+    print("| run | processes | wall (s) | spectra/s | speed-up | peak RSS per process (MiB) | Z as the stage |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n, r in runs:
+        rss = ", ".join(f"{m:.0f}" for m in r["rss"])
+        same = "-" if "same" not in r else ("identical" if r["same"] else "DIFFERENT")
+        print(f"| {name} | {n} | {r['wall']:.1f} | {n_total / r['wall']:.0f} | {base / r['wall']:.2f} | "
+              f"{rss} | {same} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Speed and memory of the CSST slitless simulator.
+
+Measures, on the shipped foundation reference set:
+
+* objects per second (each a GV and a GI spectrum) into memory (``simulate_arrays``: both bands, noise included), after a
+  warm-up that loads numba's compiled kernels;
+* objects per second into Layout A FITS products (``simulate_products``, one file);
+* peak resident memory (``resource.getrusage(...).ru_maxrss``) of a fresh Python process
+  that writes an ``--n-memory``-object product in one file (``--per-file`` = ``--n-memory``),
+  beside the peak of the same process that only imports the package and loads the models.
+
+and prints a markdown table. The full run (docs/simulation.md quotes it):
+
+    python benchmarks/bench_simulation.py --n 10000 --n-memory 100000
+
+A quick check that it works: ``python benchmarks/bench_simulation.py --n 200 --n-memory 200``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MEMORY_SNIPPET = r"""
+import resource, sys, time
+sys.path.insert(0, {root!r})
+mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+from csst_sls_z.simulation import load_models
+instrument, sedlib, refset = load_models()
+t0 = time.perf_counter()
+if mode == "product":
+    from csst_sls_z.cli import main
+    rc = main(["simulate", "--n", str(n), "--seed", "1", "--population", "test", "--per-file", str(n),
+               "--out", out, "--no-progress", "--log-level", "WARNING"])
+    assert rc == 0, rc
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(mode: str, n: int, out: str):
+    """(seconds, peak RSS in MiB) of a fresh interpreter doing ``mode`` ('baseline' or 'product')."""
+    code = MEMORY_SNIPPET.format(root=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", code, mode, str(n), out], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"memory run ({mode}) failed: {res.stderr.strip().splitlines()[-1:]}")
+    seconds, maxrss_kib = res.stdout.split()[-2:]
+    return float(seconds), float(maxrss_kib) / 1024.0     # Linux reports ru_maxrss in KiB
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(n: int, n_memory: int, seed: int = 1, population: str = "test") -> list:
+    sys.path.insert(0, str(ROOT))
+    import numba
+
+    from csst_sls_z.simulation import load_models, simulate_arrays, simulate_products
+    instrument, sedlib, _ = load_models()
+    simulate_arrays(200, seed + 1, population, instrument, sedlib)            # warm-up (numba cache)
+
+    t0 = time.perf_counter()
+    sim = simulate_arrays(n, seed, population, instrument, sedlib)
+    t_mem = time.perf_counter() - t0
+    assert len(sim) == n
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        (path,) = simulate_products(n, seed, population, n, Path(tmp), instrument, sedlib, progress=False)
+        t_fits = time.perf_counter() - t0
+        size_mib = path.stat().st_size / 2 ** 20
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, base_rss = peak_memory("baseline", n_memory, tmp)
+        t_big, big_rss = peak_memory("product", n_memory, tmp)
+        big_mib = sum(p.stat().st_size for p in Path(tmp).glob("*.fits")) / 2 ** 20
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = [
+        ("machine", f"{cpu_name()}, {os.cpu_count()} cores, "
+                    f"numba threads {numba.get_num_threads()}, 1-min load {load:.1f} at the end"),
+        (f"simulate_arrays, {n:,} objects (memory)", f"{n / t_mem:,.0f} objects/s ({t_mem:.2f} s)"),
+        (f"simulate_products, {n:,} objects (one FITS file, {size_mib:.1f} MiB)",
+         f"{n / t_fits:,.0f} objects/s ({t_fits:.2f} s)"),
+        ("peak RSS, fresh process: import + load_models only", f"{base_rss:,.0f} MiB"),
+        (f"peak RSS, fresh process: CLI simulate {n_memory:,} objects, --per-file {n_memory:,} "
+         f"({big_mib:.1f} MiB written)", f"{big_rss:,.0f} MiB ({t_big:.1f} s)"),
+    ]
+    return rows
+
+
+def markdown(rows) -> str:
+    lines = ["| quantity | value |", "|---|---|"]
+    lines += [f"| {q} | {v} |" for q, v in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10000, help="objects for the speed runs (default 10000)")
+    parser.add_argument("--n-memory", type=int, default=100000,
+                        help="objects in the one-file product whose peak memory is measured (default 100000)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.n <= 0 or args.n_memory <= 0:
+        parser.error("--n and --n-memory must be positive")
+    print(markdown(run(args.n, args.n_memory, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The scheduler adapter: function, python -m entry, and the csst CsstProcessor shape."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from csst_sls_z.datamodel import StageStatus
+from pipeline_hooks import CsstSlsZProcessor, run_stage
+
+
+def test_run_stage_returns_exit_code_and_result(sim_product, dummy_refset, tmp_path):
+    code, result = run_stage([sim_product], tmp_path / "out", dummy_refset, samples=4)
+    assert code == 0
+    assert result.status in (StageStatus.PERFECT, StageStatus.WARNING)
+    assert len(result.outputs) == 1 and result.outputs[0].endswith("_slsz.fits")
+    code, result = run_stage([tmp_path / "missing.fits"], tmp_path / "out2", dummy_refset, samples=4)
+    assert code == 1 and result.status is StageStatus.ERROR
+
+
+def test_csst_processor_adapter(sim_product, dummy_refset, tmp_path):
+    csst = pytest.importorskip("csst.common.processors")
+    proc = CsstSlsZProcessor()
+    assert isinstance(proc, csst.CsstProcessor)
+    proc.prepare(samples=4)
+    status = proc.run({"inputs": [sim_product], "output_dir": tmp_path / "o", "reference_dir": dummy_refset})
+    assert status is csst.CsstProcStatus.normal
+    status = proc.run({"inputs": [tmp_path / "nope.fits"], "output_dir": tmp_path / "o2",
+                       "reference_dir": dummy_refset})
+    assert status is csst.CsstProcStatus.ioerror
+    proc.cleanup()
+
+
+def test_python_m_entry_exit_codes(sim_product, dummy_refset, tmp_path):
+    cmd = [sys.executable, "-m", "pipeline_hooks.csst_sls_z_hook", "--inputs", str(sim_product),
+           "--output-dir", str(tmp_path / "o"), "--reference-dir", str(dummy_refset), "--samples", "4"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "_slsz.fits" in out.stdout
+    bad = subprocess.run(cmd[:3] + ["--bogus"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -1,0 +1,82 @@
+"""The numba preprocessing kernels: masks, resampling, normalisation, SNR, NPIX."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from csst_sls_z.preprocess import WaveGrid, preprocess_bands, preprocess_gridded
+
+GRID = WaveGrid(starts=(4000.0, 7000.0), steps=(10.0, 10.0), sizes=(50, 40))
+
+
+def _band(waves, fluxes, errs, present=None):
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in waves])]).astype(np.int64)
+    return SimpleNamespace(wave=np.concatenate(waves).astype(float), flux=np.concatenate(fluxes).astype(float),
+                           err=np.concatenate(errs).astype(float), offsets=offsets,
+                           present=np.ones(len(waves), bool) if present is None else np.asarray(present))
+
+
+def test_identity_on_the_grid_and_normalisation():
+    rng = np.random.default_rng(0)
+    gv_w, gi_w = GRID.centres("GV"), GRID.centres("GI")
+    f1, e1 = rng.normal(5, 1, gv_w.size), rng.uniform(1, 3, gv_w.size)
+    f2, e2 = rng.normal(5, 1, gi_w.size), rng.uniform(1, 3, gi_w.size)
+    pp = preprocess_bands({"GV": _band([gv_w], [f1], [e1]), "GI": _band([gi_w], [f2], [e2])}, GRID, 1)
+    scale = np.median(np.concatenate([e1, e2]))
+    np.testing.assert_allclose(pp.x[0, :50, 0], f1 / scale, rtol=1e-5)
+    np.testing.assert_allclose(pp.x[0, 50:, 1], e2 / scale, rtol=1e-5)
+    assert pp.npix["GV"][0] == 50 and pp.npix["GI"][0] == 40
+    np.testing.assert_allclose(pp.snr["GV"][0], np.mean(np.clip(f1, 0, None) / e1), rtol=1e-5)
+    assert pp.coverage[0] == 1.0 and not pp.repaired[0]
+    # The gridded path used in training gives the same input.
+    xg = preprocess_gridded(np.concatenate([f1, f2])[None], np.concatenate([e1, e2])[None])
+    np.testing.assert_allclose(xg, pp.x, rtol=1e-6)
+
+
+def test_resampling_conserves_flux_and_propagates_errors():
+    # Input pixels of 5 A: two land in each 10 A output pixel -> inverse-variance mean.
+    w = np.arange(4000.0 - 2.5, 4500.0, 5.0)
+    f = np.where(np.arange(w.size) % 2 == 0, 2.0, 4.0)
+    e = np.where(np.arange(w.size) % 2 == 0, 1.0, 2.0)
+    pp = preprocess_bands({"GV": _band([w], [f], [e])}, GRID, 1)
+    ok = pp.valid[0, :50]
+    expected_f = (2 / 1 + 4 / 4) / (1 / 1 + 1 / 4)                   # ivar-weighted mean = 2.4
+    # Error of the weighted mean: sqrt(sum o^2 ivar) / sum(o ivar), o = 5 A overlaps.
+    expected_e = np.sqrt(25 * (1 + 0.25)) / (5 * (1 + 0.25))
+    scale = expected_e                                               # every output error is equal
+    interior = np.where(ok)[0][1:-1]
+    np.testing.assert_allclose(pp.x[0, interior, 0] * scale, expected_f, rtol=1e-5)
+    np.testing.assert_allclose(pp.x[0, interior, 1], 1.0, rtol=1e-5)
+
+
+def test_masks_repairs_and_missing_bands():
+    gv_w = GRID.centres("GV")
+    f = np.ones(gv_w.size)
+    e = np.ones(gv_w.size)
+    f_nan = f.copy()
+    f_nan[:5] = np.nan
+    e_bad = e.copy()
+    e_bad[10:20] = -1.0
+    perm = np.random.default_rng(1).permutation(gv_w.size)
+    out_of_band = gv_w + 5000.0
+    bands = {"GV": _band([gv_w, gv_w, gv_w[perm], out_of_band, gv_w], [f_nan, f, f[perm], f, f],
+                         [e, e_bad, e[perm], e, e], present=[1, 1, 1, 1, 0])}
+    pp = preprocess_bands(bands, GRID, 5)
+    assert list(pp.npix["GV"]) == [45, 40, 50, 0, 0]
+    assert list(pp.repaired) == [True, False, True, False, False]       # NaN and unsorted are repairs
+    assert np.all(pp.x[1, 10:20] == 0)                                   # masked pixels are 0, 0
+    assert np.all(pp.x[3] == 0) and np.all(pp.x[4] == 0)
+    assert list(pp.npix["GI"]) == [0] * 5
+    assert pp.coverage[2] == pytest.approx(50 / 90)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_absurd_flux_scales_give_the_same_input(scale):
+    rng = np.random.default_rng(2)
+    w = GRID.centres("GV")
+    f, e = rng.normal(3, 1, w.size), rng.uniform(0.5, 1.5, w.size)
+    ref = preprocess_bands({"GV": _band([w], [f], [e])}, GRID, 1).x
+    got = preprocess_bands({"GV": _band([w], [f * scale], [e * scale])}, GRID, 1).x
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
