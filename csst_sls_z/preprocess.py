@@ -10,7 +10,10 @@ Per object and band:
    input flux densities weighted by overlap x ivar, with the propagated error; an output
    pixel is valid when valid input covers at least half of it;
 4. one robust scale per object, the median error of its valid output pixels over both
-   bands, divides flux and error.
+   bands, divides flux and error; pixels whose error exceeds MAX_REL_ERR times that
+   scale (the band ends, where the throughput falls to nothing) carry under 1/400 of a
+   typical pixel's information and are masked, so their huge values cannot swamp the
+   network's first layers.
 
 The input convention the network was trained with: channel 0 = flux / scale,
 channel 1 = error / scale, and **masked pixels are 0 in both channels**.
@@ -23,6 +26,7 @@ import numba
 import numpy as np
 
 MIN_COVER = 0.5      # an output pixel needs valid input over half its width
+MAX_REL_ERR = 20.0   # pixels noisier than this many times the object's median error are masked
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,7 @@ def normalise(flux, err, ok, out):
             scale = 1.0
         scales[o] = scale
         for j in range(length):
-            if ok[o, j]:
+            if ok[o, j] and err[o, j] <= MAX_REL_ERR * scale:
                 out[o, j, 0] = flux[o, j] / scale
                 out[o, j, 1] = err[o, j] / scale
             else:

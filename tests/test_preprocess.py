@@ -80,3 +80,16 @@ def test_absurd_flux_scales_give_the_same_input(scale):
     ref = preprocess_bands({"GV": _band([w], [f], [e])}, GRID, 1).x
     got = preprocess_bands({"GV": _band([w], [f * scale], [e * scale])}, GRID, 1).x
     np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_pixels_far_noisier_than_the_median_are_masked():
+    from csst_sls_z.preprocess import MAX_REL_ERR
+    w = GRID.centres("GV")
+    f = np.ones(w.size)
+    e = np.ones(w.size)
+    e[:3] = 10 * MAX_REL_ERR                       # band end where the throughput vanishes
+    e[3] = 0.5 * MAX_REL_ERR                       # noisy but informative: kept
+    pp = preprocess_bands({"GV": _band([w], [f], [e])}, GRID, 1)
+    assert np.all(pp.x[0, :3] == 0)
+    assert pp.x[0, 3, 1] == pytest.approx(0.5 * MAX_REL_ERR)
+    assert pp.npix["GV"][0] == w.size              # NPIX and SNR still describe the input
