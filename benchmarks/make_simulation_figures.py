@@ -297,6 +297,7 @@ def main(argv=None) -> int:
         ("z percentiles 5/50/95", " / ".join(f"{v:.2f}" for v in np.percentile(pop.z, [5, 50, 95]))),
         ("MAG_NORM percentiles 5/50/95", " / ".join(f"{v:.2f}" for v in np.percentile(pop.mag, [5, 50, 95]))),
         ("r_eff percentiles 5/50/95 [arcsec]", " / ".join(f"{v:.2f}" for v in np.percentile(pop.r_eff, [5, 50, 95]))),
+        ("fraction r_eff > 2 arcsec", f"{np.mean(pop.r_eff > 2):.3f}"),
         ("fraction Sersic n = 6", f"{np.mean(pop.sersic_n == 6):.3f}"),
         ("fraction REDROCK2016 SEDs", f"{np.mean(pop.sed_lib == 'REDROCK2016'):.3f}"),
         ("extraction rows percentiles 5/50/95", " / ".join(f"{v:.0f}" for v in np.percentile(rows, [5, 50, 95]))),
@@ -317,6 +318,14 @@ def main(argv=None) -> int:
                           f"{tput[0]:.4f} / {tput[-1]:.4f}"))
     print(md_table(["band", "median over objects of max(FLUX / core)", "99th percentile", "at (A, typical)",
                     "throughput at the first / last pixel"], edge_rows), "\n")
+    pull_rows = []
+    for b in ("GV", "GI"):
+        band = sim.bands[b]
+        valid = band.err > 0
+        pull = ((band.flux - band.model) / np.where(valid, band.err, 1))[valid]
+        pull_rows.append((b, f"{valid.sum():,}", f"{pull.mean():+.4f}", f"{pull.std():.4f}"))
+    print("## Noise: pull = (FLUX - noiseless) / ERR over valid pixels\n")
+    print(md_table(["band", "pixels", "mean", "std"], pull_rows), "\n")
     path, table = snr_figure(sim, args.out, args.seed)
     print(f"## SNR ({path})\n\n{table}\n")
     path, table = examples_figure(sim, instrument, sedlib, args.out)

@@ -124,7 +124,10 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     module, func = COMMANDS[argv[0]][1].split(":")
     import importlib
-    return getattr(importlib.import_module(module), func)(argv[1:])
+    try:
+        return getattr(importlib.import_module(module), func)(argv[1:])
+    except SystemExit as exc:          # argparse's --help and usage errors: a code, not an exception
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ class CsstSlsZProcessor(CsstProcessor):
 
     ``data`` is a dict (or an object with attributes) holding ``inputs`` (paths),
     ``output_dir`` and optionally ``reference_dir``. Our statuses map onto CsstProcStatus:
-    PERFECT/WARNING -> normal, NO_DATA -> empty, ERROR from unreadable files -> ioerror,
-    any other ERROR -> runtimeerror.
+    PERFECT/WARNING with every input written -> normal, NO_DATA -> empty, any input that
+    could not be read or written -> ioerror (also when others succeeded: the scheduler must
+    see the loss), any other ERROR -> runtimeerror.
     """
 
     def __init__(self):
@@ -61,12 +62,12 @@ class CsstSlsZProcessor(CsstProcessor):
         status = self.result.status
         if CsstProcStatus is None:
             return status
-        if status in (StageStatus.PERFECT, StageStatus.WARNING):
+        if self.result.failures:
+            self._status = CsstProcStatus.ioerror
+        elif status in (StageStatus.PERFECT, StageStatus.WARNING):
             self._status = CsstProcStatus.normal
         elif status is StageStatus.NO_DATA:
             self._status = CsstProcStatus.empty
-        elif self.result.failures:
-            self._status = CsstProcStatus.ioerror
         else:
             self._status = CsstProcStatus.runtimeerror
         return self._status
@@ -84,13 +85,16 @@ def main(argv=None) -> int:
                         help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run of this job")
+    parser.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_ERROR if exc.code else 0
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    code, result = run_stage(args.inputs, args.output_dir, args.reference_dir, samples=args.samples, seed=args.seed)
+    code, result = run_stage(args.inputs, args.output_dir, args.reference_dir, samples=args.samples, seed=args.seed,
+                             overwrite=args.overwrite, catalog_only=args.catalog_only)
     print(f"status {result.status.value}: {result.message}".rstrip(": "))
     for out in result.outputs:
         print(out)

@@ -29,6 +29,10 @@ def test_csst_processor_adapter(sim_product, dummy_refset, tmp_path):
     status = proc.run({"inputs": [tmp_path / "nope.fits"], "output_dir": tmp_path / "o2",
                        "reference_dir": dummy_refset})
     assert status is csst.CsstProcStatus.ioerror
+    # A partial failure is still an ioerror: the scheduler must see the lost file.
+    status = proc.run({"inputs": [sim_product, tmp_path / "nope.fits"], "output_dir": tmp_path / "o3",
+                       "reference_dir": dummy_refset})
+    assert status is csst.CsstProcStatus.ioerror and len(proc.result.outputs) == 1
     proc.cleanup()
 
 

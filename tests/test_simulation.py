@@ -228,9 +228,12 @@ def test_snr_distribution_matches_paper(models):
     log10 SNR, edges at multiples of 0.1) peaks in [1.5, 2.5]; at least 60% of GV spectra
     have SNR < 1 (paper, Figure 3).
 
-    The seed is fixed (1). Over seeds 1-13 the GV fraction below 1 is 0.592-0.612 and the
-    GI log-mode is 10^0.25 = 1.78 for 11 of 13 seeds (10^0.15 = 1.41 for the others);
-    docs/simulation.md shows the histograms.
+    The seed is fixed (1). Both statistics sit close to their limits: over seeds 1-12
+    (``python benchmarks/make_simulation_figures.py --out docs/figures --seed-scan 12``) the
+    GV fraction below 1 is 0.598-0.612 (under 0.60 for 3 of 12 seeds) and the GI log-mode is
+    10^0.25 = 1.78 for 10 of 12 seeds (10^0.15 = 1.41 for the other two). A change of the
+    magnitude model by -0.3 mag drops the GV fraction to 0.50. docs/simulation.md shows the
+    histograms.
     """
     instrument, sedlib = models
     sim = simulate_arrays(10000, 1, "test", instrument, sedlib)
@@ -310,11 +313,19 @@ def test_product_round_trip_with_astropy(tmp_path):
 
 # ---------------------------------------------------------------------------- 7. reproducibility, errors
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    """Two runs with one seed give identical files, also when they are written in different
+    seconds (so no clock time, e.g. in a header comment, may reach the bytes)."""
+    import time
     a = simulate_cli(tmp_path / "a", n=30, seed=8)
+    time.sleep(1.1)
     b = simulate_cli(tmp_path / "b", n=30, seed=8)
     c = simulate_cli(tmp_path / "c", n=30, seed=9)
     assert a.name == b.name
-    assert sha256(a) == sha256(b)
+    if sha256(a) != sha256(b):
+        with fits.open(a) as fa, fits.open(b) as fb:
+            differing = [(h.name, k) for h, g in zip(fa, fb) for k in h.header
+                         if h.header.comments[k] != g.header.comments[k] or h.header[k] != g.header[k]]
+        pytest.fail(f"same seed, different bytes; header cards that differ: {differing}")
     assert sha256(c) != sha256(a)
     with fits.open(a) as fa, fits.open(c) as fc:
         assert not np.array_equal(fa["SPEC_GI"].data["FLUX"], fc["SPEC_GI"].data["FLUX"])

@@ -93,9 +93,13 @@ class ProductWriter:
                      units=[c.unit for c in TRUTH_COLUMNS])
 
     def close(self):
-        for hdu in self.fits:
-            hdu.write_checksum()
         self.fits.close()
+        # cfitsio stamps the clock time into the CHECKSUM comment; astropy's checksum with a
+        # fixed comment keeps "same seed, same bytes".
+        from astropy.io import fits as afits
+        with afits.open(self.tmp, mode="update", memmap=True) as hdul:
+            for hdu in hdul:
+                hdu.add_checksum(when="HDU checksum")
         os.chmod(self.tmp, 0o644)
         os.replace(self.tmp, self.path)
         return self.path
