@@ -104,7 +104,9 @@ def numpy_preprocess(bands: dict, grid, n: int):
     band, first of repeated wavelengths), native pixel edges at the midpoints to the
     neighbouring samples, overlap x relative-inverse-variance weighted mean onto the grid
     with propagated error, output pixel valid where valid input covers half of it. Then one
-    scale per object (median ERR of its valid grid pixels) divides flux and error.
+    scale per object (median ERR of its valid grid pixels) divides flux and error; pixels with
+    ERR above ``preprocess.MAX_REL_ERR`` x scale are zeroed in x. It mirrors the kernels as they
+    stand: when they change, this reference must follow (the agreement check says so).
     Returns (x (n, L, 2) float32, valid (n, L), snr {band: (n,)}, npix {band: (n,)}).
     """
     length = grid.length
@@ -193,9 +195,12 @@ def numpy_preprocess(bands: dict, grid, n: int):
         warnings.simplefilter("ignore", RuntimeWarning)          # all-NaN rows: objects with no valid pixel
         scale = np.nanmedian(np.where(ok, err, np.nan), axis=1) if length else np.ones(n)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    # Pixels noisier than MAX_REL_ERR x the scale are zeroed in x (the valid mask keeps them), as the kernel does.
+    from csst_sls_z import preprocess as _pp
+    keep = ok & (err <= getattr(_pp, "MAX_REL_ERR", np.inf) * scale[:, None])
     x = np.zeros((n, length, 2), dtype=np.float32)
-    x[..., 0] = np.where(ok, flux / scale[:, None], 0.0)
-    x[..., 1] = np.where(ok, err / scale[:, None], 0.0)
+    x[..., 0] = np.where(keep, flux / scale[:, None], 0.0)
+    x[..., 1] = np.where(keep, err / scale[:, None], 0.0)
     unusable = ~np.isfinite(x).all(axis=2)
     x[unusable] = 0.0
     ok &= ~unusable
@@ -393,9 +398,11 @@ for job in spec["jobs"]:
     t0 = time.perf_counter()
     res = stages[refdir].run([job["product"]], job["out"])
     run_s = time.perf_counter() - t0
+    hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
     print("RESULT " + json.dumps({{"name": job["name"], "status": res.status.value,
                                   "n": res.summary.get("n_objects", 0), "run_s": run_s, "setup_s": setup,
                                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                                  "vmhwm_mib": float(hwm[0]) / 1024.0 if hwm else float("nan"),
                                   "message": res.message}}), flush=True)
 """
 
@@ -405,14 +412,21 @@ def run_stage_subprocess(jobs, samples=200, chunk_size=4096, warm=None) -> dict:
 
     ``jobs``: list of dicts (name, product, out, refdir). Set-up (TensorFlow import, reference
     files, network build, a warm-up run on ``warm`` that traces the tf.functions) is timed
-    apart from each job's run. After each job the child reports its ``ru_maxrss`` (the peak
-    so far: a memory footprint that grows with the file would show as a rise from job to
-    job); after the child is reaped the parent reads ``RUSAGE_CHILDREN``.
+    apart from each job's run. After each job the child reports its peak resident memory so
+    far, as ``ru_maxrss`` and as ``VmHWM`` from /proc/self/status (a footprint that grows with
+    the file would show as a rise from job to job); after the child is reaped the parent reads
+    ``RUSAGE_CHILDREN``, which on Linux also holds the peak RSS of this parent process itself
+    (carried into the intermediate shell across execve), so it is a ceiling, not the child's peak.
     Returns {name: result} plus "process_wall_s" and "children_maxrss_mib".
     """
     spec = {"jobs": [{k: str(v) for k, v in j.items()} for j in jobs], "samples": samples,
             "chunk_size": chunk_size, "warm": str(warm) if warm is not None else None}
     cmd = [sys.executable, "-c", STAGE_SNIPPET.format(root=str(ROOT)), json.dumps(spec)]
+    if Path("/bin/sh").exists():
+        # Linux carries a process's peak RSS across execve into ru_maxrss, so a child exec'd straight
+        # from this (large, TensorFlow-holding) process would report at least this process's peak.
+        # A shell in between forks the real child from a small process: its ru_maxrss is its own.
+        cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0

@@ -180,7 +180,7 @@ def _resample_band(wave, flux, err, offsets, present, dst_edges, out_flux, out_e
         repaired[o] = r
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def normalise(flux, err, ok, out):
     """Divide each object's flux and error by the median error of its valid pixels; masked -> 0.
 
@@ -188,7 +188,9 @@ def normalise(flux, err, ok, out):
     """
     n, length = flux.shape
     scales = np.zeros(n)
-    for o in numba.prange(n):
+    # Serial on purpose: ~4 ms per 256 spectra, while numba's thread pool costs more than
+    # it saves when training runs beside it.
+    for o in range(n):
         cnt = 0
         for j in range(length):
             if ok[o, j]:

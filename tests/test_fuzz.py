@@ -42,7 +42,7 @@ settings.register_profile("dev", **COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 N_FAST = 1000          # products through the reader + preprocessing + flags
-N_FULL = 300           # products through the whole stage, network and writer included
+N_FULL = 200           # products through the whole stage, network and writer included
 VECTORS = ("WAVELENGTH", "FLUX", "ERR")
 REQUIRED = ("OBJID",) + VECTORS
 NODATA, MISSING, BAD, OOD = (int(ZWarn.NODATA), int(ZWarn.MISSING_BAND), int(ZWarn.BAD_INPUT),
@@ -58,6 +58,8 @@ frac_st = st.floats(0, 1)
 op_st = st.one_of(
     st.tuples(st.just("value"), band_st, st.sampled_from(VECTORS), obj_st, frac_st, st.integers(1, 600),
               st.sampled_from(VALUES)),
+    st.tuples(st.just("maskall"), st.sampled_from(BANDS_USED + ("both",)), obj_st,
+              st.sampled_from(("ERR", "FLUX", "WAVELENGTH"))),
     st.tuples(st.just("shuffle"), band_st, obj_st, st.integers(0, 2 ** 16)),
     st.tuples(st.just("reverse"), band_st, obj_st),
     st.tuples(st.just("dupwave"), band_st, obj_st, frac_st, st.integers(2, 60)),
@@ -104,7 +106,10 @@ def mutate(base, recipe):
     n = recipe["n"]
     tables = {b: _take_rows(t, list(range(n))) for b, t in base.items()}
     varlen = recipe["varlen"]
+    ops = []
     for op in recipe["ops"]:
+        ops += [(op[0], b) + op[2:] for b in BANDS_USED] if op[1] == "both" else [op]
+    for op in ops:
         kind, band = op[0], op[1]
         t = tables.get(band)
         if t is None:
@@ -155,6 +160,10 @@ def mutate(base, recipe):
                     a = int(op[4] * len(r))
                     r[a:a + op[5]] = np.full(len(r[a:a + op[5]]), op[6]).astype(r.dtype)
                     t[col][i] = r
+            elif kind == "maskall" and op[3] in t:          # a whole band of one object unusable
+                r = t[op[3]][i]
+                bad = {"ERR": 0.0, "FLUX": np.nan, "WAVELENGTH": 1e5}[op[3]]
+                t[op[3]][i] = np.full(len(r), bad).astype(r.dtype)
             elif kind in ("shuffle", "reverse") and npix:
                 perm = (np.random.default_rng(op[3]).permutation(npix) if kind == "shuffle"
                         else np.arange(npix)[::-1])
@@ -386,6 +395,7 @@ def _read_and_preprocess(recipe, path, exp, grid, thresholds):
     event(f"read: {'no objects' if not objid else 'objects'}")
     for name, flag in (("a repaired object", exp.repair.any()), ("a duplicate OBJID", bool(exp.dups)),
                        ("an object without data", (exp.npix["GV"] + exp.npix["GI"] == 0).any()),
+                       ("an object missing a band", (exp.npix["GV"] * exp.npix["GI"] == 0).any()),
                        ("extreme values", exp.extreme.any())):
         if flag:
             event(f"read: {name}")

@@ -254,11 +254,11 @@ def test_other_numeric_types_are_read(case, base_tables, stage, tmp_path):
             t["OBJID"] = t["OBJID"].astype(np.float64)
     else:
         for t in tables.values():
-            t["OBJID"] = (t["OBJID"] % 30000).astype(np.int16)
+            t["OBJID"] = t["OBJID"].astype(np.int16)
     path = write_a(tmp_path / f"{case}.fits", tables)
     result, cat = run_one(stage, path)
     assert result.exit_code == 0 and len(cat) == N_OBJ
-    np.testing.assert_array_equal(cat["OBJID"], base_tables["GV"]["OBJID"] % (30000 if case == "objid_int16" else 2 ** 62))
+    np.testing.assert_array_equal(cat["OBJID"], base_tables["GV"]["OBJID"])     # small ids: exact in any type
     assert np.all(np.isfinite(cat["Z"]))
 
 

@@ -75,7 +75,8 @@ class BatchMaker:
     """Noisy, normalised batches (x, z) from a TrainingSet."""
 
     def __init__(self, data: TrainingSet, seed: int, noise: str = "instrument",
-                 mask_run_prob: float = 0.1, missing_band_prob: float = 0.03, mask_run_max: int = 40):
+                 mask_run_prob: float = 0.1, missing_band_prob: float = 0.03, mask_run_max: int = 40,
+                 exact_poisson: bool = False):
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}")
         self.data = data
@@ -84,6 +85,7 @@ class BatchMaker:
         self.mask_run_prob = mask_run_prob
         self.missing_band_prob = missing_band_prob
         self.mask_run_max = mask_run_max
+        self.exact_poisson = exact_poisson
 
     def noisy(self, idx):
         d = self.data
@@ -97,9 +99,16 @@ class BatchMaker:
         for k, sl in enumerate(d.band_slices):
             bkg[:, sl] = d.background[idx, k][:, None]
             rdv[:, sl] = d.readvar[idx, k][:, None]
-        counts = self.rng.poisson(np.clip(model_e, 0, None) + bkg).astype(np.float64)
-        counts += self.rng.normal(size=counts.shape) * np.sqrt(rdv)
-        measured = counts - bkg
+        expected = np.clip(model_e, 0, None) + bkg
+        if self.exact_poisson:
+            counts = self.rng.poisson(expected).astype(np.float64)
+            counts += self.rng.normal(size=counts.shape) * np.sqrt(rdv)
+            measured = counts - bkg
+        else:
+            # Poisson(source + sky + dark) + read noise as one Gaussian of the same variance:
+            # exact to <1% at the >1000 background electrons of every extraction, and ~10x
+            # cheaper, which keeps the batch thread from starving the training step.
+            measured = model_e + self.rng.standard_normal(size=model_e.shape) * np.sqrt(expected + rdv)
         err_e = np.sqrt(np.clip(measured, 0, None) + bkg + rdv)
         return measured / d.conv[None, :], err_e / d.conv[None, :]
 
