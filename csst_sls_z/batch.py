@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import LOG_LEVELS, _nonneg_int, _Parser, _positive_int, setup_logging
+from .cli import LOG_LEVELS, _Parser, _positive_int, add_stage_options, setup_logging
 from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, ZWarn
 
 log = logging.getLogger(__name__)
@@ -487,12 +487,7 @@ def parser():
                    help="worker processes of the local cluster (default: one per core)")
     p.add_argument("--scheduler-address", default=None,
                    help="use the running Dask cluster at this address (e.g. tcp://host:8786) instead")
-    p.add_argument("--samples", type=_positive_int, default=200, help="BNN samples per spectrum")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the BNN sampling noise")
-    p.add_argument("--reference-dir", type=Path, default=None,
-                   help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
-    p.add_argument("--chunk-size", type=_positive_int, default=4096, help="objects per chunk in memory")
-    p.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
+    add_stage_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo every output, even those that verify")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")

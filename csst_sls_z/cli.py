@@ -50,6 +50,16 @@ def _nonneg_int(text):
     return value
 
 
+def add_stage_options(p):
+    """The stage's own options, shared by ``run`` and ``batch``."""
+    p.add_argument("--samples", type=_positive_int, default=200, help="BNN samples per spectrum")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the BNN sampling noise")
+    p.add_argument("--reference-dir", type=Path, default=None,
+                   help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
+    p.add_argument("--chunk-size", type=_positive_int, default=4096, help="objects per chunk in memory")
+    p.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
+
+
 # ---------------------------------------------------------------- simulate
 def simulate_parser(prog="csst-sls-z simulate"):
     p = _Parser(prog=prog, description="Simulate CSST GV/GI slitless 1D spectra as Layout A FITS products "

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli import LOG_LEVELS, _nonneg_int, _Parser, _positive_int, setup_logging
+from .cli import LOG_LEVELS, _Parser, _positive_int, add_stage_options, setup_logging
 from .datamodel import EXIT_ERROR
 
 
@@ -25,12 +25,7 @@ def parser():
     p.add_argument("inputs", nargs="+", type=Path, help="input products (Layout A or B FITS)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (one input) or existing directory (one <stem>_slsz.fits per input)")
-    p.add_argument("--samples", type=_positive_int, default=200, help="BNN samples per spectrum")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the BNN sampling noise")
-    p.add_argument("--reference-dir", type=Path, default=None,
-                   help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
-    p.add_argument("--chunk-size", type=_positive_int, default=4096, help="objects per chunk in memory")
-    p.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
+    add_stage_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--summary-json", type=Path, default=None, help="also write the result summary here")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")

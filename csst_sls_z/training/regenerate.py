@@ -55,8 +55,8 @@ class RegenConfig:
 
 
 REGEN_CONFIGS = {
-    "cpu": RegenConfig(network="cpu", n_train=250_000, n_val=8_000, n_test=6_000, backbone_budget_s=3600,
-                       logcosh_budget_s=480, head_budget_s=360, n_head_features=100_000, n_samples=200,
+    "cpu": RegenConfig(network="cpu", n_train=250_000, n_val=8_000, n_test=6_000, backbone_budget_s=3000,
+                       logcosh_budget_s=360, head_budget_s=300, n_head_features=100_000, n_samples=200,
                        n_oracle=500),
     "paper": RegenConfig(network="paper", n_train=600_000, n_val=60_000, n_test=60_000,
                          backbone_budget_s=8 * 3600, logcosh_budget_s=8 * 3600, head_budget_s=3600,

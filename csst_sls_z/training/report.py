@@ -1,0 +1,81 @@
+"""Markdown tables from a reference set's evaluation.json (docs/validation.md is built from them).
+
+    python -m csst_sls_z.training.report reference_files/csst_sls_z_0002
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PAPER = {"cnn": (0.00047, 0.00954, None), "bnn": (0.00063, 0.0092, 0.00228)}
+
+
+def _f(x, pct=False):
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f}%" if pct else f"{x:.5f}"
+
+
+def summary_table(ev: dict) -> str:
+    rows = ["| method | sigma_NMAD | eta | E-bar | n | paper (its own simulation) |", "|---|---|---|---|---|---|"]
+    for m in ("cnn", "bnn", "oracle", "template_fit"):
+        e = ev[m]
+        paper = PAPER.get(m)
+        ptxt = (f"sigma_NMAD {paper[0]}, eta {100 * paper[1]:.3g}%" + (f", E-bar {paper[2]}" if paper[2] else "")
+                if paper else ("about 1% (traditional fitting)" if m == "template_fit" else "-"))
+        rows.append(f"| {m} | {_f(e['sigma_nmad'])} | {_f(e['eta'], True)} | {_f(e.get('ebar'))} | {e['n']} | {ptxt} |")
+    sub = ev.get("same_subset")
+    if sub:
+        for m in ("cnn", "bnn"):
+            rows.append(f"| {m} (oracle's {sub['n']} objects) | {_f(sub[m]['sigma_nmad'])} | {_f(sub[m]['eta'], True)} | - | {sub['n']} | |")
+    return "\n".join(rows)
+
+
+def coverage_table(ev: dict) -> str:
+    b = ev["bnn"]
+    return "\n".join([
+        "| interval | raw (uncalibrated) | Beta calibrated | single scale factor |", "|---|---|---|---|",
+        f"| 68% | {b['cov68_raw']:.3f} | {b['cov68']:.3f} | {b.get('cov68_scale', float('nan')):.3f} |",
+        f"| 95% | {b['cov95_raw']:.3f} | {b['cov95']:.3f} | {b.get('cov95_scale', float('nan')):.3f} |"])
+
+
+def binned_table(ev: dict, axis: str) -> str:
+    block = ev["bins"][axis]
+    methods = [m for m in ("cnn", "bnn", "oracle", "template_fit") if m in block]
+    head = "| bin | " + " | ".join(f"{m} sigma_NMAD / eta" for m in methods) + " | n |"
+    rows = [head, "|" + "---|" * (len(methods) + 2)]
+    for i, b in enumerate(block["cnn"]["eta"]):
+        hi = "inf" if b["hi"] > 1e6 else f"{b['hi']:g}"
+        cells = []
+        for m in methods:
+            s, e = block[m]["sigma_nmad"][i]["value"], block[m]["eta"][i]["value"]
+            cells.append("-" if e != e else f"{_f(s)} / {_f(e, True)}")
+        rows.append(f"| {b['lo']:g}-{hi} | " + " | ".join(cells) + f" | {b['n']} |")
+    return "\n".join(rows)
+
+
+def curve_table(ev: dict) -> str:
+    hist = ev.get("backbone_histories", {})
+    rows = ["| objective | minutes | samples seen | val sigma_NMAD | val eta |", "|---|---|---|---|---|"]
+    for objective, h in hist.items():
+        for e in h:
+            rows.append(f"| {objective} | {e['elapsed_s'] / 60:.1f} | {e['samples']:,} | {_f(e['sigma_nmad'])} | {_f(e['eta'], True)} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__)
+        return 1
+    ev = json.loads((Path(argv[0]) / "evaluation.json").read_text())
+    for title, text in (("Summary", summary_table(ev)), ("Coverage", coverage_table(ev)),
+                        ("By redshift", binned_table(ev, "z_true")), ("By SNR_GI", binned_table(ev, "snr_gi")),
+                        ("Objective curves", curve_table(ev))):
+        print(f"### {title}\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
