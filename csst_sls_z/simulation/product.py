@@ -63,7 +63,15 @@ def band_rows(sim, band: str, ra, dec) -> np.ndarray:
 
 
 class ProductWriter:
-    """Append chunks of simulated spectra to one Layout A product, then close atomically."""
+    """Append chunks of simulated spectra to one Layout A product, then close atomically.
+
+    Each extension grows in its own staging file, where an append lands at the end of the
+    file; appending to an HDU that other HDUs follow makes cfitsio shift them all, which
+    made writing quadratic in the number of chunks. ``close`` copies the staged tables
+    into the product chunk by chunk, so I/O stays linear and memory flat.
+    """
+
+    COPY_ROWS = 2000
 
     def __init__(self, path: Path, primary_cards: dict, overwrite: bool = False):
         self.path = Path(path)
@@ -72,18 +80,20 @@ class ProductWriter:
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         os.unlink(self.tmp)
-        self.fits = fitsio.FITS(self.tmp, "rw")
-        hdr = [{"name": k, "value": v} for k, v in PRIMARY_KEYS.items()]
-        hdr += [{"name": k, "value": v[0], "comment": v[1]} for k, v in primary_cards.items()]
-        self.fits.write(None, header=hdr)
-        self.started = set()
+        self.header = [{"name": k, "value": v} for k, v in PRIMARY_KEYS.items()]
+        self.header += [{"name": k, "value": v[0], "comment": v[1]} for k, v in primary_cards.items()]
+        self.order = [EXT_SPEC[b] for b in BANDS_USED] + [EXT_TRUTH]
+        self.stage = {ext: f"{self.tmp}.{ext}" for ext in self.order}
+        self.staged = {}
+        self.units = {}
 
     def _append(self, ext: str, rows: np.ndarray, units=None):
-        if ext not in self.started:
-            self.fits.write(rows, extname=ext, units=units)
-            self.started.add(ext)
+        if ext not in self.staged:
+            self.staged[ext] = fitsio.FITS(self.stage[ext], "rw", clobber=True)
+            self.staged[ext].write(rows, extname=ext, units=units)
+            self.units[ext] = units
         else:
-            self.fits[ext].append(rows)
+            self.staged[ext][ext].append(rows)
 
     def append(self, sim, ra, dec):
         for band in BANDS_USED:
@@ -93,7 +103,20 @@ class ProductWriter:
                      units=[c.unit for c in TRUTH_COLUMNS])
 
     def close(self):
-        self.fits.close()
+        with fitsio.FITS(self.tmp, "rw") as out:
+            out.write(None, header=self.header)
+            for ext in self.order:
+                if ext not in self.staged:
+                    continue
+                src = self.staged[ext][ext]
+                n = src.get_nrows()
+                for start in range(0, max(n, 1), self.COPY_ROWS):
+                    rows = src[start:min(n, start + self.COPY_ROWS)]
+                    if start == 0:
+                        out.write(rows, extname=ext, units=self.units[ext])
+                    else:
+                        out[ext].append(rows)
+        self._drop_staging()
         # cfitsio stamps the clock time into the CHECKSUM comment; astropy's checksum with a
         # fixed comment keeps "same seed, same bytes".
         from astropy.io import fits as afits
@@ -104,9 +127,17 @@ class ProductWriter:
         os.replace(self.tmp, self.path)
         return self.path
 
+    def _drop_staging(self):
+        for ext, f in self.staged.items():
+            f.close()
+        self.staged = {}
+        for path in self.stage.values():
+            if os.path.exists(path):
+                os.unlink(path)
+
     def abort(self):
         try:
-            self.fits.close()
+            self._drop_staging()
         finally:
             if os.path.exists(self.tmp):
                 os.unlink(self.tmp)
