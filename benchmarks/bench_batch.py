@@ -3,11 +3,16 @@
 Simulates ``--files`` products of ``--objects-per-file`` objects, then measures, end to
 end (process / cluster start-up, TensorFlow import and network build included):
 
-* the stage in one process (``python -m csst_sls_z.cli run FILES -o DIR``): wall time,
-  spectra per second and the peak resident memory of that process (``wait4`` ru_maxrss);
+* the stage in one process (``csst_sls_z.cli.main(["run", FILES, "-o", DIR, ...])`` in a
+  fresh interpreter): wall time, spectra per second and the peak resident memory of that
+  process (its own ``VmHWM``);
 * ``run_batch`` on a fresh LocalCluster of 1 and of 2 workers (``--workers``): wall time,
   spectra per second, the speed-up over the stage, and the peak resident memory of each
-  worker process (``resource.getrusage`` inside every worker, after the batch);
+  worker process (``VmHWM`` read inside every worker, after the batch).
+
+Peak memory is ``VmHWM`` from /proc/self/status, not ``ru_maxrss``: on Linux a child's
+``ru_maxrss`` carries its parent's peak across ``execve`` (this benchmark's own process
+holds the simulated products), while ``VmHWM`` belongs to the process's own address space;
 * whether every batch catalogue has the same Z column, bit for bit, as the stage's.
 
 and prints a markdown table. The network is a DUMMY set of the architecture named by
@@ -25,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,23 +41,39 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
+def _vmhwm_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0        # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+STAGE_SNIPPET = """
+import sys
+from csst_sls_z.cli import main
+rc = main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    hwm = [int(line.split()[1]) for line in status if line.startswith("VmHWM:")][0]
+print(f"VMHWM_KIB {hwm}", file=sys.stderr)
+sys.exit(rc)
+"""
 
 
 def run_stage(files, out: Path, args, refdir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "csst_sls_z.cli", "run", *map(str, files), "-o", str(out), "--samples",
+    cmd = [sys.executable, "-c", STAGE_SNIPPET, "run", *map(str, files), "-o", str(out), "--samples",
            str(args.samples), "--chunk-size", str(args.chunk_size), "--reference-dir", str(refdir),
            "--log-level", "WARNING"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"the stage failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}")
-    return {"wall": wall, "rss": [usage.ru_maxrss / 1024.0]}
+    if proc.returncode != 0:
+        raise SystemExit(f"the stage failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    hwm = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("VMHWM_KIB")][0]
+    return {"wall": wall, "rss": [hwm / 1024.0]}
 
 
 def run_dask(files, out: Path, workers: int, args, refdir: Path) -> dict:
@@ -66,7 +86,7 @@ def run_dask(files, out: Path, workers: int, args, refdir: Path) -> dict:
         result = run_batch(files, out, client=client, samples=args.samples, seed=0, reference_dir=refdir,
                            chunk_size=args.chunk_size, progress=False)
         wall = time.perf_counter() - t0
-        rss = sorted(client.run(_maxrss_mib).values())
+        rss = sorted(client.run(_vmhwm_mib).values())
     if result.exit_code != 0:
         raise SystemExit(f"the batch failed: {result.error or result.failures}")
     return {"wall": wall, "rss": rss}

@@ -376,33 +376,52 @@ def bench_bnn(refdir, x: np.ndarray, n_naive: int, n_samples: int = 200, repeats
 
 # ----------------------------------------------------------------------------- the stage, end to end
 STAGE_SNIPPET = r"""
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 sys.path.insert(0, {root!r})
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 t_start = time.perf_counter()
 from csst_sls_z.stage import RedshiftStage
 spec = json.loads(sys.argv[1])
 stages = {{}}
+# Peak anonymous (private) and file-backed resident memory, sampled every 20 ms during each job:
+# VmHWM has no such split, and mapped pages of the input file are reclaimable page cache.
+peak = {{"RssAnon": 0, "RssFile": 0}}
+def _sample():
+    while True:
+        with open("/proc/self/status") as status:
+            for ln in status:
+                key = ln.split(":")[0]
+                if key in peak:
+                    peak[key] = max(peak[key], int(ln.split()[1]))
+        time.sleep(0.02)
+threading.Thread(target=_sample, daemon=True).start()
 for job in spec["jobs"]:
     refdir = job["refdir"]
+    catalog_only = job.get("catalog_only", "False") == "True"
+    key = (refdir, catalog_only)
     setup = 0.0
-    if refdir not in stages:
+    if key not in stages:
         t0 = time.perf_counter()
         stage = RedshiftStage(samples=spec["samples"], reference_dir=refdir, overwrite=True,
-                              chunk_size=spec["chunk_size"])
+                              chunk_size=spec["chunk_size"], catalog_only=catalog_only)
         stage.load_references(); stage.sampler()
         if spec.get("warm"):
             stage.run([spec["warm"]], job["out"] + ".warm.fits")     # trace the tf.functions once
-        stages[refdir] = stage
+        stages[key] = stage
         setup = time.perf_counter() - t0 + (t0 - t_start if len(stages) == 1 else 0.0)
+    time.sleep(0.05)
+    peak.update(RssAnon=0, RssFile=0)
     t0 = time.perf_counter()
-    res = stages[refdir].run([job["product"]], job["out"])
+    res = stages[key].run([job["product"]], job["out"])
     run_s = time.perf_counter() - t0
+    time.sleep(0.05)
     hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
     print("RESULT " + json.dumps({{"name": job["name"], "status": res.status.value,
                                   "n": res.summary.get("n_objects", 0), "run_s": run_s, "setup_s": setup,
                                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                                   "vmhwm_mib": float(hwm[0]) / 1024.0 if hwm else float("nan"),
+                                  "anon_peak_mib": peak["RssAnon"] / 1024.0,
+                                  "file_peak_mib": peak["RssFile"] / 1024.0,
                                   "message": res.message}}), flush=True)
 """
 

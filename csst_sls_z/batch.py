@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli import LOG_LEVELS, _Parser, _positive_int, add_stage_options, setup_logging
-from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, ZWarn
+from .durable import commit
+from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_SHA256, ZWarn
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ SUMMARY_NAME = "batch_summary"
 INPUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 OUTPUT_SUFFIX = "_slsz.fits"
 # Provenance cards that must match for an existing output to count as done.
-_MATCH_PREFIXES = ("REFSET", "REFTYP", "REFNAM", "REFSHA", "P_")
+# Provenance an existing output must share with this run to be kept on resume: the code
+# version, the reference set and files, the parameters, and (added per file) the input's sha256.
+_MATCH_PREFIXES = ("SLSZVER", "REFSET", "REFTYP", "REFNAM", "REFSHA", "P_", KW_INPUT_SHA256)
 
 # Summary columns: name -> (dtype, unit, doc). ZWARN counts follow N_OBJECTS.
 ZWARN_COUNT_COLUMNS = tuple(f"N_{flag.name}" for flag in ZWarn)
@@ -163,7 +166,7 @@ def process_one(input_path: str, out_path: str, params: dict) -> dict:
         overwrite = bool(params.get("overwrite"))
         _remove_stale_temps(out)
         if out.exists() and not overwrite:
-            ok, why, info = verify_output(out, expected)
+            ok, why, info = verify_output(out, {**expected, KW_INPUT_SHA256: sha256_file(input_path)})
             if ok:
                 row.update(action="skipped", status=info["status"], n_objects=info["n_objects"],
                            zwarn=info["zwarn"], sha256=sha256_file(out), wall_s=time.time() - t0)
@@ -291,7 +294,7 @@ def write_summary(rows, output_dir: Path, meta: dict | None = None) -> list[Path
         tmp = _make_temp(path)
         try:
             table.write(tmp, format=fmt, overwrite=True)
-            os.replace(tmp, path)
+            commit(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -56,6 +56,13 @@ then fits a, b, c on the rescaled PITs; Beta calibration then corrects what a wi
 cannot: bias (c, a != b), asymmetry and tails. ``prescale=False`` gives the pure
 three-parameter Beta calibration (s = 1).
 
+Weights (``weights=`` of both fits). The validation set is drawn from the training
+population (flat in z) while the survey follows the CSST-like n(z); both populations
+are the same at fixed z, so weighting each validation object by n_survey(z) / n_train(z)
+makes the fit target the survey's PIT distribution (importance weighting for a shift
+in z alone). The weighted fit uses the weighted 68.27% quantile for the pre-scale and
+the weighted empirical CDF of the PITs as labels.
+
 ``ScaleCalibration`` is the single-scale-factor variant of the authors' public
 code (sigma' = scale * sigma, github.com/xczhou1995/CSST_slitless_spectra,
 train_sls/calibration.py, which bisects the scale until the area between the
@@ -261,46 +268,84 @@ def pit(mean, sigma, z_true):
         return ndtr((z_true - mean) / sigma)
 
 
-def _valid_standardised(mean, sigma, z_true):
-    """(z_true - mean) / sigma for the usable objects (all finite, sigma > 0)."""
+def _valid_standardised(mean, sigma, z_true, weights=None):
+    """((z_true - mean) / sigma, normalised weights) for the usable objects.
+
+    Usable: all finite, sigma > 0, and (with weights) a finite weight > 0. Without
+    weights every usable object weighs the same.
+    """
     mean, sigma, z_true = np.broadcast_arrays(*(np.asarray(x, dtype=float).ravel()
                                                 for x in (mean, sigma, z_true)))
     ok = np.isfinite(mean) & np.isfinite(sigma) & np.isfinite(z_true) & (sigma > 0)
+    if weights is None:
+        w = np.ones(mean.shape)
+    else:
+        w = np.asarray(weights, dtype=float).ravel()
+        if w.shape != mean.shape:
+            raise ValueError(f"calibration weights have {w.size} values for {mean.size} objects")
+        with np.errstate(invalid="ignore"):
+            ok &= np.isfinite(w) & (w > 0)
     if (~ok).any():
-        log.warning("calibration fit: ignoring %d of %d objects with non-finite values or sigma <= 0",
-                    int((~ok).sum()), ok.size)
+        log.warning("calibration fit: ignoring %d of %d objects with non-finite values, sigma <= 0 "
+                    "or no weight", int((~ok).sum()), ok.size)
     if ok.sum() < MIN_FIT_OBJECTS:
         raise ValueError(f"calibration fit needs at least {MIN_FIT_OBJECTS} usable objects, "
                          f"got {int(ok.sum())}")
-    return (z_true[ok] - mean[ok]) / sigma[ok]
+    return (z_true[ok] - mean[ok]) / sigma[ok], w[ok] / w[ok].sum()
 
 
-def fit_beta(mean, sigma, z_true, prescale: bool = True) -> BetaCalibration:
+def weighted_quantile(values, weights, q: float) -> float:
+    """The q-quantile of ``values`` under ``weights``, interpolated linearly.
+
+    The sorted values sit at plotting positions (C_k - w_k) / (C_n - w_n) (C the cumulative
+    weight), which for equal weights are k / (n - 1): numpy's default quantile exactly.
+    """
+    order = np.argsort(values, kind="stable")
+    v, w = np.asarray(values, dtype=float)[order], np.asarray(weights, dtype=float)[order]
+    if v.size == 1:
+        return float(v[0])
+    c = np.cumsum(w)
+    return float(np.interp(q, (c - w) / (c[-1] - w[-1]), v))
+
+
+def effective_sample_size(weights) -> float:
+    """Kish's effective number of objects, (sum w)^2 / sum w^2."""
+    w = np.asarray(weights, dtype=float)
+    return float(w.sum() ** 2 / np.sum(w * w))
+
+
+def fit_beta(mean, sigma, z_true, prescale: bool = True, weights=None) -> BetaCalibration:
     """Fit the calibration map on a validation set (see module doc).
 
     prescale=True (default): first set ``scale`` to the robust width of the standardised
     residuals (the 68.27% quantile of |z_true - mean| / sigma), then fit a, b, c by the
     binomial log-loss on the rescaled PITs. prescale=False: pure Beta calibration (scale = 1).
+    weights: optional per-object weights (module doc); None weighs every object the same.
     """
-    t = _valid_standardised(mean, sigma, z_true)
-    scale = float(np.quantile(np.abs(t), LEVEL_68)) if prescale else 1.0
+    t, w = _valid_standardised(mean, sigma, z_true, weights)
+    scale = weighted_quantile(np.abs(t), w, LEVEL_68) if prescale else 1.0
     if not (np.isfinite(scale) and scale > 0):      # e.g. more than 68% exact hits
         log.warning("fit_beta: robust width %r unusable, falling back to scale = 1", scale)
         scale = 1.0
-    F = np.sort(np.clip(ndtr(t / scale), F_CLIP, 1.0 - F_CLIP))
+    F = np.clip(ndtr(t / scale), F_CLIP, 1.0 - F_CLIP)
+    order = np.argsort(F, kind="stable")
+    F, w = F[order], w[order]
     n = F.size
-    # Thresholds at the observed PITs; label fraction = empirical CDF there (ties: count all <=).
+    # Thresholds at the observed PITs; label fraction = (weighted) empirical CDF there
+    # (ties: count all <=); n / (n + 1) keeps the top label below 1, as unweighted.
     idx = np.arange(n) if n <= MAX_THRESHOLDS else np.linspace(0, n - 1, MAX_THRESHOLDS).astype(int)
     p = F[idx]
-    y = np.searchsorted(F, p, side="right") / (n + 1.0)
+    y = np.cumsum(w)[np.searchsorted(F, p, side="right") - 1] * n / (n + 1.0)
     lp, l1p = np.log(p), np.log1p(-p)
+    # Each threshold stands for the objects' weights near it, so the tails keep their say.
+    tw = w[idx] / w[idx].mean()
 
     def loss_grad(theta):
         a, b, c = theta
         s = c + a * lp - b * l1p
-        # -[y ln expit(s) + (1-y) ln expit(-s)], mean over thresholds
-        loss = -np.mean(y * log_expit(s) + (1.0 - y) * log_expit(-s))
-        r = expit(s) - y                          # d loss / d s
+        # -[y ln expit(s) + (1-y) ln expit(-s)], weighted mean over thresholds
+        loss = -np.mean(tw * (y * log_expit(s) + (1.0 - y) * log_expit(-s)))
+        r = tw * (expit(s) - y)                   # d loss / d s
         grad = np.array([np.mean(r * lp), -np.mean(r * l1p), np.mean(r)])
         return loss, grad
 
@@ -315,18 +360,19 @@ def fit_beta(mean, sigma, z_true, prescale: bool = True) -> BetaCalibration:
     return calib
 
 
-def fit_scale(mean, sigma, z_true, method: str = "nll") -> ScaleCalibration:
+def fit_scale(mean, sigma, z_true, method: str = "nll", weights=None) -> ScaleCalibration:
     """Fit sigma' = scale * sigma on a validation set.
 
     method='nll' (default): Gaussian maximum likelihood, scale^2 = mean(((z - mean) / sigma)^2);
     closed form and uses every object. method='coverage68': the scale making the central
     68.27% interval cover exactly that fraction (robust to catastrophic outliers).
+    weights: optional per-object weights (module doc).
     """
-    t = _valid_standardised(mean, sigma, z_true)
+    t, w = _valid_standardised(mean, sigma, z_true, weights)
     if method == "nll":
-        scale = float(np.sqrt(np.mean(t * t)))
+        scale = float(np.sqrt(np.sum(w * t * t)))
     elif method == "coverage68":
-        scale = float(np.quantile(np.abs(t), LEVEL_68))
+        scale = weighted_quantile(np.abs(t), w, LEVEL_68)
     else:
         raise ValueError(f"unknown fit_scale method {method!r} (use 'nll' or 'coverage68')")
     log.info("fit_scale (%s) on %d objects: scale=%.4f", method, t.size, scale)

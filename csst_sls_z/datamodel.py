@@ -15,6 +15,10 @@ import numpy as np
 EXT_SPEC = {"GV": "SPEC_GV", "GI": "SPEC_GI", "GU": "SPEC_GU"}
 BANDS_USED = ("GV", "GI")          # the network uses GV then GI; GU is read and ignored
 EXT_TRUTH = "TRUTH"
+KW_INPUT_NAME = "INFILE"           # output headers: the input product's file name
+KW_INPUT_SHA256 = "INSHA256"       # output headers: the input product's sha256 (resume checks it)
+KW_MAGBAND = "MAGBAND"             # TRUTH header: the band MAG_NORM is measured through
+MAG_NORM_BAND = "GI"               # the simulator normalises through the GI grating throughput
 EXT_REDSHIFT = "SLS_REDSHIFT"
 
 FLUX_UNIT = "1e-17 erg/s/cm2/Angstrom"

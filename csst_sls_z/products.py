@@ -48,6 +48,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
+from .durable import commit
 from .datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA,
                         COL_WAVE, EXT_REDSHIFT, EXT_SPEC, KEY_BAND, KEY_OBJID,
                         REDSHIFT_COLUMNS, REDSHIFT_DTYPE, SPEC_VECTOR_COLUMNS)
@@ -811,7 +812,7 @@ def write_redshift_product(out_path, input_path, catalog: np.ndarray,
                                    f"the output ({_one_line(exc) or type(exc).__name__})") from None
         finally:
             src.close()
-        os.replace(tmp, out_path)
+        commit(tmp, out_path)
     except BaseException:
         try:
             tmp.unlink()

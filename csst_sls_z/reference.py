@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .durable import commit
 from .datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
                         MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
 from .reffile import ReferenceFileError
@@ -166,7 +167,7 @@ def write_manifest(directory: Path, files: dict, pedigree: str, provenance: dict
     path = directory / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    commit(tmp, path)
     return path
 
 

@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from . import __version__
+from .durable import commit
 from .datamodel import PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES
 
 DEFAULT_AUTHOR = "csst_sls_z developers"
@@ -59,7 +60,7 @@ def write_fits_atomic(hdul: fits.HDUList, path: os.PathLike, overwrite: bool = F
             warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
             hdul.writeto(tmp, overwrite=True, checksum=True)
         os.chmod(tmp, 0o644)          # mkstemp makes 0600; reference files are shared read-only data
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

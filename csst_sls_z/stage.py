@@ -17,12 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .datamodel import (BANDS_USED, EXT_REDSHIFT, REDSHIFT_COLUMNS, StageStatus, ZWarn,
+from .datamodel import (KW_INPUT_NAME, KW_INPUT_SHA256, REDSHIFT_COLUMNS, StageStatus, ZWarn,
                         empty_redshift_table)
 
 log = logging.getLogger(__name__)
 
 DEPENDENCIES = ("numpy", "numba", "tensorflow", "tensorflow_probability", "astropy", "fitsio", "scipy")
+
+
+def input_cards(path) -> list[tuple[str, object, str]]:
+    """The input product's identity, so an output can be traced to (and checked against) its input."""
+    from .reference import sha256_file
+    return [(KW_INPUT_NAME, Path(path).name[:68], "input product"),
+            (KW_INPUT_SHA256, sha256_file(path), "sha256 of the input product")]
 
 
 @dataclass
@@ -147,13 +154,14 @@ class RedshiftStage:
         from .quality import zwarn_counts
         counts = zwarn_counts(catalog["ZWARN"])
         status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
-        write_redshift_product(out_path, path, catalog, self.provenance_cards(status),
+        write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + input_cards(path),
                                catalog_only=bool(self.params["catalog_only"]),
                                overwrite=bool(self.params["overwrite"]))
         log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)
         return {"n_objects": n, "zwarn": counts, "status": status.value, "wall_s": time.time() - t0}
 
     def provenance_cards(self, status: StageStatus):
+        """The cards every output of this stage carries (the input's own are ``input_cards``)."""
         import importlib.metadata as md
         refs = self.load_references()
         refset = refs["set"]

@@ -143,7 +143,7 @@ def test_kill_and_resume(inputs, dummy_refset, client, batch_dir, tmp_path):
             pass
         proc.wait(timeout=30)
     n_before = len(_outputs(out))
-    assert n_before >= 1
+    assert 1 <= n_before < len(inputs), "the kill must leave work to resume"
     print(f"killed with {n_before} of {len(inputs)} outputs written; left: {sorted(p.name for p in out.iterdir())}")
     result = run_batch([indir], out, client=client, samples=SAMPLES, reference_dir=dummy_refset, progress=False)
     assert result.exit_code == 0
@@ -189,6 +189,28 @@ def test_resume_skips_verified_and_redoes_corrupted(inputs, dummy_refset, client
     summary = Table.read(out / f"{SUMMARY_NAME}.ecsv", format="ascii.ecsv")
     assert list(summary["ACTION"]) == [actions[Path(o).name] for o in summary["OUTPUT"]]
     assert list(summary["N_OBJECTS"]) == [15, 15, 15]              # counts also for skipped files
+
+
+def test_resume_redoes_an_output_whose_input_changed(inputs, dummy_refset, client, batch_dir, tmp_path, models):
+    """An input replaced under the same name (another simulation) is processed again on resume."""
+    from csst_sls_z.simulation import simulate_products
+    indir, out = tmp_path / "in", tmp_path / "out"
+    indir.mkdir()
+    for p in inputs:
+        shutil.copy(p, indir)
+    shutil.copytree(batch_dir, out)
+    replaced = indir / Path(inputs[1]).name
+    (tmp_path / "other").mkdir()
+    (new,) = simulate_products(15, 99, "test", 15, tmp_path / "other", *models, progress=False)
+    shutil.copy(new, replaced)                   # same name, other spectra
+    result = run_batch(sorted(indir.glob("*.fits")), out, client=client, samples=SAMPLES,
+                       reference_dir=dummy_refset, progress=False)
+    assert result.exit_code == 0
+    actions = {Path(r["input"]).name: r["action"] for r in result.rows}
+    assert actions == {Path(p).name: ("processed" if Path(p).name == replaced.name else "skipped") for p in inputs}
+    from conftest import sha256
+    redone = out / f"{replaced.name.split('.')[0]}_slsz.fits"
+    assert fits.getheader(redone, EXT_REDSHIFT)["INSHA256"] == sha256(replaced)
 
 
 def test_bad_input_reported_others_processed(inputs, dummy_refset, client, tmp_path):

@@ -171,3 +171,38 @@ def test_resolution_matrix_for_r250():
     assert abs(sigma_pix / expect - 1) < 0.05
     z = redrock_peer.redshift_grid()
     assert z[0] == 0.0 and abs(z[-1] - 1.6) < 2e-3 and np.all(np.diff(z) > 0)
+
+
+def test_objective_curves_runs_tiny(tmp_path):
+    """Both objectives train for the same budget on the same data and land in the table and figure."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = tmp_path / "curves"
+    proc = subprocess.run([sys.executable, str(BENCH / "objective_curves.py"), "--budget-s", "12", "--n-train", "600",
+                           "--n-val", "100", "--eval-every-s", "2", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "curves.json").read_text())
+    assert set(res["curves"]) == {"zbins", "logcosh"}
+    for c in res["curves"].values():
+        times = [h["elapsed_s"] for h in c["history"]]
+        assert len(times) >= 2 and times[-1] >= 12 * 0.9         # each ran its full, equal budget
+        assert all(np.isfinite(h["sigma_nmad"]) and 0 <= h["eta"] <= 1 for h in c["history"])
+    text = (out / "curves.md").read_text()
+    assert "| zbins |" in text and "| logcosh |" in text
+    assert (out / "objective_curves.png").stat().st_size > 10_000
+
+
+def test_memory_benchmark_runs_tiny(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_memory.py"), "--sizes", "30,60", "--samples", "4",
+                           "--warm", "20", "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| full") or line.startswith("| catalogue")]
+    assert len(rows) == 4
+    for row in rows:
+        anon, file_backed = (float(c.replace(",", "")) for c in row.split("|")[4:6])
+        assert anon > 50 and file_backed > 0               # TensorFlow alone is well over 50 MiB
+    assert (tmp_path / "out_catalog_60.fits").exists() and (tmp_path / "out_full_60.fits").exists()

@@ -208,3 +208,52 @@ def test_fit_ignores_bad_objects(too_small):
     assert math.isfinite(calib.a) and calib.scale == pytest.approx(2.0, rel=0.05)
     with pytest.raises(ValueError):
         fit_beta(mean[:5], sigma[:5], z[:5])
+
+
+# Weighted fits -----------------------------------------------------------------------
+def test_unit_weights_reproduce_the_unweighted_fit(too_small):
+    fit, _ = too_small
+    w = np.full(HALF, 3.7)
+    for prescale in (True, False):
+        a, b = fit_beta(*fit, prescale=prescale), fit_beta(*fit, prescale=prescale, weights=w)
+        np.testing.assert_allclose([b.a, b.b, b.c, b.scale], [a.a, a.b, a.c, a.scale], rtol=1e-6, atol=1e-9)
+    for method in ("nll", "coverage68"):
+        assert fit_scale(*fit, method=method, weights=w).scale == pytest.approx(
+            fit_scale(*fit, method=method).scale, rel=1e-12)
+
+
+def test_weights_carry_the_fit_to_a_shifted_population():
+    """Sigmas are right at low z and too small by 2.5 at high z; the target lives at low z.
+
+    The validation set is flat in z; weighting it by n_target(z) / n_val(z) must give the
+    target's coverage, which the unweighted fit (dominated by high z) misses.
+    """
+    rng = np.random.default_rng(7)
+
+    def draw(z):
+        sigma = 0.01 * (1 + z)
+        factor = np.where(z < 0.5, 1.0, 2.5)
+        return z + factor * sigma * rng.standard_normal(z.size), sigma, z
+
+    z_val = rng.uniform(0.0, 1.5, 20000)
+    val = draw(z_val)
+    target_pdf = lambda z: np.where(z < 0.5, 0.9 / 0.5, 0.1 / 1.0)     # 90% of the target at z < 0.5
+    weights = target_pdf(z_val) / (1 / 1.5)
+    u = rng.random(20000)
+    z_target = np.where(u < 0.9, rng.uniform(0, 0.5, 20000), rng.uniform(0.5, 1.5, 20000))
+    target = draw(z_target)
+    weighted68, weighted95, _, _ = cover(fit_beta(*val, weights=weights), target)
+    plain68, _, _, _ = cover(fit_beta(*val), target)
+    assert abs(weighted68 - 0.6827) < 0.02 and abs(weighted95 - 0.9545) < 0.03
+    assert plain68 > 0.76                       # the unweighted map widens the low-z majority too much
+    assert abs(cover(fit_scale(*val, method="coverage68", weights=weights), target)[0] - 0.6827) < 0.02
+
+
+def test_weights_must_match_and_be_usable(too_small):
+    fit, _ = too_small
+    with pytest.raises(ValueError, match="weights"):
+        fit_beta(*fit, weights=np.ones(HALF - 1))
+    w = np.ones(HALF)
+    w[:HALF - 5] = 0.0                            # only 5 objects keep a weight
+    with pytest.raises(ValueError, match="at least"):
+        fit_scale(*fit, weights=w)

@@ -44,3 +44,22 @@ def test_python_m_entry_exit_codes(sim_product, dummy_refset, tmp_path):
     assert "_slsz.fits" in out.stdout
     bad = subprocess.run(cmd[:3] + ["--bogus"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_no_spectra_gives_the_distinct_exit_code(sim_product, dummy_refset, tmp_path):
+    """A product whose spectra tables have no rows: 'nothing to do' (3), from the function and python -m."""
+    from astropy.io import fits
+    from csst_sls_z.datamodel import EXIT_NOTHING_TO_DO
+    empty = tmp_path / "empty.fits"
+    with fits.open(sim_product) as hdul:
+        hdus = [hdul[0].copy()] + [fits.BinTableHDU(hdul[n].data[:0], header=hdul[n].header, name=n)
+                                   for n in ("SPEC_GV", "SPEC_GI")]
+        fits.HDUList(hdus).writeto(empty)
+    code, result = run_stage([empty], tmp_path / "o", dummy_refset, samples=4)
+    assert code == EXIT_NOTHING_TO_DO == 3
+    assert result.status is StageStatus.NO_DATA and not result.outputs
+    cmd = [sys.executable, "-m", "pipeline_hooks.csst_sls_z_hook", "--inputs", str(empty),
+           "--output-dir", str(tmp_path / "o2"), "--reference-dir", str(dummy_refset), "--samples", "4"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("o2/*.fits"))             # no output product for no spectra

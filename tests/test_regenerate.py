@@ -62,3 +62,47 @@ def test_oracle_recovers_a_noiseless_redshift(models):
     err = np.ones_like(flux) * np.median(np.abs(flux)) * 0.01
     z = oracle_redshifts(sim.population, flux, err, instrument, sedlib, 1.6, progress=False)
     assert np.all(np.abs(z - sim.population.z) <= FINE_STEP)
+
+
+def test_reuse_network_reruns_calibration_and_evaluation(smoke_set, tmp_path):
+    from conftest import sha256
+    from csst_sls_z.training.regenerate import main
+    out = tmp_path / "csst_sls_z_9002"
+    assert main(["--config", "smoke", "--out", str(out), "--reuse-network", str(smoke_set),
+                 "--calibration-target", "validation", "--no-progress", "--log-level", "WARNING"]) == 0
+    for reftype in ("backbone", "bnnhead"):
+        assert sha256(out / f"{reftype}.fits") == sha256(smoke_set / f"{reftype}.fits")
+    assert sha256(out / "calibration.fits") != sha256(smoke_set / "calibration.fits")
+    prov = json.loads((out / "manifest.json").read_text())["provenance"]
+    assert prov["network_from"]["set"].startswith("csst_sls_z_9001")
+    assert prov["config"]["calibration_target"] == "validation"
+    assert "--reuse-network csst_sls_z_9001" in prov["command"]
+    old, new = (json.loads((d / "evaluation.json").read_text()) for d in (smoke_set, out))
+    # Same network, data and seeds: the uncalibrated predictions are the same.
+    assert new["cnn"] == pytest.approx(old["cnn"], rel=1e-6)
+    assert new["bnn"]["cov68_raw"] == pytest.approx(old["bnn"]["cov68_raw"])
+    assert new["backbone_histories"] == old["backbone_histories"]
+    load_reference_set(out)
+
+
+def test_reuse_network_refuses_another_configuration(smoke_set, tmp_path, capsys):
+    from csst_sls_z.training.regenerate import main
+    out = tmp_path / "csst_sls_z_9003"
+    assert main(["--config", "cpu", "--out", str(out), "--reuse-network", str(smoke_set), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be reused" in err and "Traceback" not in err
+
+
+def test_calibration_weights_carry_flat_z_to_the_survey_nz(tmp_path):
+    from csst_sls_z.simulation.population import csst_nz_sample
+    from csst_sls_z.training.regenerate import Regeneration
+    regen = Regeneration("smoke", tmp_path / "r", progress=False)
+    rng = np.random.default_rng(3)
+    z_flat = rng.uniform(0.0, 1.6, 200_000)
+    w = regen.calibration_weights(z_flat)
+    assert w.mean() == pytest.approx(1.0, abs=0.01)
+    assert np.all(w[z_flat > 1.5] == 0)
+    # Weighted flat z has the survey's mean redshift.
+    assert np.average(z_flat, weights=w) == pytest.approx(csst_nz_sample(200_000, rng).mean(), abs=0.005)
+    plain = Regeneration("smoke", tmp_path / "p", progress=False, overrides={"calibration_target": "validation"})
+    assert plain.calibration_weights(z_flat) is None

@@ -264,6 +264,7 @@ def test_product_round_trip_with_astropy(tmp_path):
             assert "CHECKSUM" in hdu.header and "DATASUM" in hdu.header, hdu.name
             assert hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1, hdu.name
         truth = hdul[dm.EXT_TRUTH]
+        assert truth.header[dm.KW_MAGBAND] == dm.MAG_NORM_BAND        # the band MAG_NORM is measured in
         tcols = {c.name: c for c in truth.columns}
         for col in dm.TRUTH_COLUMNS:
             assert col.name in tcols, col.name

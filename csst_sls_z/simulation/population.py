@@ -54,6 +54,23 @@ def csst_nz_sample(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.interp(rng.random(n), cdf, grid)
 
 
+def redshift_pdf(z, kind: str, zmax: float = TRAIN_ZMAX) -> np.ndarray:
+    """The normalised redshift density of a population at z (0 outside its range).
+
+    Used to reweight a set drawn from one population to the other (calibration).
+    """
+    z = np.asarray(z, dtype=float)
+    if kind == "train":
+        return np.where((z >= 0) & (z <= zmax), 1.0 / zmax, 0.0)
+    if kind != "test":
+        raise ValueError(f"population must be one of {POPULATIONS}, not {kind!r}")
+    grid = np.linspace(0.0, NZ_ZMAX, 3001)
+    norm = np.trapezoid(grid ** 2 * np.exp(-(grid / NZ_Z0) ** 1.5), grid)
+    inside = (z >= 0) & (z <= NZ_ZMAX)
+    zc = np.where(inside, z, 0.0)
+    return np.where(inside, zc ** 2 * np.exp(-(zc / NZ_Z0) ** 1.5) / norm, 0.0)
+
+
 def draw_population(n: int, kind: str, rng: np.random.Generator, sedlib,
                     zmax: float = TRAIN_ZMAX) -> Population:
     if kind not in POPULATIONS:

@@ -13,9 +13,9 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
-from .. import __version__
+from ..durable import commit
 from ..datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE,
-                         EXT_SPEC, EXT_TRUTH, FLUX_UNIT, N_SED_COEFF, PRIMARY_KEYS, TRUTH_COLUMNS,
+                         EXT_SPEC, EXT_TRUTH, FLUX_UNIT, KW_MAGBAND, MAG_NORM_BAND, N_SED_COEFF, PRIMARY_KEYS, TRUTH_COLUMNS,
                          WAVE_UNIT)
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,9 @@ class ProductWriter:
                     rows = src[start:min(n, start + self.COPY_ROWS)]
                     if start == 0:
                         out.write(rows, extname=ext, units=self.units[ext])
+                        if ext == EXT_TRUTH:
+                            out[ext].write_key(KW_MAGBAND, MAG_NORM_BAND,
+                                               "MAG_NORM: photon-weighted AB through this grating")
                     else:
                         out[ext].append(rows)
         self._drop_staging()
@@ -124,7 +127,7 @@ class ProductWriter:
             for hdu in hdul:
                 hdu.add_checksum(when="HDU checksum")
         os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
         return self.path
 
     def _drop_staging(self):

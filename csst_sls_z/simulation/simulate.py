@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..datamodel import BANDS_USED
+from ..datamodel import BANDS_USED, MAG_NORM_BAND
 from . import forward, morphology
 from .population import Population
 
@@ -97,7 +97,7 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
     lnw = np.log(sedlib.wave)
     rest_edges = np.exp(np.concatenate([[lnw[0] - (lnw[1] - lnw[0]) / 2],
                                         (lnw[1:] + lnw[:-1]) / 2, [lnw[-1] + (lnw[-1] - lnw[-2]) / 2]]))
-    amp = (ab_amplitude(sedlib, rest, pop.z, pop.mag, instrument["GI"]) if amplitude is None
+    amp = (ab_amplitude(sedlib, rest, pop.z, pop.mag, instrument[MAG_NORM_BAND]) if amplitude is None
            else np.asarray(amplitude, float))
     rows = extraction_rows(instrument, pop)
     p = instrument.p

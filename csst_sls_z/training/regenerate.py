@@ -8,14 +8,13 @@ rerun; the backbone checkpoints while it trains):
              (CSST-like n(z)) sets from fixed, recorded seeds;
   backbone   train the CNN (zbins by default; logcosh too, for the comparison curve);
   head       freeze the backbone and train the MNF head on its features;
-  calibrate  fit Beta calibration and the scale factor on the validation set, choose
-             the ZWARN thresholds;
+  calibrate  fit Beta calibration and the scale factor on the validation set (weighted
+             to the survey's n(z) by default), choose the ZWARN thresholds;
   evaluate   metrics for cnn, bnn, oracle and template_fit on the test set, figures;
   write      the manifest of the new set (never edits an existing one).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from ..datamodel import EXIT_ERROR, EXIT_OK
 log = logging.getLogger(__name__)
 
 STEPS = ("data", "backbone", "head", "calibrate", "evaluate", "write")
+FEATURE_SAMPLE = 20000      # training feature vectors kept for the out-of-distribution statistic
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class RegenConfig:
     batch_size: int = 256
     eval_every_s: float = 120.0
     seed: int = 20241125
+    # "survey": weight the (flat-z) validation set to the CSST-like n(z) of the test set
+    # when fitting the calibration; "validation": fit it unweighted.
+    calibration_target: str = "survey"
 
 
 REGEN_CONFIGS = {
@@ -79,8 +82,12 @@ def _configure_tf():
     return tf
 
 
+CALIBRATION_TARGETS = ("survey", "validation")
+
+
 class Regeneration:
-    def __init__(self, config: str, out: Path, source_refdir=None, progress=True, overrides=None):
+    def __init__(self, config: str, out: Path, source_refdir=None, progress=True, overrides=None,
+                 reuse_network=None):
         self.name = config
         self.rc = REGEN_CONFIGS[config]
         if overrides:
@@ -95,7 +102,41 @@ class Regeneration:
                       "batches": self.rc.seed + 3, "head": self.rc.seed + 4, "sampler": self.rc.seed + 5,
                       "features": self.rc.seed + 6}
         self.timings = self._load_json("timings.json", {})
+        self.network_source = self._load_json("network_source.json", None)
         self._data = None
+        if reuse_network is not None and not self.done("head"):
+            self._adopt_network(Path(reuse_network))
+
+    def _adopt_network(self, refdir: Path):
+        """Take the trained backbone and head of an existing, verified set; later steps rerun.
+
+        The data step still runs (the calibration, the thresholds and the evaluation need
+        the same simulated sets), so the new set must use the same configuration and seeds.
+        """
+        from ..reference import load_reference_set
+        from ..network.weights import read_config
+        refset = load_reference_set(refdir)
+        manifest = json.loads((refdir / "manifest.json").read_text())
+        prov = manifest.get("provenance", {})
+        if prov.get("config", {}).get("seed") != self.rc.seed or prov.get("config", {}).get("network") != self.rc.network:
+            raise ValueError(f"{refdir} was not trained with --config {self.name} (network {self.rc.network}, "
+                             f"seed {self.rc.seed}); its network cannot be reused here")
+        for reftype in ("backbone", "bnnhead"):
+            shutil.copy2(refset.path(reftype), self.work / f"{reftype}.fits")
+        if read_config(self.work / "backbone.fits", "backbone").name != self.rc.network:
+            raise ValueError(f"{refdir}'s backbone is not the {self.rc.network} network")
+        # The training curves belong to the network: carry them into the new evaluation.
+        evaluation = refdir / "evaluation.json"
+        if evaluation.exists():
+            self._save_json("backbone_histories.json",
+                            json.loads(evaluation.read_text()).get("backbone_histories", {}))
+        self.network_source = {"set": refset.manifest_id, "step_wall_s": {
+            k: v for k, v in prov.get("step_wall_s", {}).items() if k in ("backbone", "head")}}
+        self._save_json("network_source.json", self.network_source)
+        for step in ("backbone", "head"):
+            self.mark(step, 0.0)
+        log.info("reusing the backbone and MNF head of %s; steps from calibrate on rerun",
+                 refset.manifest_id)
 
     # ------------------------------------------------------------ helpers
     def _load_json(self, name, default):
@@ -184,25 +225,50 @@ class Regeneration:
 
     def step_head(self):
         from ..network.weights import save_weights
-        from .data import BatchMaker
-        from .train_head import extract_features, train_head
+        from .train_head import train_head
         backbone, cfg = self._load_backbone()
         train = self.data()["train"]
         n = min(self.rc.n_head_features, len(train))
-        maker = BatchMaker(train, seed=self.seeds["features"])
+        feats, zc, zt = self._frozen_features(backbone, cfg, n)
+        head = train_head(cfg, feats, zc, zt, self.rc.head_budget_s, seed=self.seeds["head"], progress=self.progress)
+        save_weights(head, self.work / "bnnhead.fits", "bnnhead", cfg, "SIMULATION",
+                     "MNF Bayesian head on the frozen backbone", overwrite=True,
+                     history=[f"regenerate --config {self.name}: {n} feature vectors, budget {self.rc.head_budget_s:.0f} s"])
+        np.save(self.work / "train_features_sample.npy", feats[:FEATURE_SAMPLE])
+
+    def _frozen_features(self, backbone, cfg, n):
+        """Backbone features of the first n training objects for one fixed set of noise draws.
+
+        Computed once and reused by the head; deterministic from the "features" seed, so the
+        thresholds' feature sample can be rebuilt when the network was adopted.
+        """
+        from .data import BatchMaker
+        from .train_head import extract_features
+        maker = BatchMaker(self.data()["train"], seed=self.seeds["features"])
         feats, zc, zt = [], [], []
-        # Frozen features for a fixed set of noise draws, computed once and reused.
         for start in range(0, n, 10000):
             idx = np.arange(start, min(n, start + 10000))
             x, z = maker.batch(idx)
             f, c = extract_features(backbone, cfg, x)
             feats.append(f), zc.append(c), zt.append(z)
-        feats, zc, zt = np.concatenate(feats), np.concatenate(zc), np.concatenate(zt).astype(np.float32)
-        head = train_head(cfg, feats, zc, zt, self.rc.head_budget_s, seed=self.seeds["head"], progress=self.progress)
-        save_weights(head, self.work / "bnnhead.fits", "bnnhead", cfg, "SIMULATION",
-                     "MNF Bayesian head on the frozen backbone", overwrite=True,
-                     history=[f"regenerate --config {self.name}: {n} feature vectors, budget {self.rc.head_budget_s:.0f} s"])
-        np.save(self.work / "train_features_sample.npy", feats[:20000])
+        return np.concatenate(feats), np.concatenate(zc), np.concatenate(zt).astype(np.float32)
+
+    def _train_feature_sample(self):
+        path = self.work / "train_features_sample.npy"
+        if not path.exists():
+            backbone, cfg = self._load_backbone()
+            feats, _, _ = self._frozen_features(backbone, cfg, min(FEATURE_SAMPLE, len(self.data()["train"])))
+            np.save(path, feats)
+        return np.load(path)
+
+    def calibration_weights(self, z_true):
+        """Per-object weights that carry the validation set (training population) to the target."""
+        from ..simulation.population import redshift_pdf
+        if self.rc.calibration_target == "validation":
+            return None
+        if self.rc.calibration_target != "survey":
+            raise ValueError(f"calibration_target must be one of {CALIBRATION_TARGETS}")
+        return redshift_pdf(z_true, "test") / redshift_pdf(z_true, "train", self.cfg.z_max)
 
     def sampler(self, n_samples=None):
         from ..network.head import BNNHead
@@ -234,14 +300,19 @@ class Regeneration:
         return out
 
     def step_calibrate(self):
-        from ..calibration import calibrated_summary, fit_beta, fit_scale
+        from ..calibration import calibrated_summary, effective_sample_size, fit_beta, fit_scale
         from ..refdata import Thresholds, write_calibration, write_thresholds
         from .metrics import outlier_fraction
         p = self.predict_set("val")
-        beta = fit_beta(p["mean"], p["sigma"], p["z_true"])
-        scale = fit_scale(p["mean"], p["sigma"], p["z_true"])
+        weights = self.calibration_weights(p["z_true"])
+        beta = fit_beta(p["mean"], p["sigma"], p["z_true"], weights=weights)
+        scale = fit_scale(p["mean"], p["sigma"], p["z_true"], weights=weights)
+        how = ("unweighted" if weights is None else
+               f"weighted to the CSST-like n(z) of the test population "
+               f"(effective size {effective_sample_size(weights):.0f})")
         write_calibration(self.work / "calibration.fits", beta, scale, "SIMULATION", overwrite=True,
-                          history=[f"Fitted on {p['z_true'].size} validation spectra (seed {self.seeds['val']})."])
+                          history=[f"Fitted on {p['z_true'].size} validation spectra (seed {self.seeds['val']}), {how}."])
+        log.info("calibration fitted %s", how)
         summ = calibrated_summary(beta, p["mean"], p["sigma"])
         z, zt = summ["Z"], p["z_true"]
         rel_err = summ["ZERR"] / (1 + z)
@@ -259,7 +330,7 @@ class Regeneration:
             if sel.sum() >= 20 and outlier_fraction(z[sel], zt[sel]) >= 0.5:
                 large = float(t)
                 break
-        feats = np.load(self.work / "train_features_sample.npy").astype(np.float64)
+        feats = self._train_feature_sample().astype(np.float64)
         cov = np.cov(feats, rowvar=False) + 1e-6 * np.eye(feats.shape[1])
         th = Thresholds(low_snr=low_snr, large_zerr=large, ood_max=0.0, ood_mean=feats.mean(axis=0),
                         ood_precision=np.linalg.inv(cov), z_min=self.cfg.z_min, z_max=self.cfg.z_max)
@@ -301,6 +372,9 @@ class Regeneration:
             "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()} {os.cpu_count()} cores", "step_wall_s": self.timings,
         }
+        if self.network_source:
+            provenance["network_from"] = self.network_source
+            provenance["command"] += f" --reuse-network {self.network_source['set'].split(':')[0]}"
         write_manifest(self.out, files, "SIMULATION", provenance=provenance)
 
     def run(self, until=None):
@@ -347,6 +421,12 @@ def parser():
     p.add_argument("--source-reference-dir", type=Path, default=None,
                    help="reference set providing the instrument and sedlib files (default: the shipped set)")
     p.add_argument("--until", choices=STEPS, default=None, help="stop after this step (resume later)")
+    p.add_argument("--reuse-network", type=Path, default=None, metavar="SET",
+                   help="take the trained backbone and MNF head of this reference set (made with the same "
+                        "--config) and rerun only data, calibrate, evaluate and write")
+    p.add_argument("--calibration-target", choices=CALIBRATION_TARGETS, default=None,
+                   help="survey (default): fit the calibration on the validation set weighted to the CSST-like "
+                        "n(z); validation: unweighted")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
     return p
@@ -361,9 +441,11 @@ def main(argv=None) -> int:
               "sets are never edited in place, choose a new --out", file=sys.stderr)
         return EXIT_ERROR
     try:
-        regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress)
+        overrides = {"calibration_target": args.calibration_target} if args.calibration_target else None
+        regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress,
+                             overrides=overrides, reuse_network=args.reuse_network)
         regen.run(until=args.until)
-    except (ReferenceFileError, OSError) as exc:
+    except (ReferenceFileError, OSError, ValueError) as exc:
         print(f"csst-sls-z regenerate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

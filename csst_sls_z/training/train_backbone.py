@@ -2,6 +2,10 @@
 
 Adam with a cosine learning-rate decay over a wall-clock budget; the weights with the
 best validation loss are kept (and checkpointed, so an interrupted run resumes).
+
+Where GPUs are present the step runs under ``tf.distribute.MirroredStrategy`` (one
+replica per GPU, each batch split between them, gradients all-reduced); on a CPU-only
+machine TensorFlow's default strategy runs the same code on one replica.
 """
 from __future__ import annotations
 
@@ -34,13 +38,38 @@ def _prefetch(gen, depth=3):
         yield q.get()
 
 
-def loss_fn(cfg, output, z):
+def per_example_loss(cfg, output, z):
     if cfg.objective == "zbins":
         labels = smoothed_labels(cfg, z)
-        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=output))
+        return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=output)
     d = output[:, 0] - tf.cast(z, tf.float32)
     # log(cosh(d)) written stably.
-    return tf.reduce_mean(d + tf.nn.softplus(-2.0 * d) - math.log(2.0))
+    return d + tf.nn.softplus(-2.0 * d) - math.log(2.0)
+
+
+def loss_fn(cfg, output, z):
+    return tf.reduce_mean(per_example_loss(cfg, output, z))
+
+
+def training_strategy():
+    """MirroredStrategy over every visible GPU; TensorFlow's default strategy when there is none."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        strategy = tf.distribute.MirroredStrategy([d.name for d in gpus])
+        log.info("training on %d GPU replica(s) with MirroredStrategy", strategy.num_replicas_in_sync)
+        return strategy
+    return tf.distribute.get_strategy()
+
+
+def split_batch(strategy, x, z):
+    """Hand each replica its contiguous share of a global batch (all of it on one replica)."""
+    n_rep = strategy.num_replicas_in_sync
+    bounds = np.linspace(0, x.shape[0], n_rep + 1).astype(int)
+
+    def value_fn(ctx):
+        i = ctx.replica_id_in_sync_group
+        return tf.convert_to_tensor(x[bounds[i]:bounds[i + 1]]), tf.convert_to_tensor(z[bounds[i]:bounds[i + 1]])
+    return strategy.experimental_distribute_values_from_function(value_fn)
 
 
 def evaluate_backbone(model, cfg, x, z, batch=512):
@@ -53,14 +82,40 @@ def evaluate_backbone(model, cfg, x, z, batch=512):
     return sum(losses) / x.shape[0], zp
 
 
+def make_train_step(model, opt, cfg, strategy):
+    """The compiled training step: ``step(split_batch(strategy, x, z)) -> global mean loss``."""
+    def replica_step(batch):
+        x, z = batch
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)["output"]
+            # Averaged over the global batch, so all-reducing the replicas' gradients by sum is exact.
+            loss = tf.nn.compute_average_loss(per_example_loss(cfg, out, z))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(batch,)), axis=None)
+    return step
+
+
 def train_backbone(cfg, batches, x_val, z_val, budget_s: float, ckpt_dir: Path, batch_size: int = 256,
-                   lr: float = 1e-3, eval_every_s: float = 120.0, progress: bool = True):
-    """Returns (model, history). ``batches`` yields (x, z) numpy batches."""
+                   lr: float = 1e-3, eval_every_s: float = 120.0, progress: bool = True, strategy=None):
+    """Returns (model, history). ``batches`` yields (x, z) numpy batches of ``batch_size``.
+
+    ``strategy``: a ``tf.distribute`` strategy; by default ``training_strategy()``.
+    """
     from tqdm import tqdm
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    model = build_backbone(cfg)
-    opt = tf.keras.optimizers.Adam(learning_rate=lr)
+    strategy = strategy or training_strategy()
+    with strategy.scope():
+        model = build_backbone(cfg)
+        opt = tf.keras.optimizers.Adam(learning_rate=lr)
+        # Slots made now, under the strategy, not lazily inside the replicated step.
+        opt.build(model.trainable_variables)
+    # Bookkeeping lives outside the strategy: plain host variables, not mirrored ones.
     ckpt = tf.train.Checkpoint(model=model, opt=opt, elapsed=tf.Variable(0.0, dtype=tf.float64),
                                step=tf.Variable(0, dtype=tf.int64))
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir / "last"), max_to_keep=1)
@@ -71,14 +126,7 @@ def train_backbone(cfg, batches, x_val, z_val, budget_s: float, ckpt_dir: Path, 
         ckpt.restore(manager.latest_checkpoint)
         log.info("resumed backbone training at step %d, %.0f s", int(ckpt.step), float(ckpt.elapsed))
 
-    @tf.function(reduce_retracing=True)
-    def step(x, z):
-        with tf.GradientTape() as tape:
-            out = model(x, training=True)["output"]
-            loss = loss_fn(cfg, out, z)
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    step = make_train_step(model, opt, cfg, strategy)
 
     best = min((h["val_loss"] for h in history), default=np.inf)
     stream = _prefetch(batches)
@@ -92,7 +140,7 @@ def train_backbone(cfg, batches, x_val, z_val, budget_s: float, ckpt_dir: Path, 
             break
         opt.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget_s))))
         x, z = next(stream)
-        loss = step(tf.convert_to_tensor(x), tf.convert_to_tensor(z))
+        loss = step(split_batch(strategy, x, z))
         ckpt.step.assign_add(1)
         bar.n = int(elapsed)
         bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
