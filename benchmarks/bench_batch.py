@@ -65,7 +65,7 @@ def run_stage(files, out: Path, args, refdir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-c", STAGE_SNIPPET, "run", *map(str, files), "-o", str(out), "--samples",
            str(args.samples), "--chunk-size", str(args.chunk_size), "--reference-dir", str(refdir),
-           "--log-level", "WARNING"]
+           "--overwrite", "--log-level", "WARNING"]       # a rerun in the same --workdir replaces its outputs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

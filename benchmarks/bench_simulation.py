@@ -5,7 +5,7 @@ Measures, on the shipped foundation reference set:
 * objects per second (each a GV and a GI spectrum) into memory (``simulate_arrays``: both bands, noise included), after a
   warm-up that loads numba's compiled kernels;
 * objects per second into Layout A FITS products (``simulate_products``, one file);
-* peak resident memory (``resource.getrusage(...).ru_maxrss``) of a fresh Python process
+* peak resident memory (``VmHWM`` from /proc/self/status) of a fresh Python process
   that writes an ``--n-memory``-object product in one file (``--per-file`` = ``--n-memory``),
   beside the peak of the same process that only imports the package and loads the models.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 MEMORY_SNIPPET = r"""
-import resource, sys, time
+import sys, time
 sys.path.insert(0, {root!r})
 mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 from csst_sls_z.simulation import load_models
@@ -40,7 +40,9 @@ if mode == "product":
     rc = main(["simulate", "--n", str(n), "--seed", "1", "--population", "test", "--per-file", str(n),
                "--out", out, "--no-progress", "--log-level", "WARNING"])
     assert rc == 0, rc
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: on Linux ru_maxrss carries the parent's peak across execve.
+hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]
+print(time.perf_counter() - t0, hwm)
 """
 
 
@@ -50,8 +52,8 @@ def peak_memory(mode: str, n: int, out: str):
     res = subprocess.run([sys.executable, "-c", code, mode, str(n), out], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"memory run ({mode}) failed: {res.stderr.strip().splitlines()[-1:]}")
-    seconds, maxrss_kib = res.stdout.split()[-2:]
-    return float(seconds), float(maxrss_kib) / 1024.0     # Linux reports ru_maxrss in KiB
+    seconds, hwm_kib = res.stdout.split()[-2:]
+    return float(seconds), float(hwm_kib) / 1024.0        # /proc reports VmHWM in kB
 
 
 def cpu_name() -> str:

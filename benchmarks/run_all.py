@@ -414,9 +414,8 @@ def markdown(res) -> str:
     for k, v in res.get("product_sim_rates", {}).items():
         L.append(f"| simulate_products for this run's {k} product | {v:,.0f} objects/s |")
     L.append("")
-    L.append("bench_simulation's peak-RSS rows are `ru_maxrss` of a child exec'd straight from the calling process; "
-             "on Linux that includes the caller's own peak RSS (here this benchmark process, with TensorFlow "
-             "loaded), so read them as ceilings.")
+    L.append("bench_simulation's peak-RSS rows are the `VmHWM` of a fresh child process: its own peak, "
+             "not the caller's.")
     L.append("")
 
     rr = res["redrock"]

@@ -28,7 +28,9 @@ DEPENDENCIES = ("numpy", "numba", "tensorflow", "tensorflow_probability", "astro
 def input_cards(path) -> list[tuple[str, object, str]]:
     """The input product's identity, so an output can be traced to (and checked against) its input."""
     from .reference import sha256_file
-    return [(KW_INPUT_NAME, Path(path).name[:68], "input product"),
+    # FITS headers hold ASCII only: a non-ASCII file name is kept with backslash escapes.
+    name = Path(path).name.encode("ascii", "backslashreplace").decode("ascii")
+    return [(KW_INPUT_NAME, name[:68], "input product"),
             (KW_INPUT_SHA256, sha256_file(path), "sha256 of the input product")]
 
 
@@ -138,6 +140,7 @@ class RedshiftStage:
         from .products import open_product, write_redshift_product
         t0 = time.time()
         with open_product(path) as reader:
+            identity = input_cards(path)  # hashed before the spectra are read: the output describes them
             n = reader.n_objects
             if n == 0:
                 return {"n_objects": 0}
@@ -154,7 +157,7 @@ class RedshiftStage:
         from .quality import zwarn_counts
         counts = zwarn_counts(catalog["ZWARN"])
         status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
-        write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + input_cards(path),
+        write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + identity,
                                catalog_only=bool(self.params["catalog_only"]),
                                overwrite=bool(self.params["overwrite"]))
         log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)

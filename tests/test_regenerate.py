@@ -76,7 +76,7 @@ def test_reuse_network_reruns_calibration_and_evaluation(smoke_set, tmp_path):
     prov = json.loads((out / "manifest.json").read_text())["provenance"]
     assert prov["network_from"]["set"].startswith("csst_sls_z_9001")
     assert prov["config"]["calibration_target"] == "validation"
-    assert "--reuse-network csst_sls_z_9001" in prov["command"]
+    assert f"--reuse-network {smoke_set}" in prov["command"] and "--calibration-target validation" in prov["command"]
     old, new = (json.loads((d / "evaluation.json").read_text()) for d in (smoke_set, out))
     # Same network, data and seeds: the uncalibrated predictions are the same.
     assert new["cnn"] == pytest.approx(old["cnn"], rel=1e-6)
@@ -106,3 +106,11 @@ def test_calibration_weights_carry_flat_z_to_the_survey_nz(tmp_path):
     assert np.average(z_flat, weights=w) == pytest.approx(csst_nz_sample(200_000, rng).mean(), abs=0.005)
     plain = Regeneration("smoke", tmp_path / "p", progress=False, overrides={"calibration_target": "validation"})
     assert plain.calibration_weights(z_flat) is None
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    from csst_sls_z.training.regenerate import Regeneration
+    Regeneration("smoke", tmp_path / "r", progress=False)
+    Regeneration("smoke", tmp_path / "r", progress=False)                 # same options: resumes
+    with pytest.raises(ValueError, match="calibration_target"):
+        Regeneration("smoke", tmp_path / "r", progress=False, overrides={"calibration_target": "validation"})

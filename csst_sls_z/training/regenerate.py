@@ -101,11 +101,24 @@ class Regeneration:
         self.seeds = {"train": self.rc.seed, "val": self.rc.seed + 1, "test": self.rc.seed + 2,
                       "batches": self.rc.seed + 3, "head": self.rc.seed + 4, "sampler": self.rc.seed + 5,
                       "features": self.rc.seed + 6}
+        self._pin_config()
         self.timings = self._load_json("timings.json", {})
         self.network_source = self._load_json("network_source.json", None)
         self._data = None
         if reuse_network is not None and not self.done("head"):
             self._adopt_network(Path(reuse_network))
+
+    def _pin_config(self):
+        """A resumed run must use the configuration it started with (recorded in work/config.json)."""
+        started = self._load_json("config.json", None)
+        now = json.loads(json.dumps(self.rc.__dict__))
+        if started is None:
+            self._save_json("config.json", now)
+        elif started != now:
+            changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
+            raise ValueError(f"{self.out} was started with another configuration ({', '.join(changed)} differ: "
+                             f"{ {k: started.get(k) for k in changed} }); resume it with the same options "
+                             "or choose a new --out")
 
     def _adopt_network(self, refdir: Path):
         """Take the trained backbone and head of an existing, verified set; later steps rerun.
@@ -118,11 +131,19 @@ class Regeneration:
         refset = load_reference_set(refdir)
         manifest = json.loads((refdir / "manifest.json").read_text())
         prov = manifest.get("provenance", {})
-        if prov.get("config", {}).get("seed") != self.rc.seed or prov.get("config", {}).get("network") != self.rc.network:
-            raise ValueError(f"{refdir} was not trained with --config {self.name} (network {self.rc.network}, "
-                             f"seed {self.rc.seed}); its network cannot be reused here")
+        source_config = {k: v for k, v in prov.get("config", {}).items() if k != "calibration_target"}
+        mine = {k: v for k, v in json.loads(json.dumps(self.rc.__dict__)).items() if k != "calibration_target"}
+        if source_config != mine:
+            changed = sorted(k for k in set(source_config) | set(mine) if source_config.get(k) != mine.get(k))
+            raise ValueError(f"{refdir} was not trained with --config {self.name} as it stands ({', '.join(changed)} "
+                             "differ); its network cannot be reused here")
         for reftype in ("backbone", "bnnhead"):
-            shutil.copy2(refset.path(reftype), self.work / f"{reftype}.fits")
+            src = refset.path(reftype)
+            if src.parent.resolve() != Path(refdir).resolve():
+                raise ValueError(f"{reftype} of {refdir} is overridden by {src}; unset the override to reuse the set")
+            shutil.copy2(src, self.work / f"{reftype}.fits")
+        for stale in ("train_features_sample.npy", "pred_val.npz", "pred_test.npz"):
+            (self.work / stale).unlink(missing_ok=True)
         if read_config(self.work / "backbone.fits", "backbone").name != self.rc.network:
             raise ValueError(f"{refdir}'s backbone is not the {self.rc.network} network")
         # The training curves belong to the network: carry them into the new evaluation.
@@ -130,8 +151,10 @@ class Regeneration:
         if evaluation.exists():
             self._save_json("backbone_histories.json",
                             json.loads(evaluation.read_text()).get("backbone_histories", {}))
-        self.network_source = {"set": refset.manifest_id, "step_wall_s": {
-            k: v for k, v in prov.get("step_wall_s", {}).items() if k in ("backbone", "head")}}
+        self.network_source = {"set": refset.manifest_id, "path": str(refdir),
+                               "training_data_sha256": prov.get("training_data_sha256", {}),
+                               "step_wall_s": {k: v for k, v in prov.get("step_wall_s", {}).items()
+                                               if k in ("backbone", "head")}}
         self._save_json("network_source.json", self.network_source)
         for step in ("backbone", "head"):
             self.mark(step, 0.0)
@@ -186,6 +209,12 @@ class Regeneration:
     def step_data(self):
         d = self.data()
         summary = {k: {"n": len(d[k]), "sha256_sample": d[k].digest()} for k in ("train", "val", "test")}
+        expected = (self.network_source or {}).get("training_data_sha256") or {}
+        differ = sorted(k for k, v in expected.items() if k in summary and summary[k]["sha256_sample"] != v)
+        if differ:
+            raise ValueError(f"the simulated {', '.join(differ)} set(s) differ from those the reused network was "
+                             f"made with ({self.network_source['set']}): the simulator or its reference files "
+                             "changed since; retrain instead of reusing the network")
         self._save_json("data.json", summary)
 
     def _fixed(self, name, seed_key):
@@ -257,7 +286,9 @@ class Regeneration:
         path = self.work / "train_features_sample.npy"
         if not path.exists():
             backbone, cfg = self._load_backbone()
-            feats, _, _ = self._frozen_features(backbone, cfg, min(FEATURE_SAMPLE, len(self.data()["train"])))
+            # The first FEATURE_SAMPLE of the features step_head computed (same chunks, same draws).
+            n = min(FEATURE_SAMPLE, self.rc.n_head_features, len(self.data()["train"]))
+            feats, _, _ = self._frozen_features(backbone, cfg, n)
             np.save(path, feats)
         return np.load(path)
 
@@ -374,7 +405,9 @@ class Regeneration:
         }
         if self.network_source:
             provenance["network_from"] = self.network_source
-            provenance["command"] += f" --reuse-network {self.network_source['set'].split(':')[0]}"
+            provenance["command"] += f" --reuse-network {self.network_source['path']}"
+        if self.rc.calibration_target != RegenConfig.calibration_target:
+            provenance["command"] += f" --calibration-target {self.rc.calibration_target}"
         write_manifest(self.out, files, "SIMULATION", provenance=provenance)
 
     def run(self, until=None):
