@@ -159,6 +159,21 @@ def test_kill_and_resume(inputs, dummy_refset, client, batch_dir, tmp_path):
         assert list(summary["N_OBJECTS"]) == [15, 15, 15]
 
 
+def test_scheduler_address_runs_on_an_existing_cluster(inputs, dummy_refset, client, batch_dir, tmp_path):
+    """--scheduler-address: the same work on a running cluster (here the module's), same outputs."""
+    out = tmp_path / "out"
+    code = batch_main([*map(str, inputs), "-o", str(out), "--scheduler-address", client.scheduler.address,
+                       "--samples", str(SAMPLES), "--reference-dir", str(dummy_refset), "--no-progress",
+                       "--log-level", "WARNING"])
+    assert code == 0
+    assert [p.name for p in _outputs(out)] == [p.name for p in _outputs(batch_dir)]
+    for p in _outputs(out):
+        _assert_same_product(p, batch_dir / p.name)
+    workers = set(Table.read(out / f"{SUMMARY_NAME}.ecsv", format="ascii.ecsv")["WORKER"])
+    cluster_workers = set(client.run(lambda: f"{os.uname().nodename}:{os.getpid()}").values())
+    assert workers and workers <= cluster_workers            # done by the running cluster's own workers
+
+
 def test_resume_skips_verified_and_redoes_corrupted(inputs, dummy_refset, client, batch_dir, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(batch_dir, out)
