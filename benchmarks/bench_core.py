@@ -376,25 +376,16 @@ def bench_bnn(refdir, x: np.ndarray, n_naive: int, n_samples: int = 200, repeats
 
 # ----------------------------------------------------------------------------- the stage, end to end
 STAGE_SNIPPET = r"""
-import json, os, resource, sys, threading, time
+import json, os, resource, sys, time
 sys.path.insert(0, {root!r})
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 t_start = time.perf_counter()
 from csst_sls_z.stage import RedshiftStage
 spec = json.loads(sys.argv[1])
 stages = {{}}
-# Peak anonymous (private) and file-backed resident memory, sampled every 20 ms during each job:
-# VmHWM has no such split, and mapped pages of the input file are reclaimable page cache.
-peak = {{"RssAnon": 0, "RssFile": 0}}
-def _sample():
-    while True:
-        with open("/proc/self/status") as status:
-            for ln in status:
-                key = ln.split(":")[0]
-                if key in peak:
-                    peak[key] = max(peak[key], int(ln.split()[1]))
-        time.sleep(0.02)
-threading.Thread(target=_sample, daemon=True).start()
+sys.path.insert(0, {bench!r})
+from rss_sampler import PeakRss, status_kib
+rss = PeakRss()      # mapped pages of the input are reclaimable page cache: report them apart
 for job in spec["jobs"]:
     refdir = job["refdir"]
     catalog_only = job.get("catalog_only", "False") == "True"
@@ -410,18 +401,17 @@ for job in spec["jobs"]:
         stages[key] = stage
         setup = time.perf_counter() - t0 + (t0 - t_start if len(stages) == 1 else 0.0)
     time.sleep(0.05)
-    peak.update(RssAnon=0, RssFile=0)
+    rss.reset()
     t0 = time.perf_counter()
     res = stages[key].run([job["product"]], job["out"])
     run_s = time.perf_counter() - t0
     time.sleep(0.05)
-    hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM")]
     print("RESULT " + json.dumps({{"name": job["name"], "status": res.status.value,
                                   "n": res.summary.get("n_objects", 0), "run_s": run_s, "setup_s": setup,
                                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                                  "vmhwm_mib": float(hwm[0]) / 1024.0 if hwm else float("nan"),
-                                  "anon_peak_mib": peak["RssAnon"] / 1024.0,
-                                  "file_peak_mib": peak["RssFile"] / 1024.0,
+                                  "vmhwm_mib": status_kib("VmHWM") / 1024.0,
+                                  "anon_peak_mib": rss.peak["RssAnon"] / 1024.0,
+                                  "file_peak_mib": rss.peak["RssFile"] / 1024.0,
                                   "message": res.message}}), flush=True)
 """
 
@@ -440,7 +430,8 @@ def run_stage_subprocess(jobs, samples=200, chunk_size=4096, warm=None) -> dict:
     """
     spec = {"jobs": [{k: str(v) for k, v in j.items()} for j in jobs], "samples": samples,
             "chunk_size": chunk_size, "warm": str(warm) if warm is not None else None}
-    cmd = [sys.executable, "-c", STAGE_SNIPPET.format(root=str(ROOT)), json.dumps(spec)]
+    cmd = [sys.executable, "-c", STAGE_SNIPPET.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent)),
+           json.dumps(spec)]
     if Path("/bin/sh").exists():
         # Linux carries a process's peak RSS across execve into ru_maxrss, so a child exec'd straight
         # from this (large, TensorFlow-holding) process would report at least this process's peak.

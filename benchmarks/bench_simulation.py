@@ -29,20 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 MEMORY_SNIPPET = r"""
-import sys, threading, time
+import sys, time
 sys.path.insert(0, {root!r})
-# Peak anonymous and file-backed resident memory, sampled every 20 ms: VmHWM has no such split,
-# and the writer's checksum pass maps the finished product (reclaimable page cache).
-peak = {{"RssAnon": 0, "RssFile": 0}}
-def _sample():
-    while True:
-        with open("/proc/self/status") as status:
-            for ln in status:
-                key = ln.split(":")[0]
-                if key in peak:
-                    peak[key] = max(peak[key], int(ln.split()[1]))
-        time.sleep(0.02)
-threading.Thread(target=_sample, daemon=True).start()
+sys.path.insert(0, {bench!r})
+from rss_sampler import PeakRss, status_kib
+rss = PeakRss()      # the writer's checksum pass maps the finished product: report it apart
 mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 from csst_sls_z.simulation import load_models
 instrument, sedlib, refset = load_models()
@@ -55,14 +46,13 @@ if mode == "product":
 elapsed = time.perf_counter() - t0
 time.sleep(0.05)
 # VmHWM, not ru_maxrss: on Linux ru_maxrss carries the parent's peak across execve.
-hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]
-print(elapsed, hwm, peak["RssAnon"], peak["RssFile"])
+print(elapsed, status_kib("VmHWM"), rss.peak["RssAnon"], rss.peak["RssFile"])
 """
 
 
 def peak_memory(mode: str, n: int, out: str):
     """(seconds, peak RSS in MiB) of a fresh interpreter doing ``mode`` ('baseline' or 'product')."""
-    code = MEMORY_SNIPPET.format(root=str(ROOT))
+    code = MEMORY_SNIPPET.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent))
     res = subprocess.run([sys.executable, "-c", code, mode, str(n), out], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"memory run ({mode}) failed: {res.stderr.strip().splitlines()[-1:]}")

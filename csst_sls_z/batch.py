@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 SUMMARY_NAME = "batch_summary"
 INPUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 OUTPUT_SUFFIX = "_slsz.fits"
-# Provenance cards that must match for an existing output to count as done.
 # Provenance an existing output must share with this run to be kept on resume: the code
 # version, the reference set and files, the parameters, and (added per file) the input's sha256.
 _MATCH_PREFIXES = ("SLSZVER", "REFSET", "REFTYP", "REFNAM", "REFSHA", "P_", KW_INPUT_SHA256)

@@ -206,3 +206,23 @@ def test_memory_benchmark_runs_tiny(tmp_path):
         anon, file_backed = (float(c.replace(",", "")) for c in row.split("|")[4:6])
         assert anon > 50 and file_backed > 0               # TensorFlow alone is well over 50 MiB
     assert (tmp_path / "out_catalog_60.fits").exists() and (tmp_path / "out_full_60.fits").exists()
+
+
+def test_calibration_variants_runs_on_cached_predictions(tmp_path):
+    rng = np.random.default_rng(5)
+    for name, n, z in (("val", 3000, rng.uniform(0, 1.6, 3000)), ("test", 2000, rng.uniform(0, 1.5, 2000))):
+        sigma = np.full(n, 0.01)
+        np.savez(tmp_path / f"pred_{name}.npz", z_true=z, mean=z + 2.0 * sigma * rng.standard_normal(n), sigma=sigma)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(BENCH / "calibration_variants.py"), str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "matched" in line or "log-loss" in line]
+    assert len(rows) == 4
+    raw = float(proc.stdout.split("test ")[1].split()[0])
+    assert raw < 0.45                                         # sigmas too small by 2: P(|N| < 0.5) = 0.38
+    matched = [float(r.split("|")[3].split("/")[0]) for r in rows if "matched" in r]
+    assert all(abs(m - 0.6827) < 0.03 for m in matched)      # matched fits hold the 68% level on test
+    missing = subprocess.run([sys.executable, str(BENCH / "calibration_variants.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -108,10 +108,14 @@ class Regeneration:
         if reuse_network is not None and not self.done("head"):
             self._adopt_network(Path(reuse_network))
 
+    def config_record(self) -> dict:
+        """The configuration as the manifest records it (JSON types: lists, not tuples)."""
+        return json.loads(json.dumps(self.rc.__dict__))
+
     def _pin_config(self):
         """A resumed run must use the configuration it started with (recorded in work/config.json)."""
         started = self._load_json("config.json", None)
-        now = json.loads(json.dumps(self.rc.__dict__))
+        now = self.config_record()
         if started is None:
             self._save_json("config.json", now)
         elif started != now:
@@ -132,7 +136,7 @@ class Regeneration:
         manifest = json.loads((refdir / "manifest.json").read_text())
         prov = manifest.get("provenance", {})
         source_config = {k: v for k, v in prov.get("config", {}).items() if k != "calibration_target"}
-        mine = {k: v for k, v in json.loads(json.dumps(self.rc.__dict__)).items() if k != "calibration_target"}
+        mine = {k: v for k, v in self.config_record().items() if k != "calibration_target"}
         if source_config != mine:
             changed = sorted(k for k in set(source_config) | set(mine) if source_config.get(k) != mine.get(k))
             raise ValueError(f"{refdir} was not trained with --config {self.name} as it stands ({', '.join(changed)} "
