@@ -17,6 +17,9 @@ BANDS_USED = ("GV", "GI")          # the network uses GV then GI; GU is read and
 EXT_TRUTH = "TRUTH"
 KW_INPUT_NAME = "INFILE"           # output headers: the input product's file name
 KW_INPUT_SHA256 = "INSHA256"       # output headers: the input product's sha256 (resume checks it)
+KW_UNITS_ASSUMED = "UNITDFLT"      # output headers: T if a WAVELENGTH/FLUX/ERR column had no TUNIT (units assumed)
+KW_INPUT_CHECKSUM = "INCHKSUM"     # output headers: the input's CHECKSUM/DATASUM, one of INPUT_CHECKSUM_STATES
+INPUT_CHECKSUM_STATES = ("VALID", "ABSENT", "FAILED")   # FAILED: processed anyway (--ignore-checksum)
 KW_MAGBAND = "MAGBAND"             # TRUTH header: the band MAG_NORM is measured through
 MAG_NORM_BAND = "GI"               # the simulator normalises through the GI grating throughput
 EXT_REDSHIFT = "SLS_REDSHIFT"
@@ -48,6 +51,14 @@ class Column:
     fits_format: str    # TFORM
     unit: str
     doc: str
+    comment: str = ""   # the header comment where ``doc`` would not fit a card whole (TTYPE: 47 characters)
+
+    @property
+    def header_comment(self) -> str:
+        return self.comment or self.doc
+
+
+TTYPE_COMMENT_MAX = 47     # 80 - len("TTYPEnn = '        '           / ")
 
 
 # ---------------------------------------------------------------- output catalogue
@@ -55,12 +66,15 @@ REDSHIFT_COLUMNS = (
     Column("OBJID", "i8", "K", "", "source identifier, from the input"),
     Column("RA", "f8", "D", "deg", "from the input where present, else NaN"),
     Column("DEC", "f8", "D", "deg", "from the input where present, else NaN"),
-    Column("Z", "f8", "D", "", "calibrated point estimate: median of the calibrated distribution"),
-    Column("ZERR", "f4", "E", "", "calibrated 1-sigma: half the width of the central 68% interval"),
+    Column("Z", "f8", "D", "", "calibrated point estimate: median of the calibrated distribution",
+           comment="calibrated point estimate: median of p(z)"),
+    Column("ZERR", "f4", "E", "", "calibrated 1-sigma: half the width of the central 68% interval",
+           comment="calibrated 1-sigma: half the central 68% width"),
     Column("Z_LO", "f4", "E", "", "calibrated central 68% interval, lower end"),
     Column("Z_HI", "f4", "E", "", "calibrated central 68% interval, upper end"),
     Column("Z_CNN", "f4", "E", "", "point estimate of the deterministic CNN"),
-    Column("ZERR_RAW", "f4", "E", "", "uncalibrated BNN sigma, sqrt(aleatoric + epistemic)"),
+    Column("ZERR_RAW", "f4", "E", "", "uncalibrated BNN sigma, sqrt(aleatoric + epistemic)",
+           comment="uncalibrated sigma: sqrt(aleatoric+epistemic)"),
     Column("SNR_GV", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
     Column("SNR_GI", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
     Column("NPIX_GV", "i4", "J", "", "valid pixels used"),
@@ -83,6 +97,16 @@ class ZWarn(enum.IntFlag):
 
 
 ZWARN_BITS = {flag.name: int(flag).bit_length() - 1 for flag in ZWarn}
+ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/products.md has the full text
+    "NODATA": "no valid pixel in GV or GI; Z is NaN",
+    "MISSING_BAND": "one of GV, GI absent or without a valid pixel",
+    "LITTLE_COVERAGE": "under half of the network grid has valid data",
+    "LOW_SNR": "SNR_GI below the stored threshold",
+    "Z_FITLIMIT": "interval touches the edge of the trained redshift range",
+    "LARGE_ZERR": "ZERR / (1 + Z) above the stored threshold",
+    "BAD_INPUT": "input had to be repaired",
+    "OUT_OF_DISTRIBUTION": "input unlike the training set (stored statistic)",
+}
 RESERVED_DOWNSTREAM_BITS = tuple(range(16, 24))
 
 # ---------------------------------------------------------------- simulator truth
@@ -101,8 +125,21 @@ TRUTH_COLUMNS = (
     Column("WAVE_SHIFT_GI", "f4", "E", "pixel", "wavelength-calibration shift applied in GI"),
     Column("SNR_GV", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
     Column("SNR_GI", "f4", "E", "", "mean over valid pixels of max(FLUX, 0) / ERR"),
+    # Added with the SED families and instrument variations (docs/simulation.md). Any family
+    # fills SED_PARAM; the header keywords FAMNAMnn / FAMPARnn name each family's parameters.
+    Column("SED_PARAM", "f4", "8E", "", "physical parameters of the SED, named per family in the header"),
+    Column("RESOLUTION", "f4", "E", "", "resolving power R = lambda / FWHM of the LSF"),
+    Column("PSF_ADDED", "i2", "I", "", "1: the PSF was added to the LSF in quadrature; 0: inside R"),
+    Column("DISP_SCALE", "f4", "E", "", "true / nominal dispersion (Angstrom per pixel)"),
+    Column("ERR_SCALE", "f4", "E", "", "reported ERR / true noise sigma"),
+    Column("FLUX_TILT", "f4", "E", "", "flux-calibration tilt: fractional error at 10500 A"),
+    Column("SKY_SCALE", "f4", "E", "", "sky level / nominal sky"),
+    Column("MORPH_KERNEL", "i2", "I", "", "self-broadening kernel: 0 Sersic projection, 1 Gaussian"),
 )
 N_SED_COEFF = 5
+N_SED_PARAM = 8
+KW_FAMILY_NAME = "FAMNAM"          # TRUTH header: + 2-digit index, an SED family's name
+KW_FAMILY_PARAMS = "FAMPAR"        # TRUTH header: + 2-digit index, its SED_PARAM names, comma-separated
 
 # ---------------------------------------------------------------- reference files
 REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds")

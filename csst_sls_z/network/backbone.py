@@ -49,8 +49,20 @@ def build_backbone(cfg: NetworkConfig) -> keras.Model:
     return keras.Model(inp, {"features": feats, "output": out}, name=f"backbone_{cfg.name}")
 
 
+def bin_coordinates(cfg: NetworkConfig) -> np.ndarray:
+    """Bin centres in the binning variable (z, or ln(1 + z))."""
+    return cfg.bin_range[0] + cfg.bin_width * (np.arange(cfg.n_bins) + 0.5)
+
+
 def bin_centres(cfg: NetworkConfig) -> np.ndarray:
-    return cfg.z_min + cfg.bin_width * (np.arange(cfg.n_bins) + 0.5)
+    """Bin centres in z."""
+    x = bin_coordinates(cfg)
+    return np.expm1(x) if cfg.bin_space == "ln1pz" else x
+
+
+def _to_bin_space(cfg: NetworkConfig, z):
+    z = tf.cast(z, tf.float32)
+    return tf.math.log1p(z) if cfg.bin_space == "ln1pz" else z
 
 
 def z_from_output(cfg: NetworkConfig, output, half_window: int = 3):
@@ -74,7 +86,7 @@ def z_from_output(cfg: NetworkConfig, output, half_window: int = 3):
 
 def smoothed_labels(cfg: NetworkConfig, z, sigma_bins: float = 1.0):
     """One-hot bin labels smoothed by a Gaussian ``sigma_bins`` wide (training target)."""
-    centres = tf.constant(bin_centres(cfg), dtype=tf.float32)
-    d = (tf.cast(z, tf.float32)[:, None] - centres[None, :]) / (sigma_bins * cfg.bin_width)
+    centres = tf.constant(bin_coordinates(cfg), dtype=tf.float32)
+    d = (_to_bin_space(cfg, z)[:, None] - centres[None, :]) / (sigma_bins * cfg.bin_width)
     w = tf.exp(-0.5 * d * d)
     return w / tf.reduce_sum(w, axis=-1, keepdims=True)

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .families import FamilySet, as_family_set
 from .instrument import load_instrument
 from .population import draw_population
 from .sedlib import load_sedlib
-from .simulate import SimOptions, SimulatedSpectra, simulate_spectra
+from .simulate import TRAINING_VARIATIONS, SimOptions, SimulatedSpectra, simulate_spectra
 
 log = logging.getLogger(__name__)
 
-CHUNK = 2000
+CHUNK = 2000      # objects per random-number chunk of a product file
 
 
 def load_models(refdir=None, overrides=None):
@@ -31,10 +32,14 @@ def load_models(refdir=None, overrides=None):
 
 def simulate_arrays(n: int, seed: int, population: str, instrument, sedlib,
                     options: SimOptions = SimOptions(), noise: bool = True) -> SimulatedSpectra:
-    """``n`` spectra in memory. The same seed gives the same arrays."""
+    """``n`` spectra in memory. The same seed gives the same arrays.
+
+    ``sedlib``: the run's FamilySet, or a bare SED library (its default families).
+    """
     rng = np.random.default_rng(seed)
-    pop = draw_population(n, population, rng, sedlib)
-    return simulate_spectra(pop, instrument, sedlib, rng, options, noise=noise)
+    families = as_family_set(sedlib)
+    pop = draw_population(n, population, rng, families)
+    return simulate_spectra(pop, instrument, families, rng, options, noise=noise)
 
 
 def sky_positions(objid: np.ndarray, seed: int):
@@ -50,6 +55,7 @@ def simulate_products(n: int, seed: int, population: str, per_file: int, out_dir
     from tqdm import tqdm
     from .product import ProductWriter
     out_dir = Path(out_dir)
+    families = as_family_set(sedlib)
     n_files = max(1, -(-n // per_file))
     paths = []
     bar = tqdm(total=n, unit="spec", desc="simulate", disable=not progress)
@@ -59,18 +65,21 @@ def simulate_products(n: int, seed: int, population: str, per_file: int, out_dir
                  "SIMSEED": (seed, "simulation seed"), "SIMPOP": (population, "simulated population"),
                  "SIMFILE": (f, "file index within the run"),
                  "CREATOR": (f"csst_sls_z {__import__('csst_sls_z').__version__}", "software")}
+        cards["SIMFAM"] = (families.spec()[:68], "SED families and weights")
+        if not options.nominal():
+            cards["SIMVARY"] = (True, "instrument variations on (TRUTH columns)")
         for key, value in (provenance or {}).items():
             cards[key] = value
-        writer = ProductWriter(path, cards, overwrite=overwrite)
+        writer = ProductWriter(path, cards, overwrite=overwrite, truth_cards=families.header_cards())
         try:
             first = f * per_file
             last = min(n, first + per_file)
             for c, start in enumerate(range(first, last, CHUNK)):
                 stop = min(last, start + CHUNK)
                 rng = np.random.default_rng([seed, f, c])
-                pop = draw_population(stop - start, population, rng, sedlib)
+                pop = draw_population(stop - start, population, rng, families)
                 objid = np.arange(start + 1, stop + 1, dtype=np.int64)
-                sim = simulate_spectra(pop, instrument, sedlib, rng, options, objid=objid)
+                sim = simulate_spectra(pop, instrument, families, rng, options, objid=objid)
                 ra, dec = sky_positions(objid, seed)
                 writer.append(sim, ra, dec)
                 bar.update(stop - start)

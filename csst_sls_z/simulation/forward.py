@@ -62,13 +62,17 @@ def _bin_flux(src_edges, src_flux, dst_edges, out):
 
 
 @numba.njit(cache=True)
-def _convolve_variable_gauss(x, sigma, out):
-    """out[j] = sum_i x[i] G(j - i; sigma[i]): each pixel's light spread by its own LSF width."""
+def _convolve_variable_gauss(x, sigma, scale, add2, out):
+    """out[j] = sum_i x[i] G(j - i; s_i): each pixel's light spread by its own LSF width.
+
+    s_i = sqrt((scale * sigma[i])^2 + add2): the nominal LSF rescaled for this object's
+    resolution, with the PSF (variance ``add2``, pixels^2) added in quadrature where asked.
+    """
     n = x.size
     for j in range(n):
         out[j] = 0.0
     for i in range(n):
-        s = sigma[i]
+        s = np.sqrt((scale * sigma[i]) ** 2 + add2)
         half = int(4.0 * s) + 1
         norm = 0.0
         for d in range(-half, half + 1):
@@ -77,6 +81,24 @@ def _convolve_variable_gauss(x, sigma, out):
             j = i + d
             if 0 <= j < n:
                 out[j] += x[i] * np.exp(-0.5 * (d / s) ** 2) / norm
+
+
+@numba.njit(cache=True)
+def _gauss_kernel(sigma, max_half, out):
+    """Pixel-integrated Gaussian of ``sigma`` pixels at the start of ``out``; returns its half-width."""
+    half = min(max_half, int(4.0 * sigma) + 1)
+    total = 0.0
+    sub = 8
+    for k in range(-half, half + 1):
+        acc = 0.0
+        for s in range(sub):
+            x = k - 0.5 + (s + 0.5) / sub
+            acc += np.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
+        out[k + half] = acc
+        total += acc
+    for k in range(2 * half + 1):
+        out[k] /= total
+    return half
 
 
 @numba.njit(cache=True)
@@ -94,12 +116,18 @@ def _convolve_kernel(x, kernel, half, out):
 @numba.njit(cache=True, parallel=True)
 def render_band(rest_edges, rest_flux, z, amplitude, shift_pix, pad_edges, dispersion,
                 conv_pad, lsf_sigma_pad, profile_table, n_grid, u_step, sersic_n, scale_pix,
-                max_half, pad, n_out, out_electrons):
+                max_half, pad, n_out, out_electrons, lsf_scale, lsf_add2, disp_scale, ref_wave,
+                gauss_sigma):
     """Noiseless electrons of every object in one band.
 
     rest_flux: (N, W) rest-frame F_lambda; amplitude: (N,) scale to product flux units;
     shift_pix: (N,) wavelength-calibration shift (the light lands shift_pix pixels redward
     of its nominal pixel); scale_pix: (N,) projected profile scale in pixels.
+    Per-object instrument variations: lsf_scale (N,) multiplies the nominal LSF sigma
+    (R_nominal / R / disp_scale); lsf_add2 (N,) is a variance in pixels^2 added to it;
+    disp_scale (N,) is the true / nominal dispersion about ``ref_wave`` (pixel k then sees
+    ref + (lambda_k - ref) * disp_scale); gauss_sigma (N,) > 0 replaces the Sersic profile
+    by a Gaussian of that sigma in pixels.
     """
     n_obj = rest_flux.shape[0]
     n_pad = pad_edges.size - 1
@@ -113,12 +141,16 @@ def render_band(rest_edges, rest_flux, z, amplitude, shift_pix, pad_edges, dispe
         for k in range(rest_edges.size):
             obs_edges[k] = rest_edges[k] * (1.0 + z[o])
         for k in range(pad_edges.size):
-            shifted[k] = pad_edges[k] - shift_pix[o] * dispersion
+            shifted[k] = ref_wave + (pad_edges[k] - ref_wave) * disp_scale[o] - shift_pix[o] * dispersion
         _bin_flux(obs_edges, rest_flux[o], shifted, flam)
+        # A pixel spanning disp_scale times the nominal Angstroms collects that much more light.
         for k in range(n_pad):
-            tmp[k] = flam[k] * amplitude[o] * conv_pad[k]
-        _convolve_variable_gauss(tmp, lsf_sigma_pad, tmp2)
-        if scale_pix[o] > 0:
+            tmp[k] = flam[k] * amplitude[o] * conv_pad[k] * disp_scale[o]
+        _convolve_variable_gauss(tmp, lsf_sigma_pad, lsf_scale[o], lsf_add2[o], tmp2)
+        if gauss_sigma[o] > 0:
+            half = _gauss_kernel(gauss_sigma[o], max_half, kernel)
+            _convolve_kernel(tmp2, kernel, half, tmp)
+        elif scale_pix[o] > 0:
             half = profile_kernel_into(profile_table, n_grid, u_step, sersic_n[o], scale_pix[o], max_half, kernel)
             _convolve_kernel(tmp2, kernel, half, tmp)
         else:

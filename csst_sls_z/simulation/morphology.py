@@ -100,3 +100,19 @@ def profile_kernel(table, n_grid, u_step, sersic_n, scale_pix, max_half, out):
     for k in range(2 * half + 1):
         out[k] = out[max_half - half + k] / total
     return half
+
+
+@functools.lru_cache(maxsize=1)
+def _marginal_rms_table():
+    u, table = marginal_table()
+    # Second moment of each circular marginal over all u (symmetric: twice the u >= 0 half).
+    return np.sqrt(2.0 * np.trapezoid(table * u[None, :] ** 2, u, axis=1))
+
+
+def marginal_rms(sersic_n):
+    """RMS width, in units of the projected scale, of the projected Sersic profile of index n.
+
+    A Gaussian of sigma = rms x scale has the same second moment: the alternative
+    self-broadening kernel of the instrument variations.
+    """
+    return np.interp(sersic_n, SERSIC_N_GRID, _marginal_rms_table())

@@ -15,13 +15,18 @@ import numpy as np
 
 from ..durable import commit
 from ..datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE,
-                         EXT_SPEC, EXT_TRUTH, FLUX_UNIT, KW_MAGBAND, MAG_NORM_BAND, N_SED_COEFF, PRIMARY_KEYS, TRUTH_COLUMNS,
+                         EXT_SPEC, EXT_TRUTH, FLUX_UNIT, KW_MAGBAND, MAG_NORM_BAND, PRIMARY_KEYS, TRUTH_COLUMNS,
                          WAVE_UNIT)
 
 log = logging.getLogger(__name__)
 
-TRUTH_DTYPE = np.dtype([(c.name, c.dtype.replace("U", "S") if c.name != "SED_COEFF" else ("f4", (N_SED_COEFF,)))
-                        for c in TRUTH_COLUMNS])
+def _truth_field(c):
+    repeat = int(c.fits_format[:-1] or 1)
+    dtype = c.dtype.replace("U", "S")
+    return (c.name, dtype, (repeat,)) if repeat > 1 and not dtype.startswith("S") else (c.name, dtype)
+
+
+TRUTH_DTYPE = np.dtype([_truth_field(c) for c in TRUTH_COLUMNS])
 
 
 def spec_dtype(n_pix: int) -> np.dtype:
@@ -46,6 +51,9 @@ def truth_rows(sim) -> np.ndarray:
     rows["WAVE_SHIFT_GI"] = sim.bands["GI"].shift
     rows["SNR_GV"] = sim.bands["GV"].snr
     rows["SNR_GI"] = sim.bands["GI"].snr
+    rows["SED_PARAM"] = pop.sed_param
+    for name, values in sim.variations.items():
+        rows[name.upper()] = values
     return rows
 
 
@@ -73,7 +81,7 @@ class ProductWriter:
 
     COPY_ROWS = 2000
 
-    def __init__(self, path: Path, primary_cards: dict, overwrite: bool = False):
+    def __init__(self, path: Path, primary_cards: dict, overwrite: bool = False, truth_cards: dict | None = None):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; refusing to overwrite it (use --overwrite)")
@@ -86,6 +94,7 @@ class ProductWriter:
         self.stage = {ext: f"{self.tmp}.{ext}" for ext in self.order}
         self.staged = {}
         self.units = {}
+        self.truth_cards = dict(truth_cards or {})
 
     def _append(self, ext: str, rows: np.ndarray, units=None):
         if ext not in self.staged:
@@ -117,6 +126,8 @@ class ProductWriter:
                         if ext == EXT_TRUTH:
                             out[ext].write_key(KW_MAGBAND, MAG_NORM_BAND,
                                                "MAG_NORM: photon-weighted AB through this grating")
+                            for key, (value, comment) in self.truth_cards.items():
+                                out[ext].write_key(key, value, comment)
                     else:
                         out[ext].append(rows)
         self._drop_staging()

@@ -16,13 +16,35 @@ PAD_PIXELS = 100         # light up to this far outside a band can be dispersed 
 MAX_KERNEL_HALF = 90     # longest self-broadening kernel (pixels each side)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimOptions:
-    """Degradations for robustness studies; all off by default."""
+    """Instrument variations and degradations; all off (nominal) by default.
+
+    Each ``*_range`` is (low, high) of a per-object uniform draw, ``None`` for the nominal
+    instrument; every drawn value is recorded per object in TRUTH (docs/simulation.md).
+    """
     wave_shift_max: float = 0.0      # uniform wavelength-calibration shift in +-pixels
     mask_run_prob: float = 0.0       # chance per band of one masked run of pixels
     mask_run_max: int = 40           # longest masked run (pixels)
     missing_band_prob: float = 0.0   # chance that one band (GV or GI) is absent
+    resolution_range: tuple | None = None   # R = lambda / FWHM of the LSF, both bands
+    psf_added_prob: float = 0.0      # chance the PSF is added to the LSF rather than inside R
+    disp_scale_range: tuple | None = None   # true / nominal dispersion
+    err_scale_range: tuple | None = None    # reported ERR / true sigma
+    flux_tilt_range: tuple | None = None    # fractional flux-calibration error at the red end
+    sky_scale_range: tuple | None = None    # sky level / nominal
+    gauss_kernel_prob: float = 0.0   # chance the self-broadening kernel is a Gaussian, not Sersic
+
+    def nominal(self) -> bool:
+        return self == SimOptions()
+
+
+# The ranges the training sets are drawn with (`simulate --variations training`,
+# `regenerate`); the shifted test sets of the evaluation sit at and beyond their edges.
+TRAINING_VARIATIONS = SimOptions(
+    wave_shift_max=1.0, resolution_range=(200.0, 300.0), psf_added_prob=0.5,
+    disp_scale_range=(0.95, 1.05), err_scale_range=(0.85, 1.15), flux_tilt_range=(-0.10, 0.10),
+    sky_scale_range=(0.8, 1.2), gauss_kernel_prob=0.5)
 
 
 @dataclass
@@ -33,6 +55,8 @@ class BandSpectra:
     model: np.ndarray                # (N, L) float32 noiseless flux
     conv: np.ndarray                 # (L,) electrons per flux unit
     bkgvar: np.ndarray               # (N,) background + dark + read variance, electrons^2
+    background: np.ndarray           # (N,) sky + dark electrons per pixel (over the extraction rows)
+    readvar: np.ndarray              # (N,) read-noise variance per pixel, electrons^2
     present: np.ndarray              # (N,) bool, False where the band is missing
     snr: np.ndarray                  # (N,) mean over valid pixels of max(FLUX,0)/ERR
     shift: np.ndarray                # (N,) applied wavelength shift, pixels
@@ -43,6 +67,7 @@ class SimulatedSpectra:
     objid: np.ndarray
     population: Population
     bands: dict = field(default_factory=dict)    # band name -> BandSpectra
+    variations: dict = field(default_factory=dict)   # per-object instrument draws (TRUTH columns)
 
     def __len__(self):
         return self.objid.size
@@ -77,28 +102,56 @@ def band_snr(flux, err):
     return np.where(n > 0, ratio.sum(axis=1) / np.maximum(n, 1), 0.0)
 
 
+CHUNK = 2000     # objects whose rest-frame SEDs are built and rendered at once (memory flat in N)
+
+
+def draw_variations(n, instrument, options: SimOptions, rng) -> dict:
+    """Per-object instrument variations; nominal values (and no random draws) where off."""
+    p = instrument.p
+
+    def uniform(rng_range, nominal):
+        if rng_range is None:
+            return np.full(n, float(nominal))
+        lo, hi = rng_range
+        return rng.uniform(lo, hi, n) if hi > lo else np.full(n, float(lo))
+
+    r_nominal = instrument["GI"].resolution
+    v = {"resolution": uniform(options.resolution_range, r_nominal),
+         "psf_added": (rng.random(n) < options.psf_added_prob if options.psf_added_prob > 0
+                       else np.full(n, p("PSFINR") == 0)).astype(np.int16),
+         "disp_scale": uniform(options.disp_scale_range, 1.0),
+         "err_scale": uniform(options.err_scale_range, 1.0),
+         "flux_tilt": uniform(options.flux_tilt_range, 0.0),
+         "sky_scale": uniform(options.sky_scale_range, 1.0),
+         "morph_kernel": (rng.random(n) < options.gauss_kernel_prob).astype(np.int16)
+         if options.gauss_kernel_prob > 0 else np.zeros(n, np.int16)}
+    return v
+
+
+def tilt_factor(instrument, wave, tilt):
+    """(N, L) flux-calibration factor: 1 at the middle of GV+GI, 1 + tilt at the red end."""
+    lo, hi = instrument.p("GV_WMIN"), instrument.p("GI_WMAX")
+    mid = 0.5 * (lo + hi)
+    return 1.0 + np.asarray(tilt, float)[:, None] * ((np.asarray(wave, float) - mid) / (hi - mid))[None, :]
+
+
 def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generator,
                      options: SimOptions = SimOptions(), objid=None, noise: bool = True,
                      rest_flux=None, amplitude=None) -> SimulatedSpectra:
     """Render ``pop`` through the instrument.
 
+    ``sedlib`` is the run's FamilySet (or a bare SED library: its default families).
     ``rest_flux`` (N, W) and ``amplitude`` (N,) replace the population's SEDs and their
     magnitude scaling; the evaluation uses them to render bare template vectors.
+    The rest-frame SEDs are built CHUNK objects at a time, so memory does not grow with N.
     """
+    from .families import as_family_set
+    families = as_family_set(sedlib)
     n = len(pop)
     objid = np.arange(1, n + 1, dtype=np.int64) if objid is None else np.asarray(objid, np.int64)
-    if rest_flux is None:
-        rest = np.empty((n, sedlib.wave.size))
-        for lib in np.unique(pop.sed_lib):
-            sel = pop.sed_lib == lib
-            rest[sel] = sedlib.spectra(lib, pop.sed_coeff[sel])
-    else:
-        rest = np.ascontiguousarray(rest_flux, dtype=float)
-    lnw = np.log(sedlib.wave)
+    lnw = np.log(families.wave)
     rest_edges = np.exp(np.concatenate([[lnw[0] - (lnw[1] - lnw[0]) / 2],
                                         (lnw[1:] + lnw[:-1]) / 2, [lnw[-1] + (lnw[-1] - lnw[-2]) / 2]]))
-    amp = (ab_amplitude(sedlib, rest, pop.z, pop.mag, instrument[MAG_NORM_BAND]) if amplitude is None
-           else np.asarray(amplitude, float))
     rows = extraction_rows(instrument, pop)
     p = instrument.p
     u, table = morphology.marginal_table()
@@ -106,33 +159,54 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
     if options.missing_band_prob > 0:
         drop = rng.random(n) < options.missing_band_prob
         missing[drop] = rng.choice(np.array(BANDS_USED), drop.sum())
-    out = SimulatedSpectra(objid=objid, population=pop)
+    var = draw_variations(n, instrument, options, rng)
+    shifts = {b: (rng.uniform(-options.wave_shift_max, options.wave_shift_max, n)
+                  if options.wave_shift_max > 0 else np.zeros(n)) for b in BANDS_USED}
+    psf_pix2 = (p("PSF_FWHM") / 2.3548 / p("PIXSCALE")) ** 2
+    geometry = {}
     for bname in BANDS_USED:
         band = instrument[bname]
         centres, edges = forward.band_grid(band, PAD_PIXELS)
-        conv_pad = forward.electrons_per_flux(instrument, band, centres)
-        lsf = centres / band.resolution / 2.3548 / band.dispersion
-        if p("PSFINR") == 0:
-            lsf = np.sqrt(lsf ** 2 + (p("PSF_FWHM") / 2.3548 / p("PIXSCALE")) ** 2)
         scale_pix = morphology.projected_scale(pop.r_eff, pop.axis_ratio, pop.pa) / p("PIXSCALE")
-        shift = (rng.uniform(-options.wave_shift_max, options.wave_shift_max, n)
-                 if options.wave_shift_max > 0 else np.zeros(n))
+        gauss = np.where(var["morph_kernel"] == 1, scale_pix * morphology.marginal_rms(pop.sersic_n), 0.0)
+        geometry[bname] = dict(
+            centres=centres, edges=edges, conv_pad=forward.electrons_per_flux(instrument, band, centres),
+            lsf=centres / band.resolution / 2.3548 / band.dispersion, scale_pix=scale_pix, gauss=gauss,
+            lsf_scale=band.resolution / var["resolution"] / var["disp_scale"],
+            lsf_add2=np.where(var["psf_added"] == 1, psf_pix2, 0.0),
+            electrons=np.empty((n, band.wavelength.size)))
+    for start in range(0, n, CHUNK):
+        sl = slice(start, min(n, start + CHUNK))
+        rest = (families.rest_flux(pop, np.arange(sl.start, sl.stop)) if rest_flux is None
+                else np.ascontiguousarray(rest_flux[sl], dtype=float))
+        amp = (ab_amplitude(families, rest, pop.z[sl], pop.mag[sl], instrument[MAG_NORM_BAND]) if amplitude is None
+               else np.asarray(amplitude, float)[sl])
+        for bname in BANDS_USED:
+            band, g = instrument[bname], geometry[bname]
+            forward.render_band(rest_edges, rest, pop.z[sl].astype(float), amp.astype(float),
+                                shifts[bname][sl].astype(float), g["edges"], band.dispersion, g["conv_pad"],
+                                g["lsf"], table, morphology.SERSIC_N_GRID, morphology.U_STEP,
+                                pop.sersic_n[sl].astype(float), g["scale_pix"][sl].astype(float),
+                                MAX_KERNEL_HALF, PAD_PIXELS, band.wavelength.size, g["electrons"][sl],
+                                g["lsf_scale"][sl].astype(float), g["lsf_add2"][sl].astype(float),
+                                var["disp_scale"][sl].astype(float), 0.5 * (band.wmin + band.wmax),
+                                g["gauss"][sl].astype(float))
+    out = SimulatedSpectra(objid=objid, population=pop, variations=var)
+    for bname in BANDS_USED:
+        band, g = instrument[bname], geometry[bname]
+        electrons = g["electrons"]
         n_out = band.wavelength.size
-        electrons = np.empty((n, n_out))
-        forward.render_band(rest_edges, rest, pop.z.astype(float), amp.astype(float), shift.astype(float),
-                            edges, band.dispersion, conv_pad, lsf, table, morphology.SERSIC_N_GRID,
-                            morphology.U_STEP, pop.sersic_n.astype(float), scale_pix.astype(float),
-                            MAX_KERNEL_HALF, PAD_PIXELS, n_out, electrons)
-        conv = conv_pad[PAD_PIXELS:PAD_PIXELS + n_out]
-        background = (band.sky + p("DARK")) * p("T_EXP") * p("N_EXP") * rows
+        conv = g["conv_pad"][PAD_PIXELS:PAD_PIXELS + n_out]
+        background = (band.sky * var["sky_scale"] + p("DARK")) * p("T_EXP") * p("N_EXP") * rows
         readvar = p("RDNOISE") ** 2 * p("N_EXP") * rows
         if noise:
             measured, err_e = forward.add_noise(electrons, background[:, None], readvar[:, None], rng)
         else:
             measured = electrons
             err_e = np.sqrt(np.clip(electrons, 0, None) + (background + readvar)[:, None])
-        flux = (measured / conv).astype(np.float32)
-        err = (err_e / conv).astype(np.float32)
+        tilt = tilt_factor(instrument, band.wavelength, var["flux_tilt"])
+        flux = (measured / conv * tilt).astype(np.float32)
+        err = (err_e / conv * tilt * var["err_scale"][:, None]).astype(np.float32)
         if options.mask_run_prob > 0:
             hit = np.where(rng.random(n) < options.mask_run_prob)[0]
             for i in hit:
@@ -141,7 +215,7 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
                 err[i, start:start + length] = 0.0
         present = missing != bname
         out.bands[bname] = BandSpectra(
-            wave=band.wavelength.copy(), flux=flux, err=err, model=(electrons / conv).astype(np.float32),
-            conv=conv, bkgvar=background + readvar, present=present,
-            snr=np.where(present, band_snr(flux, err), 0.0), shift=shift)
+            wave=band.wavelength.copy(), flux=flux, err=err, model=(electrons / conv * tilt).astype(np.float32),
+            conv=conv, bkgvar=background + readvar, background=background, readvar=np.broadcast_to(readvar, (n,)).copy(),
+            present=present, snr=np.where(present, band_snr(flux, err), 0.0), shift=shifts[bname])
     return out

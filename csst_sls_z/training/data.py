@@ -34,6 +34,7 @@ class TrainingSet:
     noisy_flux: np.ndarray | None = None     # one fixed realisation (for gaussian_realisation)
     noisy_err: np.ndarray | None = None
     snr_gi: np.ndarray | None = None
+    err_scale: np.ndarray | None = None      # (N,) reported ERR / true sigma (instrument variation)
 
     def __len__(self):
         return self.z.size
@@ -45,30 +46,21 @@ class TrainingSet:
         return h.hexdigest()
 
 
-def from_simulation(sim, instrument) -> TrainingSet:
+def from_simulation(sim, instrument=None) -> TrainingSet:
     """Gather a SimulatedSpectra into one grid (GV then GI) with its noise terms."""
-    p = instrument.p
     gv, gi = sim.bands["GV"], sim.bands["GI"]
     n_gv = gv.wave.size
-    rows = None
-    # bkgvar = background + readvar; split them back using the instrument numbers.
-    bkg, rdv = [], []
-    for b in BANDS_USED:
-        band = instrument[b]
-        per_row_bkg = (band.sky + p("DARK")) * p("T_EXP") * p("N_EXP")
-        per_row_rd = p("RDNOISE") ** 2 * p("N_EXP")
-        rows = sim.bands[b].bkgvar / (per_row_bkg + per_row_rd)
-        bkg.append(rows * per_row_bkg)
-        rdv.append(rows * per_row_rd)
     return TrainingSet(
         z=sim.population.z.astype(np.float32),
         model=np.concatenate([gv.model, gi.model], axis=1),
         conv=np.concatenate([gv.conv, gi.conv]).astype(np.float64),
-        background=np.stack(bkg, axis=1), readvar=np.stack(rdv, axis=1),
+        background=np.stack([sim.bands[b].background for b in BANDS_USED], axis=1),
+        readvar=np.stack([sim.bands[b].readvar for b in BANDS_USED], axis=1),
         band_slices=(slice(0, n_gv), slice(n_gv, n_gv + gi.wave.size)),
         noisy_flux=np.concatenate([gv.flux, gi.flux], axis=1),
         noisy_err=np.concatenate([gv.err, gi.err], axis=1),
-        snr_gi=gi.snr.astype(np.float32))
+        snr_gi=gi.snr.astype(np.float32),
+        err_scale=np.asarray(sim.variations.get("err_scale", np.ones(len(sim))), np.float32))
 
 
 class BatchMaker:
@@ -110,6 +102,9 @@ class BatchMaker:
             # cheaper, which keeps the batch thread from starving the training step.
             measured = model_e + self.rng.standard_normal(size=model_e.shape) * np.sqrt(expected + rdv)
         err_e = np.sqrt(np.clip(measured, 0, None) + bkg + rdv)
+        if d.err_scale is not None:
+            # The model carries the flux-calibration tilt; the reported error its misestimate.
+            err_e *= d.err_scale[idx, None]
         return measured / d.conv[None, :], err_e / d.conv[None, :]
 
     def degrade(self, err):

@@ -146,7 +146,7 @@ def evaluate(regen) -> dict:
     truth = regen.data()["test_truth"]
     sub = Population(**{k: getattr(truth, k)[:n_or] for k in truth.__dict__})
     t1 = time.time()
-    z_or = oracle_redshifts(sub, flux, err, regen.instrument, regen.sedlib, regen.cfg.z_max, regen.progress)
+    z_or = oracle_redshifts(sub, flux, err, regen.instrument, regen.families(), regen.cfg.z_max, regen.progress)
     t2 = time.time()
     shape = {"r_eff": 0.7, "sersic_n": 1.3, "axis_ratio": 0.6, "pa": 45.0}
     z_tf = template_fit_redshifts(flux, err, regen.instrument, regen.sedlib, regen.cfg.z_max, shape, regen.progress)

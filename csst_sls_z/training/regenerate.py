@@ -55,24 +55,37 @@ class RegenConfig:
     # "survey": weight the (flat-z) validation set to the CSST-like n(z) of the test set
     # when fitting the calibration; "validation": fit it unweighted.
     calibration_target: str = "survey"
+    # The galaxies and the instrument the training and validation sets are drawn with
+    # (docs/simulation.md); the test set is always the nominal instrument.
+    families: str = "REDROCK2016:0.2,KCORRECT:0.8"
+    variations: str = "nominal"            # "nominal" or "training" (simulation.TRAINING_VARIATIONS)
+    sps_library_n: int = 20000             # entries of the SPS library built for this set (if SPS is used)
+    # Generalisation evaluation (evaluate_generalisation.py): per-family and shifted test sets.
+    n_family_test: int = 0
+    n_family_oracle: int = 0
 
 
 REGEN_CONFIGS = {
-    "cpu": RegenConfig(network="cpu", n_train=250_000, n_val=8_000, n_test=6_000, backbone_budget_s=3000,
-                       logcosh_budget_s=360, head_budget_s=300, n_head_features=100_000, n_samples=200,
-                       n_oracle=500),
+    # Generalisation first: all SED families mixed in every batch, the instrument
+    # variations on, 640 bins in ln(1 + z) (docs/validation.md, reference set 0004).
+    "cpu": RegenConfig(network="cpu_ln", n_train=300_000, n_val=10_000, n_test=6_000, backbone_budget_s=2700,
+                       logcosh_budget_s=0, head_budget_s=300, n_head_features=100_000, n_samples=200,
+                       n_oracle=400, families="SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2", variations="training",
+                       n_family_test=2000, n_family_oracle=200),
     "paper": RegenConfig(network="paper", n_train=600_000, n_val=60_000, n_test=60_000,
                          backbone_budget_s=8 * 3600, logcosh_budget_s=8 * 3600, head_budget_s=3600,
                          n_head_features=600_000, n_samples=200, n_oracle=2000, batch_size=1024,
                          eval_every_s=900),
     "smoke": RegenConfig(network="smoke", n_train=2000, n_val=300, n_test=200, backbone_budget_s=10,
                          logcosh_budget_s=4, head_budget_s=4, n_head_features=2000, n_samples=16,
-                         n_oracle=8, eval_every_s=5),
+                         n_oracle=8, eval_every_s=5, families="SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2",
+                         variations="training", sps_library_n=200, n_family_test=60, n_family_oracle=3),
 }
 
 
 def _configure_tf():
-    import tensorflow as tf
+    from ..tfenv import import_tensorflow
+    tf = import_tensorflow()
     cores = os.cpu_count() or 2
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
@@ -100,11 +113,13 @@ class Regeneration:
         self.instrument, self.sedlib, self.source_set = load_models(source_refdir)
         self.seeds = {"train": self.rc.seed, "val": self.rc.seed + 1, "test": self.rc.seed + 2,
                       "batches": self.rc.seed + 3, "head": self.rc.seed + 4, "sampler": self.rc.seed + 5,
-                      "features": self.rc.seed + 6}
+                      "features": self.rc.seed + 6, "sps_library": self.rc.seed + 7,
+                      "generalisation": self.rc.seed + 8}
         self._pin_config()
         self.timings = self._load_json("timings.json", {})
         self.network_source = self._load_json("network_source.json", None)
         self._data = None
+        self._families = None
         if reuse_network is not None and not self.done("head"):
             self._adopt_network(Path(reuse_network))
 
@@ -189,6 +204,36 @@ class Regeneration:
         from ..refdata import grid_from_instrument
         return replace(CONFIGS[self.rc.network], input_length=grid_from_instrument(self.instrument).length)
 
+    def families(self, only=None):
+        """The SED families of this set (``only``: one family of them, for per-family tests).
+
+        The SPS library is built once, from its recorded seed, into work/sps_library.fits;
+        its sha256 goes into the manifest. It is not shipped: the stage never needs it.
+        """
+        from ..simulation.families import FamilySet, parse_families
+        names = parse_families(self.rc.families)
+        options = {}
+        if "SPS" in names:
+            path = self.work / "sps_library.fits"
+            if not path.exists():
+                from ..simulation.sps_library import build_sps_library, write_sps_library
+                log.info("building the SPS library: %d entries, seed %d", self.rc.sps_library_n, self.seeds["sps_library"])
+                write_sps_library(build_sps_library(self.rc.sps_library_n, self.seeds["sps_library"],
+                                                    progress=self.progress), path)
+            options["sps_library"] = path
+        if only is not None:
+            return FamilySet(self.sedlib, {only: None}, **options)
+        if self._families is None:
+            self._families = FamilySet(self.sedlib, names, **options)
+        return self._families
+
+    def sim_options(self, variations=None):
+        from ..simulation import TRAINING_VARIATIONS, SimOptions
+        kind = self.rc.variations if variations is None else variations
+        if kind not in ("nominal", "training"):
+            raise ValueError(f"variations must be 'nominal' or 'training', not {kind!r}")
+        return TRAINING_VARIATIONS if kind == "training" else SimOptions()
+
     def data(self):
         """Simulated sets; deterministic from the seeds, so a rerun rebuilds them identically."""
         if self._data is None:
@@ -199,9 +244,10 @@ class Regeneration:
             for name, n, pop in (("train", self.rc.n_train, "train"), ("val", self.rc.n_val, "train"),
                                  ("test", self.rc.n_test, "test")):
                 chunks = []
+                options = self.sim_options("nominal" if name == "test" else None)
                 for c, start in enumerate(range(0, n, 20000)):
                     sim = simulate_arrays(min(20000, n - start), self.seeds[name] * 1000 + c, pop,
-                                          self.instrument, self.sedlib)
+                                          self.instrument, self.families(), options)
                     chunks.append((sim, from_simulation(sim, self.instrument)))
                 sets[name] = _concat_sets([c[1] for c in chunks])
                 sets[name + "_truth"] = _concat_truth([c[0] for c in chunks])
@@ -213,8 +259,10 @@ class Regeneration:
     def step_data(self):
         d = self.data()
         summary = {k: {"n": len(d[k]), "sha256_sample": d[k].digest()} for k in ("train", "val", "test")}
+        summary["families"] = self.families().provenance()
         expected = (self.network_source or {}).get("training_data_sha256") or {}
-        differ = sorted(k for k, v in expected.items() if k in summary and summary[k]["sha256_sample"] != v)
+        differ = sorted(k for k, v in expected.items() if k in summary and isinstance(summary[k], dict)
+                        and summary[k].get("sha256_sample") != v)
         if differ:
             raise ValueError(f"the simulated {', '.join(differ)} set(s) differ from those the reused network was "
                              f"made with ({self.network_source['set']}): the simulator or its reference files "
@@ -385,7 +433,8 @@ class Regeneration:
         (self.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=float))
 
     def step_write(self):
-        import tensorflow as tf
+        from ..tfenv import import_tensorflow
+        tf = import_tensorflow()
         from ..reference import write_manifest
         from ..refdata import grid_from_instrument, write_wavegrid
         files = {}
@@ -402,7 +451,9 @@ class Regeneration:
         provenance = {
             "command": f"csst-sls-z regenerate --config {self.name} --out {self.out}",
             "config": self.rc.__dict__, "network": self.cfg.to_dict(), "objective": self.cfg.objective,
-            "seeds": self.seeds, "training_data_sha256": {k: v["sha256_sample"] for k, v in data.items()},
+            "seeds": self.seeds,
+            "training_data_sha256": {k: v["sha256_sample"] for k, v in data.items() if "sha256_sample" in v},
+            "sed_families": data.get("families", {}), "variations": self.rc.variations,
             "source_reference_set": self.source_set.manifest_id, "code_version": __version__,
             "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()} {os.cpu_count()} cores", "step_wall_s": self.timings,
@@ -438,7 +489,8 @@ def _concat_sets(parts):
                        readvar=np.concatenate([p.readvar for p in parts]), band_slices=parts[0].band_slices,
                        noisy_flux=np.concatenate([p.noisy_flux for p in parts]),
                        noisy_err=np.concatenate([p.noisy_err for p in parts]),
-                       snr_gi=np.concatenate([p.snr_gi for p in parts]))
+                       snr_gi=np.concatenate([p.snr_gi for p in parts]),
+                       err_scale=np.concatenate([p.err_scale for p in parts]))
 
 
 def _concat_truth(sims):
@@ -464,8 +516,8 @@ def parser():
     p.add_argument("--calibration-target", choices=CALIBRATION_TARGETS, default=None,
                    help="survey (default): fit the calibration on the validation set weighted to the CSST-like "
                         "n(z); validation: unweighted")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", help="default: INFO")
     return p
 
 
