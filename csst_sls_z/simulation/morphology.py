@@ -16,6 +16,7 @@ import functools
 import numba
 import numpy as np
 
+KERNEL_CUT = 1e-4          # kernels end where the profile falls below this fraction of its peak
 SERSIC_N_GRID = np.array([0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0])
 U_STEP = 0.01
 U_MAX = 20.0
@@ -103,16 +104,32 @@ def profile_kernel(table, n_grid, u_step, sersic_n, scale_pix, max_half, out):
 
 
 @functools.lru_cache(maxsize=1)
-def _marginal_rms_table():
+def _cumulative_moments():
+    """Cumulative zeroth and second moments of each marginal, cut where profile_kernel cuts it."""
     u, table = marginal_table()
-    # Second moment of each circular marginal over all u (symmetric: twice the u >= 0 half).
-    return np.sqrt(2.0 * np.trapezoid(table * u[None, :] ** 2, u, axis=1))
+    m = np.where(table >= KERNEL_CUT * table[:, :1], table, 0.0)
+    step = np.diff(u)[None, :]
+    m0 = np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(0.5 * (m[:, 1:] + m[:, :-1]) * step, axis=1)], axis=1)
+    m2u = m * u[None, :] ** 2
+    m2 = np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(0.5 * (m2u[:, 1:] + m2u[:, :-1]) * step, axis=1)], axis=1)
+    return u, m0, m2
 
 
-def marginal_rms(sersic_n):
+def marginal_rms(sersic_n, u_max=None):
     """RMS width, in units of the projected scale, of the projected Sersic profile of index n.
 
-    A Gaussian of sigma = rms x scale has the same second moment: the alternative
+    The profile is cut as profile_kernel cuts it: below 1e-4 of its peak, and beyond
+    ``u_max`` (max_half / scale in pixels). A Gaussian of sigma = rms x scale then has the
+    same second moment as the Sersic kernel the simulator uses: the alternative
     self-broadening kernel of the instrument variations.
     """
-    return np.interp(sersic_n, SERSIC_N_GRID, _marginal_rms_table())
+    u, m0, m2 = _cumulative_moments()
+    n = np.atleast_1d(np.asarray(sersic_n, float))
+    um = np.full(n.shape, u[-1]) if u_max is None else np.minimum(np.broadcast_to(u_max, n.shape), u[-1])
+    per_grid = np.array([np.sqrt(np.interp(um, u, m2[k]) / np.interp(um, u, m0[k]))
+                         for k in range(SERSIC_N_GRID.size)])          # (n_grid, N)
+    j = np.clip(np.searchsorted(SERSIC_N_GRID, n) - 1, 0, SERSIC_N_GRID.size - 2)
+    w = np.clip((n - SERSIC_N_GRID[j]) / (SERSIC_N_GRID[j + 1] - SERSIC_N_GRID[j]), 0.0, 1.0)
+    cols = np.arange(n.size)
+    out = (1 - w) * per_grid[j, cols] + w * per_grid[j + 1, cols]
+    return out if np.ndim(sersic_n) else float(out[0])

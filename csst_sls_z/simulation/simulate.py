@@ -168,7 +168,8 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
         band = instrument[bname]
         centres, edges = forward.band_grid(band, PAD_PIXELS)
         scale_pix = morphology.projected_scale(pop.r_eff, pop.axis_ratio, pop.pa) / p("PIXSCALE")
-        gauss = np.where(var["morph_kernel"] == 1, scale_pix * morphology.marginal_rms(pop.sersic_n), 0.0)
+        gauss = np.where(var["morph_kernel"] == 1, scale_pix * morphology.marginal_rms(
+            pop.sersic_n, MAX_KERNEL_HALF / np.maximum(scale_pix, 1e-6)), 0.0)
         geometry[bname] = dict(
             centres=centres, edges=edges, conv_pad=forward.electrons_per_flux(instrument, band, centres),
             lsf=centres / band.resolution / 2.3548 / band.dispersion, scale_pix=scale_pix, gauss=gauss,
