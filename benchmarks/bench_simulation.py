@@ -5,6 +5,9 @@ Measures, on the shipped foundation reference set:
 * objects per second (each a GV and a GI spectrum) into memory (``simulate_arrays``: both bands, noise included), after a
   warm-up that loads numba's compiled kernels;
 * objects per second into Layout A FITS products (``simulate_products``, one file);
+* objects per second into memory for each SED family alone and for the training mixture
+  with the instrument variations on (the SPS library is built first and not timed: a
+  regeneration builds it once);
 * peak resident memory (``VmHWM`` from /proc/self/status) of a fresh Python process
   that writes an ``--n-memory``-object product in one file (``--per-file`` = ``--n-memory``),
   beside the peak of the same process that only imports the package and loads the models.
@@ -90,6 +93,8 @@ def run(n: int, n_memory: int, seed: int = 1, population: str = "test") -> list:
         t_fits = time.perf_counter() - t0
         size_mib = path.stat().st_size / 2 ** 20
 
+    family_rows = per_family_rates(n, seed, population, instrument, sedlib)
+
     with tempfile.TemporaryDirectory() as tmp:
         _, base_rss, base_anon, base_file = peak_memory("baseline", n_memory, tmp)
         t_big, big_rss, big_anon, big_file = peak_memory("product", n_memory, tmp)
@@ -108,6 +113,34 @@ def run(n: int, n_memory: int, seed: int = 1, population: str = "test") -> list:
          f"({big_mib:.1f} MiB written)",
          f"{big_rss:,.0f} MiB (anonymous {big_anon:,.0f}, file-backed {big_file:,.0f}; {t_big:.1f} s)"),
     ]
+    return rows[:3] + family_rows + rows[3:]
+
+
+def per_family_rates(n, seed, population, instrument, sedlib, sps_n: int = 5000) -> list:
+    """simulate_arrays rate for each family alone (nominal) and for the training mixture with variations."""
+    from csst_sls_z.simulation import FamilySet, TRAINING_VARIATIONS, simulate_arrays
+    from csst_sls_z.simulation.families import FAMILIES
+    from csst_sls_z.simulation.sps_library import SPSUnavailable, build_sps_library
+    try:
+        t0 = time.perf_counter()
+        library = build_sps_library(sps_n, seed)
+        rows = [(f"SPS library, {sps_n:,} rest-frame SEDs (built once per regeneration, not in the rates)",
+                 f"{time.perf_counter() - t0:.1f} s")]
+    except SPSUnavailable:
+        library, rows = None, [("SPS library", "not measured: the sps extra is not installed")]
+    sets = [(name, FamilySet(sedlib, name, sps_library=library), None) for name in FAMILIES
+            if library is not None or name != "SPS"]
+    if library is not None:
+        sets.append(("SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2, training variations",
+                     FamilySet(sedlib, "SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2", sps_library=library),
+                     TRAINING_VARIATIONS))
+    for label, families, options in sets:
+        kw = {} if options is None else {"options": options}
+        simulate_arrays(200, seed + 1, population, instrument, families, **kw)          # warm-up
+        t0 = time.perf_counter()
+        simulate_arrays(n, seed, population, instrument, families, **kw)
+        dt = time.perf_counter() - t0
+        rows.append((f"simulate_arrays, {n:,} objects, {label}", f"{n / dt:,.0f} objects/s ({dt:.2f} s)"))
     return rows
 
 

@@ -82,8 +82,12 @@ def instrument_table(instrument):
 def population_table():
     from csst_sls_z.simulation import population as P
     rows = [(name, getattr(P, name)) for name in
-            ("MAG_Z0", "MAG_SLOPE", "MAG_SCATTER", "MAG_RANGE", "REDROCK_FRACTION", "NZ_Z0", "NZ_ZMAX",
+            ("MAG_BRIGHT_Z0", "MAG_SLOPE", "MAG_FAINT_TAIL", "MAG_SMOOTH", "MAG_RANGE", "NZ_Z0", "NZ_ZMAX",
              "TRAIN_ZMAX")]
+    from csst_sls_z.simulation.families import DEFAULT_FAMILIES, FamilySet
+    from csst_sls_z.simulation import load_models
+    fs = FamilySet(load_models()[1], DEFAULT_FAMILIES)
+    rows.append(("default SED families (`simulate`)", fs.spec()))
     return md_table(["constant (population.py)", "value"], rows)
 
 
@@ -296,6 +300,8 @@ def main(argv=None) -> int:
         ("mean z", f"{pop.z.mean():.3f}"),
         ("z percentiles 5/50/95", " / ".join(f"{v:.2f}" for v in np.percentile(pop.z, [5, 50, 95]))),
         ("MAG_NORM percentiles 5/50/95", " / ".join(f"{v:.2f}" for v in np.percentile(pop.mag, [5, 50, 95]))),
+        ("MAG_NORM standard deviation at 0.4 < z < 0.6",
+         f"{pop.mag[(pop.z > 0.4) & (pop.z < 0.6)].std():.2f} mag"),
         ("r_eff percentiles 5/50/95 [arcsec]", " / ".join(f"{v:.2f}" for v in np.percentile(pop.r_eff, [5, 50, 95]))),
         ("fraction r_eff > 2 arcsec", f"{np.mean(pop.r_eff > 2):.3f}"),
         ("fraction Sersic n = 6", f"{np.mean(pop.sersic_n == 6):.3f}"),

@@ -226,3 +226,24 @@ def test_calibration_variants_runs_on_cached_predictions(tmp_path):
     missing = subprocess.run([sys.executable, str(BENCH / "calibration_variants.py"), str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_leave_one_family_out_has_one_row_per_family(tmp_path):
+    """The leave-one-family-out benchmark at a tiny size: one network per left-out family plus the
+    all-families one, each scored on the left-out family; the table has one row per family."""
+    sys.path.insert(0, str(BENCH))
+    import leave_one_family_out as lofo
+    argv = ["--config", "smoke", "--budget-s", "3", "--n-train", "600", "--n-val", "100", "--n-test", "40",
+            "--n-oracle", "2", "--sps-library-n", "60", "--out", str(tmp_path)]
+    assert lofo.main(argv) == 0
+    res = json.loads((tmp_path / "lofo.json").read_text())
+    assert list(res["families"]) == ["SPS", "KCORRECT", "REDROCK2016"]
+    for fam, r in res["families"].items():
+        assert r["without"]["all"]["n"] == 40 and r["all"]["all"]["n"] == 40
+        assert r["all"]["oracle"]["n"] == 2
+    # Each left-out network really trained without its family.
+    for fam in res["families"]:
+        cfg = json.loads((tmp_path / "work" / f"without_{fam}" / "work" / "config.json").read_text())
+        assert fam not in cfg["families"] and len(cfg["families"].split(",")) == 2
+    md = (tmp_path / "lofo.md").read_text()
+    assert sum(line.startswith(f"| {f} |") for f in res["families"] for line in md.splitlines()) == 3

@@ -37,6 +37,33 @@ def test_evaluation_contract(smoke_set):
     assert set(ev["backbone_histories"]) == {"zbins", "logcosh"}
 
 
+def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
+    """The smoke set trains on all families with the instrument variations on; its evaluation
+    scores each family against its own bound and each shifted instrument, and the report prints it."""
+    from csst_sls_z.training.evaluate_generalisation import shifted_options
+    from csst_sls_z.training.report import main as report
+    manifest = json.loads((smoke_set / "manifest.json").read_text())
+    prov = manifest["provenance"]
+    assert prov["variations"] == "training"
+    assert set(prov["sed_families"]["families"].split(",")) == {"SPS:0.5", "KCORRECT:0.3", "REDROCK2016:0.2"}
+    assert len(prov["sed_families"]["SPS"]["library_sha256"]) == 64
+    gen = json.loads((smoke_set / "evaluation.json").read_text())["generalisation"]
+    assert set(gen["families"]) == {"SPS", "KCORRECT", "REDROCK2016"}
+    for rec in gen["families"].values():
+        assert {"sigma_nmad", "eta", "cov68", "cov95", "snr_gt3", "z_bins", "flags", "oracle",
+                "bnn_on_oracle_subset"} <= set(rec)
+        assert {"kept", "eta_kept", "flag_completeness"} <= set(rec["flags"])
+        assert rec["n"] == 60 and rec["oracle"]["n"] == 3
+    assert set(gen["shifts"]) == set(shifted_options()) == {"resolution", "disp_scale", "err_scale",
+                                                            "flux_tilt", "morph_kernel"}
+    assert gen["shifts"]["resolution"]["edge"]["value"] == 200.0
+    assert gen["shifts"]["resolution"]["beyond"]["value"] == 175.0
+    assert report([str(smoke_set)]) == 0
+    out = capsys.readouterr().out
+    assert "### Per SED family" in out and "### Shifted instrument" in out
+    assert out.count("| SPS |") == 1 and "| flux_tilt | beyond | 0.15 |" in out
+
+
 def test_rerun_refuses_to_edit_a_finished_set(smoke_set, capsys):
     from csst_sls_z.training.regenerate import main
     assert main(["--config", "smoke", "--out", str(smoke_set)]) == 1

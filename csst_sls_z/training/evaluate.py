@@ -175,5 +175,8 @@ def evaluate(regen) -> dict:
              z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], mean=p["mean"], sigma=p["sigma"], snr_gi=snr,
              z_oracle=z_or, z_template=z_tf)
     make_figures(regen.out / "figures", res, regen.work / "eval_arrays.npz", cal)
+    from .evaluate_generalisation import evaluate_generalisation
+    res["generalisation"] = evaluate_generalisation(regen)
+    res["wall_s"]["total"] = time.time() - t0
     log.info("evaluation: %s", {k: res[k] for k in ("cnn", "bnn", "oracle", "template_fit")})
     return res

@@ -1,0 +1,160 @@
+"""Will it work on data we did not simulate? Every regeneration answers with numbers.
+
+* ``families``: a nominal test set of each SED family of the run (CSST-like n(z)), scored
+  with the calibrated BNN, beside that family's own information bound (the oracle: a
+  chi-square scan with each object's true SED, on the same noisy pixels).
+* ``shifts``: the all-family test population with one instrument parameter at a time at
+  the edge of its training range and 1.5 times as far from nominal ("beyond").
+* on every set: overall, in z bins and at GI SNR > 3; the calibrated 68% / 95% coverage;
+  the flags: the share kept (ZWARN == 0), eta among the kept, and the completeness of
+  ZWARN != 0 among the catastrophic outliers (|dz| / (1 + z) > 0.02, OUTLIER_DZ below).
+
+evaluation.json keys: ``generalisation.families.<NAME>``, ``generalisation.shifts.<param>.
+{edge,beyond}``, each a :func:`score_set` record (docs/validation.md documents them).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from ..simulation.simulate import TRAINING_VARIATIONS, SimOptions
+from .metrics import binned, coverage, outlier_fraction, sigma_nmad
+
+log = logging.getLogger(__name__)
+
+Z_EDGES = np.array([0.0, 0.3, 0.5, 0.7, 0.9, 1.2, 1.5])
+HIGH_SNR = 3.0
+OUTLIER_DZ = 0.02          # catastrophic outlier for the flag completeness (issue 14's definition)
+SHIFT_FACTOR = 1.5         # "beyond": 1.5 times the training range's distance from nominal
+
+
+def shifted_options() -> dict:
+    """{param: {"edge": SimOptions, "beyond": SimOptions}} from the training ranges.
+
+    One side of each range: the side that hurts (lower R, a stretched dispersion, ERR
+    underestimated, a red tilt); the morphology kernel has no "beyond".
+    """
+    t = TRAINING_VARIATIONS
+    nominal = {"resolution_range": 250.0, "disp_scale_range": 1.0, "err_scale_range": 1.0, "flux_tilt_range": 0.0}
+    edge = {"resolution_range": t.resolution_range[0], "disp_scale_range": t.disp_scale_range[1],
+            "err_scale_range": t.err_scale_range[0], "flux_tilt_range": t.flux_tilt_range[1]}
+    out = {}
+    for field, e in edge.items():
+        b = nominal[field] + SHIFT_FACTOR * (e - nominal[field])
+        out[field.replace("_range", "")] = {"edge": replace(SimOptions(), **{field: (e, e)}),
+                                            "beyond": replace(SimOptions(), **{field: (b, b)})}
+    out["morph_kernel"] = {"edge": SimOptions(gauss_kernel_prob=1.0)}
+    return out
+
+
+def _flags(zwarn, z, zt):
+    keep = zwarn == 0
+    dz = np.abs(z - zt) / (1 + zt)
+    bad = ~np.isfinite(dz) | (dz > OUTLIER_DZ)
+    return {"kept": float(keep.mean()),
+            "eta_kept": outlier_fraction(z[keep], zt[keep]) if keep.any() else float("nan"),
+            "outliers_dz002": float(bad.mean()),
+            "flag_completeness": float(np.mean(zwarn[bad] != 0)) if bad.any() else float("nan")}
+
+
+def score_set(zt, snr_gi, summ, zwarn, z_cnn=None) -> dict:
+    """The metrics of one test set (the calibrated summary ``summ`` of calibration.calibrated_summary)."""
+    z = summ["Z"]
+    hi = snr_gi > HIGH_SNR
+    rec = {"n": int(zt.size), "sigma_nmad": sigma_nmad(z, zt), "eta": outlier_fraction(z, zt),
+           "cov68": coverage(zt, summ["Z_LO"], summ["Z_HI"]), "cov95": coverage(zt, summ["Z_LO95"], summ["Z_HI95"]),
+           "snr_gt3": {"n": int(hi.sum()),
+                       "sigma_nmad": sigma_nmad(z[hi], zt[hi]) if hi.sum() > 2 else float("nan"),
+                       "eta": outlier_fraction(z[hi], zt[hi]) if hi.any() else float("nan")},
+           "z_bins": {"sigma_nmad": binned(sigma_nmad, zt, Z_EDGES, z, zt),
+                      "eta": binned(outlier_fraction, zt, Z_EDGES, z, zt)},
+           "flags": _flags(zwarn, z, zt)}
+    if z_cnn is not None:
+        rec["cnn"] = {"sigma_nmad": sigma_nmad(z_cnn, zt), "eta": outlier_fraction(z_cnn, zt)}
+    return rec
+
+
+def predict_and_flag(regen, data, seed):
+    """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet."""
+    from ..calibration import calibrated_summary
+    from ..quality import zwarn_bits
+    from ..refdata import load_calibration, load_thresholds
+    from .data import BatchMaker
+    from ..preprocess import normalise
+    maker = BatchMaker(data, seed=seed)
+    flux, err = maker.noisy(np.arange(len(data)))
+    ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
+    x = np.empty(flux.shape + (2,), dtype=np.float32)
+    normalise(flux, err, ok, x)
+    if getattr(regen, "_generalisation_sampler", None) is None:
+        regen._generalisation_sampler = regen.sampler()[0]
+    pred = regen._generalisation_sampler.predict(x, return_features=True)
+    cal = load_calibration(regen.work / "calibration.fits")
+    th = load_thresholds(regen.work / "thresholds.fits")
+    summ = calibrated_summary(cal.beta, pred.mean, pred.sigma)
+    gv, gi = data.band_slices
+    zwarn = zwarn_bits(ok[:, gv].sum(1), ok[:, gi].sum(1), ok.mean(1), data.snr_gi, summ["Z"], summ["Z_LO"],
+                       summ["Z_HI"], summ["ZERR"], np.zeros(len(data), bool),
+                       th.ood_distance(pred.features.astype(np.float64)), th)
+    return summ, zwarn, pred.z_cnn, flux, err
+
+
+def _simulate(regen, n, seed, families, options):
+    from ..simulation import simulate_arrays
+    from .data import from_simulation
+    from .regenerate import _concat_sets, _concat_truth
+    sims, sets = [], []
+    for c, start in enumerate(range(0, n, 20000)):
+        sim = simulate_arrays(min(20000, n - start), seed * 1000 + c, "test", regen.instrument, families, options)
+        sims.append(sim)
+        sets.append(from_simulation(sim))
+    return _concat_sets(sets), _concat_truth(sims)
+
+
+def evaluate_generalisation(regen) -> dict:
+    from .evaluate import oracle_redshifts, point_metrics
+    rc = regen.rc
+    if rc.n_family_test <= 0:
+        return {}
+    t0 = time.time()
+    base = regen.seeds["generalisation"]
+    out = {"families": {}, "shifts": {}, "definitions": {
+        "high_snr": HIGH_SNR, "outlier_dz_for_flags": OUTLIER_DZ, "shift_factor": SHIFT_FACTOR,
+        "z_edges": Z_EDGES.tolist(), "n_per_set": rc.n_family_test, "n_oracle_per_family": rc.n_family_oracle}}
+    for k, name in enumerate(regen.families().names):
+        fam = regen.families(only=name)
+        data, truth = _simulate(regen, rc.n_family_test, base + 10 * k, fam, SimOptions())
+        summ, zwarn, z_cnn, flux, err = predict_and_flag(regen, data, base + 10 * k + 1)
+        rec = score_set(data.z.astype(float), data.snr_gi, summ, zwarn, z_cnn)
+        n_or = min(rc.n_family_oracle, len(data))
+        if n_or > 0:
+            from ..simulation.population import Population
+            sub = Population(**{f: getattr(truth, f)[:n_or] for f in truth.__dict__})
+            z_or = oracle_redshifts(sub, flux[:n_or], err[:n_or], regen.instrument, fam, regen.cfg.z_max,
+                                    regen.progress)
+            zt = data.z[:n_or].astype(float)
+            hi = data.snr_gi[:n_or] > HIGH_SNR
+            rec["oracle"] = point_metrics(z_or, zt)
+            rec["oracle"]["snr_gt3"] = point_metrics(z_or[hi], zt[hi]) if hi.sum() > 2 else {}
+            rec["bnn_on_oracle_subset"] = point_metrics(summ["Z"][:n_or], zt)
+            rec["bnn_on_oracle_subset"]["snr_gt3"] = point_metrics(summ["Z"][:n_or][hi], zt[hi]) if hi.sum() > 2 else {}
+        out["families"][name] = rec
+        log.info("family %s: sigma_NMAD %.5f eta %.3f cov68 %.3f", name, rec["sigma_nmad"], rec["eta"], rec["cov68"])
+    for j, (param, sides) in enumerate(shifted_options().items()):
+        out["shifts"][param] = {}
+        for side, options in sides.items():
+            seed = base + 1000 + 10 * j + (side == "beyond")
+            data, _ = _simulate(regen, rc.n_family_test, seed, regen.families(), options)
+            summ, zwarn, z_cnn, _, _ = predict_and_flag(regen, data, seed + 5)
+            rec = score_set(data.z.astype(float), data.snr_gi, summ, zwarn, z_cnn)
+            value = [getattr(options, f) for f in options.__dataclass_fields__
+                     if getattr(options, f) != getattr(SimOptions(), f)]
+            v = value[0] if value else None
+            rec["value"] = round(float(v[0] if isinstance(v, tuple) else v), 4) if v is not None else None
+            out["shifts"][param][side] = rec
+            log.info("shift %s %s: eta %.3f cov68 %.3f", param, side, rec["eta"], rec["cov68"])
+    out["wall_s"] = time.time() - t0
+    return out
