@@ -18,7 +18,13 @@ parameter cards) is what this run would write. Anything else is redone, overwrit
 Outputs are written atomically by the stage (temporary file beside the target, then
 rename), so killing a batch at any moment and rerunning it ends with the outputs of an
 uninterrupted run. Leftover temporary files of a killed write are removed when their
-target is redone. A failed file is reported in the summary and never stops the batch.
+target is redone; a temporary file that a live process holds (every writer keeps an
+``flock`` on its own) is never touched. A failed file is reported in the summary and
+never stops the batch.
+
+One batch at a time per output directory: the client holds an exclusive ``flock`` on
+``DIR/.csst_sls_z_batch.lock`` for the whole run; a second batch into the same
+directory is refused with one sentence before it does anything.
 
 Exit codes: 0 all ok (including: everything already done), 1 any input failed or the
 reference set is unusable, 3 nothing to do (no inputs, or every input without spectra).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import glob
 import logging
 import os
@@ -42,11 +49,12 @@ from pathlib import Path
 
 from .cli import LOG_LEVELS, _Parser, _positive_int, add_stage_options, setup_logging
 from .durable import commit
-from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_SHA256, ZWarn
+from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_CHECKSUM, KW_INPUT_SHA256, ZWarn
 
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "batch_summary"
+LOCK_NAME = ".csst_sls_z_batch.lock"      # in the output directory, while a batch runs
 INPUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 OUTPUT_SUFFIX = "_slsz.fits"
 # Provenance an existing output must share with this run to be kept on resume: the code
@@ -81,14 +89,14 @@ def _base_stage(reference_dir, overrides, samples, seed, log_level):
         return stage
 
 
-def _file_stage(base, chunk_size, catalog_only, overwrite, need_network):
+def _file_stage(base, chunk_size, catalog_only, overwrite, need_network, ignore_checksum=False):
     """A per-task view of the cached stage sharing its references and network."""
     if need_network:
         with _CACHE_LOCK:
             base.sampler()                   # build the network once, before sharing it
     stage = copy.copy(base)
     stage.params = {**base.params, "chunk_size": int(chunk_size), "catalog_only": bool(catalog_only),
-                    "overwrite": bool(overwrite)}
+                    "overwrite": bool(overwrite), "ignore_checksum": bool(ignore_checksum)}
     return stage
 
 
@@ -98,10 +106,12 @@ def expected_cards(stage) -> dict:
     return {k: v for k, v, _ in stage.provenance_cards(StageStatus.PERFECT) if k.startswith(_MATCH_PREFIXES)}
 
 
-def verify_output(path, expected: dict) -> tuple[bool, str, dict]:
+def verify_output(path, expected: dict, ignore_checksum: bool = False) -> tuple[bool, str, dict]:
     """(ok, reason, info) for an existing output: checksums of every HDU and provenance.
 
-    ``info`` (when ok) has n_objects, zwarn counts and status read from the file.
+    An output made from an input whose checksum failed (``INCHKSUM = 'FAILED'``) is kept only
+    by a run that ignores checksums too. ``info`` (when ok) has n_objects, zwarn counts and
+    status read from the file.
     """
     import warnings
 
@@ -127,6 +137,8 @@ def verify_output(path, expected: dict) -> tuple[bool, str, dict]:
                     if have.get(key) != expected.get(key):
                         return False, (f"{path.name} was made with {key} = {have.get(key)!r}, "
                                        f"this run uses {expected.get(key)!r}"), {}
+                if hdr.get(KW_INPUT_CHECKSUM) == "FAILED" and not ignore_checksum:
+                    return False, f"{path.name} was made from an input that fails its FITS checksum", {}
                 zwarn = np.asarray(hdul[EXT_REDSHIFT].data["ZWARN"])
                 info = {"n_objects": int(zwarn.size), "zwarn": zwarn_counts(zwarn),
                         "status": str(hdr.get("STATUS", ""))}
@@ -136,14 +148,16 @@ def verify_output(path, expected: dict) -> tuple[bool, str, dict]:
 
 
 def _remove_stale_temps(out_path: Path) -> None:
-    """Temporary files a killed write left beside ``out_path`` (``.NAME.*.tmp``)."""
-    for pattern in (f".{glob.escape(out_path.name)}.*.tmp", f".{glob.escape(out_path.name)}.*.tmp.fits.gz"):
+    """Temporary files a killed write left beside ``out_path`` (``.NAME.<8 hex>.tmp``).
+
+    Only abandoned ones: a writer holds an ``flock`` on its temporary file until it is
+    renamed or removed, so a live one (another run's, in this directory) is left alone.
+    """
+    from .products import remove_abandoned_temp, temp_glob
+    for pattern in temp_glob(out_path):
         for tmp in out_path.parent.glob(pattern):
-            try:
-                tmp.unlink()
+            if remove_abandoned_temp(tmp):
                 log.info("removed the leftover temporary file %s", tmp)
-            except OSError:
-                pass
 
 
 def process_one(input_path: str, out_path: str, params: dict) -> dict:
@@ -163,16 +177,19 @@ def process_one(input_path: str, out_path: str, params: dict) -> dict:
         expected = params.get("expected") or expected_cards(_file_stage(
             base, params["chunk_size"], params["catalog_only"], False, need_network=False))
         overwrite = bool(params.get("overwrite"))
+        ignore_checksum = bool(params.get("ignore_checksum"))
         _remove_stale_temps(out)
         if out.exists() and not overwrite:
-            ok, why, info = verify_output(out, {**expected, KW_INPUT_SHA256: sha256_file(input_path)})
+            ok, why, info = verify_output(out, {**expected, KW_INPUT_SHA256: sha256_file(input_path)},
+                                          ignore_checksum)
             if ok:
                 row.update(action="skipped", status=info["status"], n_objects=info["n_objects"],
                            zwarn=info["zwarn"], sha256=sha256_file(out), wall_s=time.time() - t0)
                 return row
             log.warning("redoing %s: %s", out, why)
             overwrite = True
-        stage = _file_stage(base, params["chunk_size"], params["catalog_only"], overwrite, need_network=True)
+        stage = _file_stage(base, params["chunk_size"], params["catalog_only"], overwrite, need_network=True,
+                            ignore_checksum=ignore_checksum)
         info = stage.process_file(Path(input_path), out)
         if info["n_objects"] == 0:
             row.update(action="processed", status="NO_DATA", reason="no spectra in the input")
@@ -284,21 +301,79 @@ def _summary_table(rows):
 
 def write_summary(rows, output_dir: Path, meta: dict | None = None) -> list[Path]:
     """Write DIR/batch_summary.fits and .ecsv atomically (temporary file, then rename)."""
-    from .products import _make_temp
+    from .products import TempFile
     table = _summary_table(rows)
     table.meta.update(meta or {})
     written = []
     for suffix, fmt in ((".fits", "fits"), (".ecsv", "ascii.ecsv")):
         path = Path(output_dir) / f"{SUMMARY_NAME}{suffix}"
-        tmp = _make_temp(path)
+        tmp = TempFile(path)
         try:
-            table.write(tmp, format=fmt, overwrite=True)
-            commit(tmp, path)
+            table.write(tmp.path, format=fmt, overwrite=True)
+            commit(tmp.path, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            tmp.discard()
             raise
+        tmp.close()
         written.append(path)
     return written
+
+
+class OutputDirectoryLock:
+    """One batch at a time per output directory: an exclusive ``flock`` on ``DIR/.csst_sls_z_batch.lock``.
+
+    The lock goes with the process however it ends (SIGKILL included); the file is removed
+    when the batch finishes. A file system without ``flock`` runs the batch unlocked, with a
+    warning.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self._fd = None
+
+    def acquire(self) -> str:
+        """'' when held, else one sentence on why not."""
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                return f"cannot lock output directory {self.directory} ({exc.strerror or exc})"
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                return (f"output directory {self.directory} is in use by another csst-sls-z batch ({holder}); "
+                        f"rerun when it has finished, or use another directory")
+            except OSError as exc:
+                log.warning("cannot lock output directory %s (%s); make sure no other batch writes into it",
+                            self.directory, exc.strerror or exc)
+                self._fd = fd
+                return ""
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            mine = os.fstat(fd)
+            if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)                 # a finishing batch removed the file we locked: again
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.uname().nodename}:{os.getpid()} since "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+            self._fd = fd
+            return ""
+        return f"cannot lock output directory {self.directory} (the lock file keeps changing)"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
 
 
 def quiet_dask(level=logging.ERROR) -> None:
@@ -326,8 +401,9 @@ def local_cluster(n_workers: int | None = None, tf_threads: int | None = None, *
     cores = _machine_cores()
     n_workers = int(n_workers or cores)
     tf_threads = int(tf_threads or max(1, cores // n_workers))
-    env = {"TF_NUM_INTRAOP_THREADS": str(tf_threads), "TF_NUM_INTEROP_THREADS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {"TF_NUM_INTRAOP_THREADS": str(tf_threads), "TF_NUM_INTEROP_THREADS": "1"}
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:   # the user's choice; else the workers' TensorFlow is quieted
+        env["TF_CPP_MIN_LOG_LEVEL"] = os.environ["TF_CPP_MIN_LOG_LEVEL"]   # by csst_sls_z.tfenv
     kwargs.setdefault("dashboard_address", None)
     kwargs.setdefault("silence_logs", logging.WARNING)
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env, **kwargs)
@@ -336,23 +412,45 @@ def local_cluster(n_workers: int | None = None, tf_threads: int | None = None, *
 def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_address: str | None = None,
               client=None, samples: int = 200, seed: int = 0, reference_dir=None, chunk_size: int = 4096,
               catalog_only: bool = False, overwrite: bool = False, progress: bool = True,
-              log_level: str | None = None) -> BatchResult:
+              log_level: str | None = None, ignore_checksum: bool = False) -> BatchResult:
     """Run the stage over ``inputs`` (products, directories, globs) into ``output_dir``.
 
     ``client``: an existing ``distributed.Client`` (its cluster is used and left running);
     else ``scheduler_address`` connects to a running scheduler; else a LocalCluster of
     ``workers`` processes (default: one per core) is started for this call and shut down.
-    ``overwrite`` redoes every output, even those that verify. Returns a BatchResult.
+    ``overwrite`` redoes every output, even those that verify. ``ignore_checksum`` processes
+    inputs whose FITS checksums fail. The output directory is locked for the whole call
+    (:class:`OutputDirectoryLock`). Returns a BatchResult.
     """
-    from .reference import resolve_reference_dir
-    from .reffile import ReferenceFileError
-    from .stage import RedshiftStage, output_paths
+    from .products import missing_directory_reason
     t0 = time.time()
     output_dir = Path(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return BatchResult(error=f"cannot create output directory {output_dir} ({exc.strerror or exc})")
+        why = missing_directory_reason(output_dir)
+        return BatchResult(error=why if why and "does not exist" not in why
+                           else f"cannot create output directory {output_dir} ({exc.strerror or exc})")
+    lock = OutputDirectoryLock(output_dir)
+    why = lock.acquire()
+    if why:
+        return BatchResult(error=why)
+    try:
+        return _run_batch_locked(inputs, output_dir, t0, workers=workers, scheduler_address=scheduler_address,
+                                 client=client, samples=samples, seed=seed, reference_dir=reference_dir,
+                                 chunk_size=chunk_size, catalog_only=catalog_only, overwrite=overwrite,
+                                 progress=progress, log_level=log_level, ignore_checksum=ignore_checksum)
+    finally:
+        lock.release()
+
+
+def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler_address, client, samples, seed,
+                      reference_dir, chunk_size, catalog_only, overwrite, progress, log_level,
+                      ignore_checksum) -> BatchResult:
+    from .products import remove_abandoned_temp, temp_glob
+    from .reference import resolve_reference_dir
+    from .reffile import ReferenceFileError
+    from .stage import RedshiftStage, output_paths
     paths = expand_inputs(inputs, output_dir)
     if not paths:
         result = BatchResult(message="no input products", wall_s=time.time() - t0)
@@ -378,7 +476,7 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
     refset_id = probe.load_references()["set"].manifest_id
 
     rows: list = [None] * len(paths)
-    targets = output_paths(paths, output_dir)
+    targets = output_paths(paths, output_dir, unique=False)    # a shared output fails its row, below
     if isinstance(targets, str):       # e.g. an input that is its own output
         return BatchResult(error=targets)
     owner = {}
@@ -395,13 +493,16 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
     todo = [i for i, r in enumerate(rows) if r is None]
     params = {"reference_dir": str(refdir), "reference_overrides": overrides, "samples": int(samples),
               "seed": int(seed), "chunk_size": int(chunk_size), "catalog_only": bool(catalog_only),
-              "overwrite": bool(overwrite), "expected": expected, "log_level": log_level}
+              "overwrite": bool(overwrite), "expected": expected, "log_level": log_level,
+              "ignore_checksum": bool(ignore_checksum)}
     log.info("batch: %d input(s), %d to check or process, reference set %s, output %s",
              len(paths), len(todo), refset_id, output_dir)
 
-    # stale summary temporaries from a killed run
-    for tmp in output_dir.glob(f".{SUMMARY_NAME}.*.tmp"):
-        tmp.unlink(missing_ok=True)
+    # stale summary temporaries from a killed run (never a live writer's)
+    for suffix in (".fits", ".ecsv"):
+        for pattern in temp_glob(output_dir / f"{SUMMARY_NAME}{suffix}"):
+            for tmp in output_dir.glob(pattern):
+                remove_abandoned_temp(tmp)
 
     interrupted = False
     if todo:
@@ -481,8 +582,7 @@ def parser():
                 "(a LocalCluster sized to the machine, or an existing cluster), resumably: a rerun keeps "
                 "every output whose checksums and reference-set provenance verify and redoes the rest. "
                 "Writes DIR/<stem>_slsz.fits per input and DIR/batch_summary.{fits,ecsv} "
-                "(docs/pipeline.md). Exit 0 ok, 1 any file failed, 3 nothing to do.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                "(docs/pipeline.md). Exit 0 ok, 1 any file failed, 3 nothing to do.")
     p.add_argument("inputs", nargs="*", help="input products, directories of products, or globs")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (created if missing)")
     p.add_argument("--workers", type=_positive_int, default=None,
@@ -491,8 +591,11 @@ def parser():
                    help="use the running Dask cluster at this address (e.g. tcp://host:8786) instead")
     add_stage_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo every output, even those that verify")
+    p.add_argument("--ignore-checksum", action="store_true",
+                   help="process inputs whose FITS CHECKSUM/DATASUM fails (refused by default); their "
+                        "outputs say INCHKSUM = 'FAILED'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", help="default: INFO")
     return p
 
 
@@ -514,7 +617,8 @@ def main(argv=None) -> int:
                            scheduler_address=args.scheduler_address, samples=args.samples, seed=args.seed,
                            reference_dir=args.reference_dir, chunk_size=args.chunk_size,
                            catalog_only=args.catalog_only, overwrite=args.overwrite,
-                           progress=not args.no_progress, log_level=args.log_level)
+                           progress=not args.no_progress, log_level=args.log_level,
+                           ignore_checksum=args.ignore_checksum)
     except KeyboardInterrupt:
         print("csst-sls-z batch: error: interrupted; rerun the same command to finish", file=sys.stderr)
         return EXIT_ERROR

@@ -26,13 +26,24 @@ Reading
     large the file. Bad pixel values (NaN, ERR <= 0, unsorted wavelengths) are passed
     through unchanged: repairing them is the preprocessing's job.
 
+    Real-world storage (docs/robustness.md): TSCAL/TZERO/TNULL of scaled columns are
+    applied (from the stored bytes: fitsio gets them wrong); the TUNIT of WAVELENGTH,
+    FLUX and ERR is converted with astropy.units to ``datamodel.WAVE_UNIT`` /
+    ``datamodel.FLUX_UNIT`` (absent: those units are assumed, logged, and reported by
+    :meth:`ProductReader.header_cards`); CHECKSUM/DATASUM are verified where present.
+    The file is opened once: hashing, measuring and copying go through that descriptor.
+
 Writing
     :func:`write_redshift_product` writes the input's primary header plus provenance,
     the input's extensions unchanged (unless ``catalog_only``) and SLS_REDSHIFT, with
-    checksums, atomically (temporary file in the target directory, then rename).
+    checksums, atomically (a locked temporary file in the target directory, then a
+    rename, or without ``overwrite`` an exclusive hard link).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -48,10 +59,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from .durable import commit
+from .durable import commit, fsync_path
 from .datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA,
-                        COL_WAVE, EXT_REDSHIFT, EXT_SPEC, KEY_BAND, KEY_OBJID,
-                        REDSHIFT_COLUMNS, REDSHIFT_DTYPE, SPEC_VECTOR_COLUMNS)
+                        COL_WAVE, EXT_REDSHIFT, EXT_SPEC, FLUX_UNIT, KEY_BAND, KEY_OBJID,
+                        KW_INPUT_CHECKSUM, KW_UNITS_ASSUMED, REDSHIFT_COLUMNS, REDSHIFT_DTYPE,
+                        SPEC_VECTOR_COLUMNS, WAVE_UNIT)
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +158,23 @@ class _ColSpec:
     var: str             # '' for fixed length, 'P' or 'Q' for variable length
     repeat: int          # elements per row (fixed length only)
     offset: int | None   # byte offset of the column in a row, None if unknown
+    unit: str | None = None      # TUNITn, None when absent or blank
+    tscal: object = 1.0          # TSCALn / TZEROn as written (checked when the column is read)
+    tzero: object = 0.0
+    tnull: object = None         # TNULLn (integer columns: the raw value marking a missing pixel)
+
+    @property
+    def scaled(self) -> bool:
+        """True when cfitsio/fitsio would hand back raw or wrongly scaled numbers: this reader
+        then reads the raw values itself and applies TSCAL/TZERO/TNULL (docs/robustness.md).
+        fitsio gets the unsigned-integer conventions (TSCAL 1, TZERO 2**15, 2**31, 2**63, -128) right."""
+        if self.letter not in _NUMERIC_LETTERS:
+            return False
+        if self.tnull is not None and self.letter in _INTEGER_LETTERS:
+            return True
+        if (self.tscal, self.tzero) == (1.0, 0.0):
+            return False
+        return not (self.tscal == 1.0 and self.tzero == _UNSIGNED_ZERO.get(self.letter))
 
 
 def _parse_columns(hdr) -> tuple[dict[str, _ColSpec], int | None]:
@@ -175,6 +204,11 @@ def _parse_columns(hdr) -> tuple[dict[str, _ColSpec], int | None]:
                 spec = _ColSpec(name, tform, code, "", rep, offset)
                 nbytes = (rep + 7) // 8 if code == "X" else _LETTER_BYTES[code] * rep
             offset += nbytes
+        unit = _hdr_get(hdr, f"TUNIT{i}", None)
+        spec.unit = str(unit).strip() or None if unit is not None else None
+        spec.tscal = _hdr_get(hdr, f"TSCAL{i}", 1.0)
+        spec.tzero = _hdr_get(hdr, f"TZERO{i}", 0.0)
+        spec.tnull = _hdr_get(hdr, f"TNULL{i}", None)
         cols.setdefault(name.upper(), spec)   # a repeated name: the first one wins, as in cfitsio
     naxis1 = hdr.get("NAXIS1")
     if not offsets_ok or naxis1 is None or int(naxis1) != offset:
@@ -196,6 +230,155 @@ def _as_float(value) -> float:
         out = float(value)
     except (TypeError, ValueError):
         return np.nan
+    return out
+
+
+# astropy's words for what the reader logs itself (bytes after the last HDU), in one line
+_REPORTED_BY_THE_READER = ("Unexpected extra padding at the end of the file",)
+
+
+_WARNED: set = set()       # (file identity, message): what was already logged in this process
+
+
+def _warn_once(identity, msg: str, *args) -> None:
+    """log.warning, once per file and message (the command's quick checks open an input too)."""
+    text = msg % args if args else msg
+    key = (identity, text)
+    if key in _WARNED:
+        return
+    if len(_WARNED) > 10000:
+        _WARNED.clear()
+    _WARNED.add(key)
+    log.warning("%s", text)
+
+
+@contextlib.contextmanager
+def _warnings_to_log(path, identity=None):
+    """Warnings of astropy, fitsio and numpy about one file go to the log, once each, not raw to stderr."""
+    from astropy.units import UnitsWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # astropy's advice on how a TUNIT is spelled ("multiple slashes"): not a problem with the data
+        warnings.simplefilter("ignore", UnitsWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                text = _one_line(w.message)
+                if not text.startswith(_REPORTED_BY_THE_READER):
+                    _warn_once(identity or str(path), "%s: %s: %s", path, w.category.__name__, text)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's wording of an OSError, once (astropy re-raises ENOSPC with its own prefix)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror
+        m = re.search(r"\[Errno (\d+)\]", str(exc))
+        if m:
+            return os.strerror(int(m.group(1)))
+        exc = exc.__cause__ or exc.__context__
+    return ""
+
+
+# ---------------------------------------------------------------------------- units and scaling
+# Raw element types of the numeric TFORM letters (FITS is big-endian).
+_RAW_DTYPES = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+# TZERO of the unsigned-integer conventions (with TSCAL 1), which fitsio applies itself.
+_UNSIGNED_ZERO = {"B": -128.0, "I": 32768.0, "J": 2147483648.0, "K": 9223372036854775808.0}
+_UNIT_TARGETS = {COL_WAVE: WAVE_UNIT, COL_FLUX: FLUX_UNIT, COL_ERR: FLUX_UNIT}
+
+
+def _parse_unit(text: str):
+    """An astropy unit for a TUNIT string (generic syntax, then the FITS standard's), or None."""
+    import astropy.units as u
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # "multiple slashes are discouraged" and the like
+        for fmt in ("generic", "fits"):
+            try:
+                return u.Unit(text, format=fmt, parse_strict="raise")
+            except (ValueError, TypeError):
+                continue
+    return None
+
+
+def _unit_factor(path, where: str, cname: str, text: str) -> float:
+    """The factor taking column ``cname`` from its TUNIT ``text`` to the internal unit."""
+    import astropy.units as u
+    target = _UNIT_TARGETS[cname]
+    unit = _parse_unit(text)
+    if unit is None:
+        raise ProductError(f"input product {path} has column {cname} in {where} with unit {text!r}, "
+                           f"which astropy.units cannot parse")
+    try:
+        factor = float(unit.to(u.Unit(target)))
+    except (u.UnitsError, ValueError, TypeError):
+        raise ProductError(f"input product {path} has column {cname} in {where} with unit {text!r}, "
+                           f"which cannot be converted to {target}") from None
+    if not (np.isfinite(factor) and factor > 0):
+        raise ProductError(f"input product {path} has column {cname} in {where} with unit {text!r}, "
+                           f"which is not a usable scale of {target}")
+    return factor
+
+
+def _unit_factors(path, where: str, cols: dict) -> tuple[dict, list]:
+    """Factors to the internal units for WAVELENGTH, FLUX, ERR, and the columns without a TUNIT.
+
+    A column without TUNIT is taken to be in the documented unit (docs/products.md). FLUX and
+    ERR must both have a TUNIT or neither: with one only, the other's scale would be a guess.
+    """
+    flux_unit, err_unit = cols[COL_FLUX].unit, cols[COL_ERR].unit
+    if (flux_unit is None) != (err_unit is None):
+        have, lack = (COL_FLUX, COL_ERR) if err_unit is None else (COL_ERR, COL_FLUX)
+        raise ProductError(f"input product {path} gives column {have} in {where} the unit "
+                           f"{cols[have].unit!r} but {lack} no unit; FLUX and ERR need a TUNIT each, or neither")
+    factors, assumed = {}, []
+    for cname in SPEC_VECTOR_COLUMNS:
+        text = cols[cname].unit
+        if text is None:
+            factors[cname] = 1.0
+            assumed.append(cname)
+        else:
+            factors[cname] = _unit_factor(path, where, cname, text)
+    return factors, assumed
+
+
+def _check_scaling(path, where: str, spec: _ColSpec) -> None:
+    for key, value in (("TSCAL", spec.tscal), ("TZERO", spec.tzero)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
+                or (key == "TSCAL" and value == 0):
+            raise ProductError(f"input product {path} has column {spec.name} in {where} with {key} = {value!r}, "
+                               f"which is not a usable number")
+    if spec.tnull is not None and spec.letter in _INTEGER_LETTERS and \
+            (isinstance(spec.tnull, bool) or not isinstance(spec.tnull, (int, np.integer))):
+        raise ProductError(f"input product {path} has column {spec.name} in {where} with TNULL = "
+                           f"{spec.tnull!r}, which is not an integer")
+    spec.tscal, spec.tzero = float(spec.tscal), float(spec.tzero)
+
+
+def _to_internal(values: np.ndarray, factor: float) -> np.ndarray:
+    """float64 values in the column's unit -> the internal unit (in place; overflow gives inf, a bad pixel)."""
+    if factor != 1.0:
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            values *= factor
+    return values
+
+
+SPEC_REQUIRED_AND_POSITION = (COL_OBJID, COL_RA, COL_DEC) + SPEC_VECTOR_COLUMNS
+
+
+def _physical(raw: np.ndarray, spec: _ColSpec) -> np.ndarray:
+    """Raw stored numbers -> float64 values: TNULL -> NaN, then value * TSCAL + TZERO."""
+    out = raw.astype(np.float64)
+    null = (raw == spec.tnull) if spec.tnull is not None and spec.letter in _INTEGER_LETTERS else None
+    if (spec.tscal, spec.tzero) != (1.0, 0.0):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out *= spec.tscal
+            out += spec.tzero
+    if null is not None:
+        out[null] = np.nan
     return out
 
 
@@ -222,6 +405,11 @@ class _TableBand:
             if spec.letter not in _NUMERIC_LETTERS:
                 raise ProductError(f"input product {path} has column {cname} of type {spec.tform!r} in "
                                    f"{self.label}, which cannot be read as real numbers")
+        for spec in self.cols.values():
+            if spec.name.upper() in SPEC_REQUIRED_AND_POSITION and spec.letter in _NUMERIC_LETTERS:
+                _check_scaling(path, self.label, spec)
+        self.factors, assumed = _unit_factors(path, self.label, self.cols)
+        reader._note_assumed_units(self.label, assumed)
         self.vec = [self.cols[c] for c in SPEC_VECTOR_COLUMNS]
         self.ids = self._read_objid()
         self.ra = self._read_optional_float(COL_RA)
@@ -232,11 +420,29 @@ class _TableBand:
     def _read_column(self, spec: _ColSpec) -> np.ndarray:
         if self.nrows == 0:
             return np.zeros(0)
+        if spec.scaled:
+            if spec.name.upper() == COL_OBJID:
+                return self._scaled_objid(spec)
+            return self.reader._read_raw(self.hdu_index, spec, np.arange(self.nrows), self.label).reshape(-1)
         try:
             return self.reader._fits[self.hdu_index].read_column(spec.name)
         except Exception as exc:
             raise ProductError(f"input product {self.reader.path} could not be read: column {spec.name} of "
                                f"{self.label} failed ({_cfitsio_reason(exc)})") from None
+
+    def _scaled_objid(self, spec: _ColSpec) -> np.ndarray:
+        """OBJID with TZERO (TSCAL 1): added in integers, so 64-bit ids stay exact; TNULL is ignored."""
+        if spec.tscal != 1.0 or spec.tzero != round(spec.tzero) or spec.repeat != 1 or spec.var \
+                or spec.letter not in _INTEGER_LETTERS:
+            raise ProductError(f"input product {self.reader.path} has column {COL_OBJID} in {self.label} scaled "
+                               f"by TSCAL = {spec.tscal!r}, TZERO = {spec.tzero!r}, which cannot be integer ids")
+        raw_spec = _ColSpec(spec.name, spec.tform, spec.letter, "", 1, spec.offset)
+        raw = self.reader._read_raw(self.hdu_index, raw_spec, np.arange(self.nrows), self.label, raw=True)
+        values = [int(x) + int(spec.tzero) for x in raw.reshape(-1)]
+        if values and not (-(2 ** 63) <= min(values) and max(values) < 2 ** 63):
+            raise ProductError(f"input product {self.reader.path} has values in column {COL_OBJID} of "
+                               f"{self.label} that do not fit a 64-bit integer")
+        return np.array(values, dtype=np.int64)
 
     def _read_objid(self) -> np.ndarray:
         spec = self.cols[COL_OBJID]
@@ -306,7 +512,7 @@ class _TableBand:
             return np.zeros(0, dtype=np.int64)
         info = reader._fits[self.hdu_index].get_offsets()
         width = 8 if spec.var == "P" else 16
-        mm = np.memmap(reader.path, dtype=np.uint8, mode="r", offset=info["data_start"],
+        mm = np.memmap(reader._fh, dtype=np.uint8, mode="r", offset=info["data_start"],
                        shape=(self.nrows, self.naxis1))
         try:
             raw = np.ascontiguousarray(mm[:, spec.offset:spec.offset + width])
@@ -344,23 +550,31 @@ class _TableBand:
             return np.zeros(0, dtype=np.int64), (empty, empty.copy(), empty.copy())
         sorted_rows = np.sort(rows)
         order = np.searchsorted(sorted_rows, rows)
-        try:
-            data = self.reader._fits[self.hdu_index].read(
-                rows=sorted_rows, columns=[s.name for s in self.vec], vstorage="object")
-        except Exception as exc:
-            raise ProductError(f"input product {self.reader.path} could not be read: spectra of "
-                               f"{self.label} failed ({_cfitsio_reason(exc)})") from None
+        plain = [s.name for s in self.vec if not s.scaled]
+        data = None
+        if plain:
+            try:
+                with _warnings_to_log(self.reader.path, self.reader._identity):
+                    data = self.reader._fits[self.hdu_index].read(rows=sorted_rows, columns=plain,
+                                                                  vstorage="object")
+            except Exception as exc:
+                raise ProductError(f"input product {self.reader.path} could not be read: spectra of "
+                                   f"{self.label} failed ({_cfitsio_reason(exc)})") from None
         columns, lengths = [], []
-        for spec in self.vec:
-            col = data[spec.name]
+        for spec, cname in zip(self.vec, SPEC_VECTOR_COLUMNS):
+            if spec.scaled:
+                col = self.reader._read_raw(self.hdu_index, spec, sorted_rows, self.label)
+            else:
+                col = data[spec.name]
             if spec.var:
                 items = [np.asarray(col[i], dtype=np.float64).ravel() for i in order]
                 lengths.append(np.array([len(x) for x in items], dtype=np.int64))
-                columns.append(np.concatenate(items) if items else np.zeros(0))
+                values = np.concatenate(items) if items else np.zeros(0)
             else:
                 arr = np.asarray(col).reshape(len(sorted_rows), -1)[order]
                 lengths.append(np.full(len(rows), arr.shape[1], dtype=np.int64))
-                columns.append(arr.astype(np.float64).reshape(-1))
+                values = arr.astype(np.float64).reshape(-1)
+            columns.append(_to_internal(values, self.factors[cname]))
         self._check_lengths(lengths, rows)
         return lengths[0], tuple(columns)
 
@@ -382,23 +596,30 @@ class _PixelHDUBand:
         for row in rows:
             entry = self.entries[int(row)]
             hdu = self.reader._fits[entry["hdu"]]
-            names = [entry["cols"][c].name for c in SPEC_VECTOR_COLUMNS]
+            specs = [entry["cols"][c] for c in SPEC_VECTOR_COLUMNS]
+            plain = [s.name for s in specs if not s.scaled]
             try:
-                data = hdu.read(columns=names, vstorage="object") if entry["nrows"] else None
+                with _warnings_to_log(self.reader.path, self.reader._identity):
+                    data = hdu.read(columns=plain, vstorage="object") if entry["nrows"] and plain else None
             except Exception as exc:
                 raise ProductError(f"input product {self.reader.path} could not be read: HDU "
                                    f"{entry['hdu']} failed ({_cfitsio_reason(exc)})") from None
             cols = []
-            for name in names:
-                if data is None:
+            for spec, cname in zip(specs, SPEC_VECTOR_COLUMNS):
+                if not entry["nrows"]:
                     cols.append(np.zeros(0))
                     continue
-                col = data[name]
-                if col.dtype == object:
-                    parts = [np.asarray(x, dtype=np.float64).ravel() for x in col]
-                    cols.append(np.concatenate(parts) if parts else np.zeros(0))
+                if spec.scaled:
+                    col = self.reader._read_raw(entry["hdu"], spec, np.arange(entry["nrows"]),
+                                                f"HDU {entry['hdu']}")
                 else:
-                    cols.append(np.asarray(col, dtype=np.float64).ravel())
+                    col = data[spec.name]
+                if isinstance(col, list) or col.dtype == object:
+                    parts = [np.asarray(x, dtype=np.float64).ravel() for x in col]
+                    values = np.concatenate(parts) if parts else np.zeros(0)
+                else:
+                    values = np.array(col, dtype=np.float64).ravel()
+                cols.append(_to_internal(values, entry["factors"][cname]))
             if not (len(cols[0]) == len(cols[1]) == len(cols[2])):
                 raise ProductError(
                     f"input product {self.reader.path} has {COL_WAVE}, {COL_FLUX} and {COL_ERR} of different "
@@ -420,32 +641,55 @@ class ProductReader:
     Attributes: ``path``, ``layout`` ('A' or 'B'), ``primary_header`` (astropy Header),
     ``objid`` (int64, union over GV and GI in order of first appearance), ``ra``/``dec``
     (float64, NaN where absent), ``n_objects``, ``duplicate_objids`` (ids repeated within
-    one band table; the first occurrence is the one used).
+    one band table; the first occurrence is the one used), ``units_assumed`` (the
+    spectrum columns without TUNIT), ``checksum_state`` (VALID, ABSENT or FAILED).
+
+    The file is opened once and that descriptor is kept: its sha256 (:meth:`sha256`) and
+    the copy into the output (:meth:`copy_source`) read the very file that was measured,
+    even if another file is renamed over the path meanwhile; :meth:`unchanged` tells
+    whether it was modified in place since it was opened. A file whose CHECKSUM or
+    DATASUM fails is refused unless ``ignore_checksum``.
     """
 
-    def __init__(self, path: os.PathLike | str):
+    def __init__(self, path: os.PathLike | str, ignore_checksum: bool = False):
         self.path = Path(path)
         self._fits = None
+        self._fh = None
         self._sources: dict[str, _TableBand | _PixelHDUBand] = {}
+        self._tables: dict[int, dict] = {}
+        self._sha256 = None
+        self.ignore_checksum = bool(ignore_checksum)
+        self.units_assumed: list[str] = []
+        self.checksum_state = "ABSENT"
         if not self.path.exists():
             raise ProductError(f"input product {self.path} does not exist")
         if not self.path.is_file():
             raise ProductError(f"input product {self.path} is not a regular file")
         try:
-            with open(self.path, "rb") as fh:
-                magic = fh.read(9)
+            self._fh = open(self.path, "rb")
+            self._stat = os.fstat(self._fh.fileno())
+            magic = os.pread(self._fh.fileno(), 9, 0)
         except OSError as exc:
+            self.close()
             raise ProductError(f"input product {self.path} cannot be read ({exc.strerror or exc})") from None
         self._compressed = magic[:2] == _GZIP_MAGIC
         if not self._compressed and not magic.startswith(b"SIMPLE  ="):
+            self.close()
             raise ProductError(f"input product {self.path} is not a FITS file (it does not begin with SIMPLE)")
         try:
-            self._fits = fitsio.FITS(str(self.path), "r")   # read-only: the input is never modified
+            with _warnings_to_log(self.path, self._identity):
+                self._fits = fitsio.FITS(str(self.path), "r")   # read-only: the input is never modified
         except Exception as exc:
+            self.close()
             raise ProductError(f"input product {self.path} is not a readable FITS file "
                                f"({_cfitsio_reason(exc)})") from None
+        if self.replaced():       # cfitsio opened the path after our descriptor: it must be the same file
+            self.close()
+            raise ProductError(f"input product {self.path} was replaced by another file while it was being "
+                               f"opened; run again")
         try:
-            self._open()
+            with _warnings_to_log(self.path, self._identity):
+                self._open()
         except ProductError:
             self.close()
             raise
@@ -453,12 +697,153 @@ class ProductReader:
             self.close()
             raise ProductError(f"input product {self.path} is malformed ({_one_line(_cfitsio_reason(exc))})") from None
 
+    # -- the file that was opened
+    @property
+    def _identity(self):
+        st = self._stat
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _warn(self, msg: str, *args) -> None:
+        _warn_once(self._identity, msg, *args)
+
+    def sha256(self) -> str:
+        """sha256 of the opened file (read through the kept descriptor, not the path)."""
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            fd, offset = self._fh.fileno(), 0
+            while True:
+                chunk = os.pread(fd, 1 << 20, offset)
+                if not chunk:
+                    break
+                h.update(chunk)
+                offset += len(chunk)
+            self._sha256 = h.hexdigest()
+        return self._sha256
+
+    def unchanged(self) -> bool:
+        """True if the opened file still has the size and modification times it had when opened."""
+        st = os.fstat(self._fh.fileno())     # not ctime: unlinking the file (a rename over it) changes that
+        return (st.st_size, st.st_mtime_ns) == (self._stat.st_size, self._stat.st_mtime_ns)
+
+    def replaced(self) -> bool:
+        """True if the path no longer names the opened file (another was renamed over it, or it is gone)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != (self._stat.st_dev, self._stat.st_ino)
+
+    def copy_source(self):
+        """A new binary file object on the opened file (for astropy to copy its HDUs from)."""
+        f = os.fdopen(os.dup(self._fh.fileno()), "rb")
+        f.seek(0)
+        return f
+
+    def header_cards(self) -> list[tuple[str, object, str]]:
+        """Output header cards describing how the input was read (units, checksums)."""
+        return [(KW_UNITS_ASSUMED, bool(self.units_assumed), "T: a spectrum column had no TUNIT"),
+                (KW_INPUT_CHECKSUM, self.checksum_state, "input CHECKSUM/DATASUM check")]
+
+    def _note_assumed_units(self, where: str, columns) -> None:
+        if columns:
+            self.units_assumed.append(f"{', '.join(columns)} of {where}")
+
+    def _verify_checksums(self) -> None:
+        """CHECKSUM / DATASUM of every HDU that has them (cfitsio computes them)."""
+        present, failed = False, []
+        for i in range(len(self._fits)):
+            hdu = self._fits[i]
+            hdr = hdu.read_header()
+            has_data, has_hdu = "DATASUM" in hdr, "CHECKSUM" in hdr
+            if not (has_data or has_hdu):
+                continue
+            present = True
+            name = (hdu.get_extname() or "").strip() or ("primary" if i == 0 else "no EXTNAME")
+            try:
+                res = hdu._FITS.verify_checksum(i + 1)  # {'dataok', 'hduok'}: 1 ok, 0 missing, -1 wrong
+            except Exception as exc:                     # a damaged CHECKSUM/DATASUM card
+                failed.append(f"HDU {i} ({name}) has CHECKSUM/DATASUM cards that cannot be checked "
+                              f"({_cfitsio_reason(exc)})")
+                continue
+            if has_data and res["dataok"] != 1:
+                failed.append(f"HDU {i} ({name}) has a DATASUM that does not match its data")
+            elif has_hdu and res["hduok"] != 1:
+                failed.append(f"HDU {i} ({name}) has a CHECKSUM that does not match its header and data")
+        self.checksum_state = "FAILED" if failed else "VALID" if present else "ABSENT"
+        if failed:
+            more = f" (and {len(failed) - 1} more HDU(s))" if len(failed) > 1 else ""
+            if not self.ignore_checksum:
+                raise ProductError(f"input product {self.path} fails its FITS checksum: {failed[0]}{more}, so "
+                                   f"the file is corrupt (--ignore-checksum processes it anyway)")
+            self._warn("%s fails its FITS checksum: %s%s; processed anyway (ignore_checksum), the output "
+                        "says %s = 'FAILED'", self.path, failed[0], more, KW_INPUT_CHECKSUM)
+
+    def _table_info(self, hdu_index: int) -> dict:
+        info = self._tables.get(hdu_index)
+        if info is None:
+            hdu = self._fits[hdu_index]
+            hdr = hdu.read_header()
+            off = hdu.get_offsets()
+            naxis1, nrows = int(_hdr_get(hdr, "NAXIS1", 0)), int(_hdr_get(hdr, "NAXIS2", 0))
+            main = naxis1 * nrows
+            size = os.fstat(self._fh.fileno()).st_size
+            info = {"start": int(off["data_start"]), "naxis1": naxis1, "nrows": nrows,
+                    "theap": int(_hdr_get(hdr, "THEAP", main)), "heap_end": main + int(_hdr_get(hdr, "PCOUNT", 0)),
+                    "length": min(int(off["data_end"]), size) - int(off["data_start"])}
+            self._tables[hdu_index] = info
+        return info
+
+    def _read_raw(self, hdu_index: int, spec: _ColSpec, rows: np.ndarray, where: str, raw: bool = False):
+        """The stored numbers of one column for ``rows`` (sorted), read from the file's bytes.
+
+        cfitsio/fitsio return wrong values for scaled integer columns, so TSCAL, TZERO and
+        TNULL are applied here (``raw`` returns the stored numbers). Fixed length: a 2-D
+        array (rows, repeat); variable length: a list of 1-D arrays.
+        """
+        if self._compressed:
+            raise ProductError(f"input product {self.path} stores column {spec.name} of {where} as scaled "
+                               f"numbers (TSCAL/TZERO/TNULL), which are read only from an uncompressed file; "
+                               f"decompress it first")
+        if spec.offset is None:
+            raise ProductError(f"input product {self.path} stores column {spec.name} of {where} as scaled "
+                               f"numbers (TSCAL/TZERO/TNULL) in a table whose TFORMs do not add up to NAXIS1")
+        info = self._table_info(hdu_index)
+        dtype = np.dtype(_RAW_DTYPES[spec.letter])
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0 or info["nrows"] == 0 or info["length"] <= 0:
+            return [] if spec.var else np.zeros((0, spec.repeat))
+        mm = np.memmap(self._fh, dtype=np.uint8, mode="r", offset=info["start"], shape=(info["length"],))
+        try:
+            table = mm[: info["nrows"] * info["naxis1"]].reshape(info["nrows"], info["naxis1"])
+            if not spec.var:
+                nbytes = dtype.itemsize * spec.repeat
+                block = np.ascontiguousarray(table[rows, spec.offset:spec.offset + nbytes])
+                values = block.view(dtype).reshape(len(rows), spec.repeat)
+                return values.copy() if raw else _physical(values, spec)
+            width = 8 if spec.var == "P" else 16
+            desc = np.ascontiguousarray(table[rows, spec.offset:spec.offset + width])
+            desc = desc.view(">i4" if spec.var == "P" else ">i8").reshape(len(rows), 2).astype(np.int64)
+            out = []
+            limit = min(info["heap_end"], info["length"])
+            for k, (count, heap_off) in enumerate(desc):
+                start = info["theap"] + heap_off
+                end = start + count * dtype.itemsize
+                if count < 0 or heap_off < 0 or end > limit:
+                    raise ProductError(f"input product {self.path} is corrupt: column {spec.name} of {where} "
+                                       f"row {rows[k]} points outside the table's heap")
+                values = mm[start:end].view(dtype)
+                out.append(values.copy() if raw else _physical(values, spec))
+            return out
+        finally:
+            del mm
+
     # -- opening
     def _open(self) -> None:
         self._check_complete()
-        with warnings.catch_warnings():
+        self._verify_checksums()
+        with self.copy_source() as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
-            self.primary_header = fits.getheader(self.path, 0)
+            self.primary_header = fits.getheader(fh, 0)
         hdus = []
         for i in range(len(self._fits)):
             hdu = self._fits[i]
@@ -470,7 +855,7 @@ class ProductReader:
                 if _kind_of(hdus, found[0]) != "BINARY_TBL":
                     raise ProductError(f"input product {self.path} has {EXT_SPEC[band]} that is not a binary table")
                 if len(found) > 1:
-                    log.warning("%s has %d %s extensions; reading the first", self.path, len(found),
+                    self._warn("%s has %d %s extensions; reading the first", self.path, len(found),
                                 EXT_SPEC[band])
                 table_a[band] = found[0]
         if table_a:
@@ -488,6 +873,10 @@ class ProductReader:
                 if entries[band]:
                     self._sources[band] = _PixelHDUBand(self, band, entries[band])
         self._join()
+        if self.units_assumed:
+            self._warn("%s: no TUNIT for %s; assuming %s in %s and %s, %s in %s (the output says %s = T)",
+                        self.path, "; ".join(self.units_assumed), COL_WAVE, WAVE_UNIT, COL_FLUX, COL_ERR,
+                        FLUX_UNIT, KW_UNITS_ASSUMED)
         counts = ", ".join(f"{b} {len(s.ids)}" for b, s in self._sources.items())
         log.info("opened %s: layout %s, %d objects (rows: %s)", self.path, self.layout, self.n_objects, counts)
 
@@ -499,7 +888,7 @@ class ProductReader:
         """
         if self._compressed:
             return
-        size = self.path.stat().st_size
+        size = os.fstat(self._fh.fileno()).st_size
         end = 0
         for i in range(len(self._fits)):
             # data_end includes the padding to 2880 bytes; cfitsio cannot read a file
@@ -509,13 +898,11 @@ class ProductReader:
                 raise ProductError(f"input product {self.path} is truncated: HDU {i} ends at byte {end} "
                                    f"but the file has {size} bytes")
         if size > end:
-            with open(self.path, "rb") as fh:
-                fh.seek(end)
-                tail = fh.read(8)
+            tail = os.pread(self._fh.fileno(), 8, end)
             if tail == b"XTENSION":
                 raise ProductError(f"input product {self.path} is truncated or corrupt: the extension "
                                    f"starting at byte {end} cannot be read")
-            log.warning("%s has %d bytes after its last HDU; they are ignored", self.path, size - end)
+            self._warn("%s has %d bytes after its last HDU; they are ignored", self.path, size - end)
 
     def _layout_b_entries(self, hdus) -> dict[str, list[dict]]:
         entries: dict[str, list[dict]] = {b: [] for b in BANDS_USED}
@@ -537,6 +924,9 @@ class ProductReader:
                 if cols[cname].letter not in _NUMERIC_LETTERS:
                     raise ProductError(f"input product {self.path} has column {cname} of type "
                                        f"{cols[cname].tform!r} in HDU {i}, which cannot be read as real numbers")
+                _check_scaling(self.path, f"HDU {i}", cols[cname])
+            factors, assumed = _unit_factors(self.path, f"HDU {i} ({KEY_BAND}={band})", cols)
+            self._note_assumed_units(f"HDU {i}", assumed)
             nrows = int(self._fits[i].get_nrows())
             if not any(cols[c].var for c in SPEC_VECTOR_COLUMNS):
                 n = [nrows * cols[c].repeat for c in SPEC_VECTOR_COLUMNS]
@@ -549,11 +939,12 @@ class ProductReader:
             else:
                 objid = stable_objid(raw_id)
                 if str(objid) != str(raw_id).strip():
-                    log.warning("%s HDU %d: %s=%r is not an integer; using %d", self.path, i, KEY_OBJID,
+                    self._warn("%s HDU %d: %s=%r is not an integer; using %d", self.path, i, KEY_OBJID,
                                 raw_id, objid)
             ra = _as_float(_hdr_get(hdr, COL_RA, _hdr_get(primary, COL_RA, np.nan)))
             dec = _as_float(_hdr_get(hdr, COL_DEC, _hdr_get(primary, COL_DEC, np.nan)))
-            entries[band].append({"hdu": i, "cols": cols, "nrows": nrows, "objid": objid, "ra": ra, "dec": dec})
+            entries[band].append({"hdu": i, "cols": cols, "nrows": nrows, "objid": objid, "ra": ra, "dec": dec,
+                                  "factors": factors})
         return entries
 
     def _join(self) -> None:
@@ -604,7 +995,7 @@ class ProductReader:
         if dups:
             dup = np.unique(np.concatenate(dups))
             self.duplicate_objids = self.objid[np.isin(self.objid, dup)]
-            log.warning("%s: %d OBJID(s) occur more than once in one band table (e.g. %s); the first "
+            self._warn("%s: %d OBJID(s) occur more than once in one band table (e.g. %s); the first "
                         "occurrence of each is used", self.path, len(dup),
                         ", ".join(str(x) for x in self.duplicate_objids[:5]))
         else:
@@ -648,11 +1039,14 @@ class ProductReader:
             yield sl, {band: self.read_band(band, sl) for band in BANDS_USED}
 
     def close(self) -> None:
-        if self._fits is not None:
-            try:
+        try:
+            if self._fits is not None:
                 self._fits.close()
-            finally:
-                self._fits = None
+        finally:
+            self._fits = None
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
     def __enter__(self) -> "ProductReader":
         return self
@@ -673,9 +1067,10 @@ def _kind_of(hdus, index) -> str:
     return ""
 
 
-def open_product(path: os.PathLike | str) -> ProductReader:
-    """Open an input product of layout A or B; raises ProductError if it is unreadable."""
-    return ProductReader(path)
+def open_product(path: os.PathLike | str, ignore_checksum: bool = False) -> ProductReader:
+    """Open an input product of layout A or B; raises ProductError if it is unreadable or, unless
+    ``ignore_checksum``, if a CHECKSUM/DATASUM fails."""
+    return ProductReader(path, ignore_checksum=ignore_checksum)
 
 
 # ---------------------------------------------------------------------------- writer
@@ -710,7 +1105,7 @@ def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
                for c in REDSHIFT_COLUMNS]
     hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
     for i, c in enumerate(REDSHIFT_COLUMNS, start=1):
-        hdu.header.comments[f"TTYPE{i}"] = c.doc[:46]   # what fits in the card
+        hdu.header.comments[f"TTYPE{i}"] = c.header_comment   # short enough to stay whole in the card
     _add_cards(hdu.header, cards)
     return hdu
 
@@ -730,94 +1125,264 @@ _INPUT_COPY_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeErro
 _CORRUPTED_HDU = getattr(getattr(fits.hdu, "base", None), "_CorruptedHDU", ())
 
 
-def _make_temp(path: Path) -> Path:
-    """Create an empty file beside ``path`` (mode from the umask, unlike mkstemp's 0600)."""
-    suffix = ".tmp.fits.gz" if path.name.lower().endswith(".gz") else ".tmp"
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+def _name_max(directory: Path) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _temp_suffix(path: Path) -> str:
+    return ".tmp.fits.gz" if path.name.lower().endswith(".gz") else ".tmp"
+
+
+def temp_prefix(path: Path) -> str:
+    """``.NAME.``: how every temporary name of ``path`` begins (then 8 hex digits and ``.tmp``).
+
+    NAME is cut (at a character boundary) where the whole temporary name would exceed the
+    file system's name limit, so any output name that is legal has a legal temporary name.
+    """
+    path = Path(path)
+    room = _name_max(path.parent) - len(f"..{'0' * 8}{_temp_suffix(path)}")
+    raw = os.fsencode(path.name)
+    if len(raw) > room:
+        cut = raw[:max(room, 1)]
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
+            raw.decode("utf-8")
+            name = cut.decode("utf-8", "ignore")      # a character cut in half is dropped
+        except UnicodeDecodeError:
+            name = os.fsdecode(cut)
+    else:
+        name = path.name
+    return f".{name}."
+
+
+def temp_glob(path: Path) -> list[str]:
+    """Glob patterns matching the temporary files of ``path`` (of this and of killed processes)."""
+    import glob as _glob
+    head = _glob.escape(temp_prefix(path)) + "[0-9a-f]" * 8
+    return [head + ".tmp", head + ".tmp.fits.gz"]
+
+
+class TempFile:
+    """A new file beside ``target`` for writing it, locked (``flock``) while this process owns it.
+
+    Created with O_EXCL under a name from :func:`temp_prefix`; the lock tells a cleaner
+    (:func:`remove_abandoned_temp`, used by ``csst-sls-z batch``) that it is live, and
+    goes when the process ends, however it ends.
+    """
+
+    def __init__(self, target: Path):
+        target = Path(target)
+        prefix, suffix = temp_prefix(target), _temp_suffix(target)
+        self._fd = None
+        for _ in range(100):
+            path = target.parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)   # mode from the umask
+            except FileExistsError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:          # a cleaner caught it before we did: take another name
+                os.close(fd)
+                continue
+            except OSError:                  # no locks on this file system: still ours, unprotected
+                pass
+            st, mine = None, os.fstat(fd)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                pass
+            if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)                 # removed between its creation and our lock
+                continue
+            self.path, self._fd = path, fd
+            return
+        raise FileExistsError(f"could not create a temporary file beside {target}")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            self.close()
+
+
+def remove_abandoned_temp(path: Path) -> bool:
+    """Remove the temporary file ``path`` if no live process holds it; True if removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:                      # held by a live writer (or no locks here): leave it
+            return False
+        st, mine = os.stat(path), os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
         os.close(fd)
-        return tmp
-    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _commit_new(tmp: Path, path: Path) -> None:
+    """Give the complete ``tmp`` the name ``path`` only if no file has it: hard link, then unlink ``tmp``.
+
+    Two runs writing the same new output cannot both succeed: the second link fails. On a
+    file system without hard links the rename is checked first, which is not exclusive.
+    """
+    fsync_path(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"output {path} was created by another process while this run was writing it; "
+                              f"refusing to overwrite it (use overwrite)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(f"output {path} was created by another process while this run was "
+                                  f"writing it; refusing to overwrite it (use overwrite)") from None
+        os.rename(tmp, path)
+    else:
+        os.unlink(tmp)
+    try:
+        fsync_path(Path(path).parent, directory=True)
+    except OSError:
+        pass
+
+
+def missing_directory_reason(directory: Path) -> str:
+    """One sentence on why ``directory`` cannot take an output ('' if it is a directory)."""
+    directory = Path(directory)
+    if directory.is_dir():
+        return ""
+    for parent in [directory] + list(directory.parents):
+        if parent.exists() or parent.is_symlink():
+            if parent.is_dir():
+                break
+            if parent == directory:
+                return f"output directory {directory} is not a directory (it is a file)"
+            return f"output directory {directory} cannot exist: {parent} is a file, not a directory"
+    return f"output directory {directory} does not exist"
 
 
 def write_redshift_product(out_path, input_path, catalog: np.ndarray,
                            header_cards: list[tuple[str, object, str]],
-                           catalog_only: bool = False, overwrite: bool = False) -> Path:
+                           catalog_only: bool = False, overwrite: bool = False,
+                           source: ProductReader | None = None) -> Path:
     """Write the output product: input primary header + provenance, input extensions, SLS_REDSHIFT.
 
     ``header_cards`` (key, value, comment) go into both the primary and the SLS_REDSHIFT
     header. Every non-primary HDU of the input except an old SLS_REDSHIFT is copied
-    unchanged (bytes copied, not re-encoded) unless ``catalog_only``. The file is
-    written with checksums under a temporary name in the target directory and renamed
-    into place; nothing partial is ever left behind. Returns the output path.
+    unchanged (bytes copied, not re-encoded) unless ``catalog_only``. ``source``, the open
+    reader that measured the catalogue, is where the input's HDUs are copied from (its
+    descriptor, not the path); if that file was modified since it was opened, nothing is
+    written. The file is written with checksums under a temporary name in the target
+    directory and renamed into place: exclusively (a hard link) unless ``overwrite``, so
+    two runs never silently replace each other's new output; nothing partial is ever left
+    behind. Returns the output path.
     """
     out_path = Path(out_path)
     input_path = Path(input_path)
-    if not input_path.is_file():
+    limit = _name_max(out_path.parent) if out_path.parent.is_dir() else 255
+    if len(os.fsencode(out_path.name)) > limit:
+        raise OSError(f"output name {out_path.name[:40]}... is {len(os.fsencode(out_path.name))} bytes, longer "
+                      f"than the {limit} bytes the file system allows")
+    if source is None and not input_path.is_file():
         raise ProductError(f"input product {input_path} does not exist or is not a file")
-    if out_path.resolve() == input_path.resolve() or (out_path.exists() and os.path.samefile(out_path, input_path)):
+    if out_path.resolve() == input_path.resolve() or (out_path.exists() and input_path.exists()
+                                                       and os.path.samefile(out_path, input_path)):
         raise ProductError(f"output {out_path} is the input product; refusing to overwrite the input")
-    if not out_path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out_path.parent} does not exist")
+    why = missing_directory_reason(out_path.parent)
+    if why:
+        raise (NotADirectoryError if "not a directory" in why or "is a file" in why else FileNotFoundError)(why)
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"output {out_path} exists; refusing to overwrite it (use overwrite)")
     if out_path.is_dir():
         raise IsADirectoryError(f"output {out_path} is a directory")
 
     cat_hdu = _catalog_hdu(catalog, header_cards)
+    changed = (f"input product {input_path} was modified while it was being processed (its size or "
+               f"modification time is not what it was when opened); nothing was written, run again")
+    if source is not None and not source.unchanged():
+        raise ProductError(changed)
     try:
-        tmp = _make_temp(out_path)
+        tmp = TempFile(out_path)
     except OSError as exc:
         raise type(exc)(f"cannot create a file in output directory {out_path.parent} "
-                        f"({exc.strerror or exc})") from None
+                        f"({_os_reason(exc) or _one_line(exc)})") from None
     try:
-        src = None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VerifyWarning)
-                src = fits.open(input_path, mode="readonly", memmap=True)
-            primary_src = src[0]
-            header = primary_src.header.copy()
-            _add_cards(header, header_cards)
-            data = primary_src.data if int(primary_src.header.get("NAXIS", 0)) > 0 else None
-            out = fits.HDUList([fits.PrimaryHDU(data=data, header=header)])
-            if not catalog_only:
-                for i, hdu in enumerate(src[1:], start=1):
-                    if isinstance(hdu, _CORRUPTED_HDU):
-                        raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
-                                           f"copied into the output")
-                    if str(hdu.header.get("EXTNAME", "")).strip().upper() == EXT_REDSHIFT:
-                        continue   # a previous run's catalogue is replaced, not kept
-                    out.append(hdu)
-        except BaseException as exc:
-            if src is not None:
-                src.close()
-            if isinstance(exc, ProductError) or not isinstance(exc, _INPUT_COPY_ERRORS + (OSError,)):
-                raise
-            raise ProductError(f"input product {input_path} cannot be read to copy it into the output "
-                               f"({_one_line(exc) or type(exc).__name__})") from None
-        try:
-            out.append(cat_hdu)
-            try:
-                _write_hdulist(out, tmp)
-            except OSError as exc:        # disk full, quota, I/O error: name the output, one sentence
-                raise type(exc)(f"cannot write output {out_path} ({exc.strerror or _one_line(exc)})") from None
-            except _INPUT_COPY_ERRORS as exc:
-                # astropy cannot re-encode an input HDU that cfitsio read (a corrupt card or header)
-                raise ProductError(f"input product {input_path} has an extension that cannot be copied into "
-                                   f"the output ({_one_line(exc) or type(exc).__name__})") from None
-        finally:
-            src.close()
-        commit(tmp, out_path)
+        with _warnings_to_log(input_path, source._identity if source is not None else None):
+            _write_output(out_path, input_path, tmp.path, cat_hdu, header_cards, catalog_only, source)
+        if source is not None:
+            if not source.unchanged():
+                raise ProductError(changed)
+            if source.replaced():
+                log.warning("input product %s was replaced by another file during the run; the output is "
+                            "made from the file that was opened and measured (sha256 %s)", input_path,
+                            source.sha256())
+        if overwrite:
+            commit(tmp.path, out_path)
+        else:
+            _commit_new(tmp.path, out_path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.discard()
         raise
+    tmp.close()
     log.info("wrote %s (%d objects%s)", out_path, len(catalog), ", catalogue only" if catalog_only else "")
     return out_path
+
+
+def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_cards, catalog_only: bool,
+                  source: ProductReader | None) -> None:
+    src = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            src = fits.open(source.copy_source() if source is not None else input_path, mode="readonly",
+                            memmap=True)
+        primary_src = src[0]
+        header = primary_src.header.copy()
+        _add_cards(header, header_cards)
+        data = primary_src.data if int(primary_src.header.get("NAXIS", 0)) > 0 else None
+        out = fits.HDUList([fits.PrimaryHDU(data=data, header=header)])
+        if not catalog_only:
+            for i, hdu in enumerate(src[1:], start=1):
+                if isinstance(hdu, _CORRUPTED_HDU):
+                    raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
+                                       f"copied into the output")
+                if str(hdu.header.get("EXTNAME", "")).strip().upper() == EXT_REDSHIFT:
+                    continue   # a previous run's catalogue is replaced, not kept
+                out.append(hdu)
+    except BaseException as exc:
+        if src is not None:
+            src.close()
+        if isinstance(exc, ProductError) or not isinstance(exc, _INPUT_COPY_ERRORS + (OSError,)):
+            raise
+        raise ProductError(f"input product {input_path} cannot be read to copy it into the output "
+                           f"({_one_line(exc) or type(exc).__name__})") from None
+    try:
+        out.append(cat_hdu)
+        try:
+            _write_hdulist(out, tmp)
+        except OSError as exc:        # disk full, quota, I/O error: name the output, one sentence
+            raise type(exc)(f"cannot write output {out_path} ({_os_reason(exc) or _one_line(exc)})") from None
+        except _INPUT_COPY_ERRORS as exc:
+            # astropy cannot re-encode an input HDU that cfitsio read (a corrupt card or header)
+            raise ProductError(f"input product {input_path} has an extension that cannot be copied into "
+                               f"the output ({_one_line(exc) or type(exc).__name__})") from None
+    finally:
+        src.close()

@@ -5,8 +5,9 @@ A reference set is a directory holding one file per reference type and a
 Sets are versioned (``csst_sls_z_NNNN``) and never edited in place: regeneration writes a
 new one. Lookup order: an explicit directory, then ``$CSST_SLS_Z_REFDIR``, then the
 shipped set named in ``reference_files/CURRENT``. Any single type can be overridden by
-a path (``overrides={...}`` or ``$CSST_SLS_Z_REF_<TYPE>``), for tests and experiments.
-Every check fails with one sentence, before any spectrum is read.
+a path (``overrides={...}`` or ``$CSST_SLS_Z_REF_<TYPE>``), for tests and experiments; such a
+file is validated on its own (type, schema, FITS checksums). Every check, of the manifest's
+shape too, fails with one sentence naming the file, before any spectrum is read.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from . import __version__
 from .durable import commit
 from .datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
                         MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
-from .reffile import ReferenceFileError
+from .reffile import ReferenceFileError, verify_reference_file
 
 log = logging.getLogger(__name__)
 
@@ -82,64 +84,110 @@ class ReferenceSet:
         return self.paths[reftype]
 
 
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
 def read_manifest(directory: Path) -> dict:
+    """The manifest of a set, checked for shape: every problem is one sentence naming the manifest."""
     mpath = Path(directory) / MANIFEST_NAME
     if not mpath.is_file():
         raise ReferenceFileError(f"reference directory {directory} has no {MANIFEST_NAME}")
     try:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as exc:
-        raise ReferenceFileError(f"manifest {mpath} is not valid JSON ({exc})") from None
+        raise ReferenceFileError(f"manifest {mpath} is not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(manifest, dict):
+        raise ReferenceFileError(f"manifest {mpath} is {_json_kind(manifest)}, not a JSON object with "
+                                 f"schema_version and files")
     version = manifest.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ReferenceFileError(f"manifest {mpath} has no integer schema_version")
     if version > MANIFEST_SCHEMA_VERSION:
         raise ReferenceFileError(
             f"manifest {mpath} has schema version {version}, newer than this code knows "
             f"({MANIFEST_SCHEMA_VERSION}); upgrade csst_sls_z")
-    if not isinstance(manifest.get("files"), list):
+    for key in ("set_id", "pedigree"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise ReferenceFileError(f"manifest {mpath} has a {key} that is {_json_kind(manifest[key])}, "
+                                     f"not a string")
+    files = manifest.get("files")
+    if not isinstance(files, list):
         raise ReferenceFileError(f"manifest {mpath} has no list of files")
+    first = {}
+    for k, entry in enumerate(files):
+        where = f"manifest {mpath} entry {k}"
+        if not isinstance(entry, dict):
+            raise ReferenceFileError(f"{where} is {_json_kind(entry)}, not an object")
+        reftype = entry.get("reftype")
+        if not isinstance(reftype, str) or reftype not in REFTYPES:
+            raise ReferenceFileError(f"{where} lists unknown reference type {reftype!r}")
+        where = f"{where} ({reftype})"
+        for key in ("name", "sha256"):
+            if key not in entry:
+                raise ReferenceFileError(f"{where} has no {key}")
+        name = entry["name"]
+        if not isinstance(name, str) or not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ReferenceFileError(f"{where} has name {name!r}, not a file name inside the set's directory")
+        if not isinstance(entry["sha256"], str) or not _SHA256_RE.match(entry["sha256"]):
+            raise ReferenceFileError(f"{where} has sha256 {entry['sha256']!r}, not 64 hexadecimal digits")
+        schema = entry.get("schema_version", 0)
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ReferenceFileError(f"{where} has schema_version {schema!r}, not an integer")
+        if reftype in first:
+            raise ReferenceFileError(f"{where} lists {reftype} a second time (entry {first[reftype]} is the first)")
+        first[reftype] = k
     return manifest
 
 
 def load_reference_set(directory: os.PathLike | None = None, required=REFTYPES,
                        overrides: dict | None = None, verify: bool = True) -> ReferenceSet:
-    """Find and validate a reference set; every required type must exist and match its sha256."""
+    """Find and validate a reference set; every required type must exist and match its sha256.
+
+    An override (``overrides`` or ``$CSST_SLS_Z_REF_<TYPE>``) has no manifest entry, so it is
+    validated on its own, like any reference file: its REFTYPE, its schema version and the
+    CHECKSUM/DATASUM of every HDU (``reffile.verify_reference_file``).
+    """
     directory = resolve_reference_dir(directory)
     manifest = read_manifest(directory)
     refset = ReferenceSet(directory=directory, manifest=manifest)
     for entry in manifest["files"]:
-        reftype = entry.get("reftype")
-        if reftype not in REFTYPES:
-            raise ReferenceFileError(f"manifest in {directory} lists unknown reference type {reftype!r}")
-        if int(entry.get("schema_version", 0)) > REFFILE_SCHEMA_VERSION:
+        reftype = entry["reftype"]
+        if entry.get("schema_version", 0) > REFFILE_SCHEMA_VERSION:
             raise ReferenceFileError(
                 f"reference file {entry.get('name')} has schema version {entry.get('schema_version')}, "
                 f"newer than this code knows ({REFFILE_SCHEMA_VERSION}); upgrade csst_sls_z")
         refset.paths[reftype] = directory / entry["name"]
-        refset.sha256[reftype] = entry["sha256"]
+        refset.sha256[reftype] = entry["sha256"].lower()
     env_over = {t: os.environ[ENV_REFERENCE_OVERRIDE_PREFIX + t.upper()] for t in REFTYPES
                 if os.environ.get(ENV_REFERENCE_OVERRIDE_PREFIX + t.upper())}
-    for reftype, path in {**env_over, **(overrides or {})}.items():
+    overridden = {**env_over, **(overrides or {})}
+    for reftype, path in overridden.items():
         if reftype not in REFTYPES:
             raise ReferenceFileError(f"cannot override unknown reference type {reftype!r}")
         refset.paths[reftype] = Path(path)
-        refset.sha256[reftype] = None          # an override is the caller's responsibility
+        refset.sha256[reftype] = None          # no manifest entry: checked on its own below
         log.info("reference type %s overridden by %s", reftype, path)
     for reftype in required:
         if reftype not in refset.paths:
             raise ReferenceFileError(f"reference set {directory} has no {reftype!r} file")
+    for reftype in sorted(set(required) | set(overridden)):
         path = refset.paths[reftype]
         if not path.is_file():
             raise ReferenceFileError(f"reference file {path} ({reftype}) is missing")
-        if verify and refset.sha256[reftype] is not None:
+        if reftype in overridden:
+            verify_reference_file(path, reftype)
+            refset.sha256[reftype] = sha256_file(path)
+        elif verify:
             digest = sha256_file(path)
             if digest != refset.sha256[reftype]:
                 raise ReferenceFileError(
                     f"reference file {path} ({reftype}) fails its sha256 check: manifest says "
                     f"{refset.sha256[reftype][:12]}..., file is {digest[:12]}...")
-        if refset.sha256[reftype] is None:
-            refset.sha256[reftype] = sha256_file(path)
     return refset
 
 
@@ -165,9 +213,15 @@ def write_manifest(directory: Path, files: dict, pedigree: str, provenance: dict
         "provenance": provenance or {},
     }
     path = directory / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    commit(tmp, path)
+    from .products import TempFile
+    tmp = TempFile(path)
+    try:
+        tmp.path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        commit(tmp.path, path)
+    except BaseException:
+        tmp.discard()
+        raise
+    tmp.close()
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -48,24 +47,50 @@ def reference_header(reftype: str, pedigree: str, descrip: str, history=(),
 
 
 def write_fits_atomic(hdul: fits.HDUList, path: os.PathLike, overwrite: bool = False) -> Path:
-    """Write with checksums under a temporary name in the target directory, then rename."""
+    """Write with checksums under a temporary name in the target directory, then rename.
+
+    The temporary name is the products' one (``products.TempFile``: short enough for any
+    legal target name, locked while it is written)."""
+    from .products import TempFile
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = TempFile(path)
     try:
         with warnings.catch_warnings():
             # Long comments are cut to fit a card; the values are never cut.
             warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
-            hdul.writeto(tmp, overwrite=True, checksum=True)
-        os.chmod(tmp, 0o644)          # mkstemp makes 0600; reference files are shared read-only data
-        commit(tmp, path)
+            hdul.writeto(tmp.path, overwrite=True, checksum=True)
+        os.chmod(tmp.path, 0o644)     # reference files are shared read-only data
+        commit(tmp.path, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.discard()
         raise
+    tmp.close()
     return path
+
+
+def verify_reference_file(path: os.PathLike, reftype: str) -> None:
+    """Check a reference file on its own (no manifest): readable FITS, its REFTYPE, a schema version
+    this code knows, and the CHECKSUM and DATASUM of every HDU, which must be present and hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceFileError(f"reference file {path} ({reftype}) is missing")
+    with open_reference_file(path, reftype) as hdul:
+        for i, hdu in enumerate(hdul):
+            if "CHECKSUM" not in hdu.header or "DATASUM" not in hdu.header:
+                raise ReferenceFileError(f"reference file {path} ({reftype}) has no CHECKSUM/DATASUM in HDU {i}, "
+                                         f"so its integrity cannot be checked")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    ok = hdu.verify_datasum() == 1 and hdu.verify_checksum() == 1
+                except Exception as exc:   # astropy cannot read the data to sum it
+                    raise ReferenceFileError(f"reference file {path} ({reftype}) cannot be checked: HDU {i} "
+                                             f"is unreadable ({' '.join(str(exc).split())})") from None
+            if not ok:
+                raise ReferenceFileError(f"reference file {path} ({reftype}) fails its FITS checksum in HDU {i}, "
+                                         f"so it is corrupt")
 
 
 def open_reference_file(path: os.PathLike, reftype: str) -> fits.HDUList:
@@ -74,15 +99,24 @@ def open_reference_file(path: os.PathLike, reftype: str) -> fits.HDUList:
     if not path.is_file():
         raise ReferenceFileError(f"reference file {path} for type {reftype!r} does not exist")
     try:
-        hdul = fits.open(path, memmap=False)
-        hdr = hdul[0].header
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # astropy's own warnings on a damaged file
+            hdul = fits.open(path, memmap=False)
+            hdr = hdul[0].header
     except Exception as exc:  # astropy raises many kinds for a broken file
-        raise ReferenceFileError(f"reference file {path} is not a readable FITS file ({exc})") from None
+        raise ReferenceFileError(f"reference file {path} is not a readable FITS file "
+                                 f"({' '.join(str(exc).split())})") from None
     if hdr.get("REFTYPE") != reftype:
+        hdul.close()
         raise ReferenceFileError(
             f"reference file {path} has REFTYPE={hdr.get('REFTYPE')!r}, expected {reftype!r}")
-    if int(hdr.get("SCHEMAV", -1)) > REFFILE_SCHEMA_VERSION:
+    schema = hdr.get("SCHEMAV", -1)
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        hdul.close()
+        raise ReferenceFileError(f"reference file {path} has SCHEMAV = {schema!r}, not an integer")
+    if schema > REFFILE_SCHEMA_VERSION:
+        hdul.close()
         raise ReferenceFileError(
-            f"reference file {path} has schema version {hdr.get('SCHEMAV')}, newer than this code "
+            f"reference file {path} has schema version {schema}, newer than this code "
             f"knows ({REFFILE_SCHEMA_VERSION}); upgrade csst_sls_z")
     return hdul

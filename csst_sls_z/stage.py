@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 DEPENDENCIES = ("numpy", "numba", "tensorflow", "tensorflow_probability", "astropy", "fitsio", "scipy")
 
 
-def input_cards(path) -> list[tuple[str, object, str]]:
-    """The input product's identity, so an output can be traced to (and checked against) its input."""
+def input_cards(path, sha256: str | None = None) -> list[tuple[str, object, str]]:
+    """The input product's identity, so an output can be traced to (and checked against) its input.
+
+    ``sha256``: the digest of the file as opened (``ProductReader.sha256``), else the path is hashed."""
     from .reference import sha256_file
     # FITS headers hold ASCII only: a non-ASCII file name is kept with backslash escapes.
     name = Path(path).name.encode("ascii", "backslashreplace").decode("ascii")
     return [(KW_INPUT_NAME, name[:68], "input product"),
-            (KW_INPUT_SHA256, sha256_file(path), "sha256 of the input product")]
+            (KW_INPUT_SHA256, sha256 or sha256_file(path), "sha256 of the input product")]
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RedshiftStage:
         "overwrite": (False, "replace existing outputs"),
         "reference_dir": (None, "reference set directory (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
         "reference_overrides": (None, "dict reftype -> path, replacing single reference files"),
+        "ignore_checksum": (False, "process inputs whose CHECKSUM/DATASUM fails (the output says INCHKSUM='FAILED')"),
     }
 
     def __init__(self, **params):
@@ -139,8 +142,11 @@ class RedshiftStage:
     def process_file(self, path: Path, out_path: Path) -> dict:
         from .products import open_product, write_redshift_product
         t0 = time.time()
-        with open_product(path) as reader:
-            identity = input_cards(path)  # hashed before the spectra are read: the output describes them
+        from .quality import zwarn_counts
+        # The file is opened once: it is hashed, measured and copied into the output through
+        # the same descriptor, so the output describes one file even if the path is replaced.
+        with open_product(path, ignore_checksum=bool(self.params["ignore_checksum"])) as reader:
+            identity = input_cards(path, reader.sha256()) + reader.header_cards()
             n = reader.n_objects
             if n == 0:
                 return {"n_objects": 0}
@@ -154,12 +160,11 @@ class RedshiftStage:
                         catalog[col.name][sl] = chunk[col.name]
             dup = np.isin(catalog["OBJID"], reader.duplicate_objids)
             catalog["ZWARN"][dup] |= int(ZWarn.BAD_INPUT)
-        from .quality import zwarn_counts
-        counts = zwarn_counts(catalog["ZWARN"])
-        status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
-        write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + identity,
-                               catalog_only=bool(self.params["catalog_only"]),
-                               overwrite=bool(self.params["overwrite"]))
+            counts = zwarn_counts(catalog["ZWARN"])
+            status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
+            write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + identity,
+                                   catalog_only=bool(self.params["catalog_only"]),
+                                   overwrite=bool(self.params["overwrite"]), source=reader)
         log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)
         return {"n_objects": n, "zwarn": counts, "status": status.value, "wall_s": time.time() - t0}
 
@@ -251,18 +256,43 @@ class RedshiftStage:
         return result
 
 
-def output_paths(inputs, output: Path):
-    """One output per input: the given file for a single input, else DIR/<stem>_slsz.fits. A str is an error."""
+def output_name(path) -> str:
+    """Directory mode: ``<stem>_slsz.fits``, the stem being the whole file name less its FITS and
+    compression suffixes (``sky.north.fits.gz`` -> ``sky.north_slsz.fits``), so distinct names stay distinct."""
+    from .products import _stem_of
+    return f"{_stem_of(Path(path))}_slsz.fits"
+
+
+def output_paths(inputs, output: Path, unique: bool = True):
+    """One output per input: the given file for a single input, else DIR/<stem>_slsz.fits. A str is an error.
+
+    ``unique``: two inputs with the same output (``a.fits`` and ``a.fits.gz``, or one name in
+    two directories) are refused, as is an output that is one of the inputs, before any work.
+    """
+    from .products import missing_directory_reason
     if len(inputs) == 1 and not output.is_dir() and output.suffix.lower() in (".fits", ".fit", ".fz"):
         targets = [output]
     elif output.is_dir():
-        targets = [output / f"{p.name.split('.')[0]}_slsz.fits" for p in inputs]
+        targets = [output / output_name(p) for p in inputs]
     else:
-        return f"output directory {output} does not exist" if len(inputs) > 1 or not output.suffix else \
-            f"output {output} must be a .fits file or an existing directory"
+        if output.exists() or len(inputs) > 1 or not output.suffix:
+            return missing_directory_reason(output)
+        return f"output {output} must be a .fits file or an existing directory"
     for p, t in zip(inputs, targets):
-        if not t.parent.is_dir():
-            return f"output directory {t.parent} does not exist"
+        why = missing_directory_reason(t.parent)
+        if why:
+            return why
         if t.resolve() == p.resolve():
             return f"output {t} would overwrite its input"
+    if unique:
+        resolved_inputs = {Path(p).resolve(): p for p in inputs}
+        owner = {}
+        for p, t in zip(inputs, targets):
+            key = t.resolve()
+            if key in owner:
+                return (f"inputs {owner[key]} and {p} would both be written to {t}; rename one of them "
+                        f"(directory mode names each output <stem>_slsz.fits)")
+            if key in resolved_inputs:
+                return f"output {t} of input {p} is another input, {resolved_inputs[key]}; rename one of them"
+            owner[key] = p
     return targets

@@ -77,22 +77,25 @@ class CsstSlsZProcessor(CsstProcessor):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_hooks.csst_sls_z_hook",
-                                     description="CSST scheduler entry to the csst_sls_z redshift stage.")
+    from csst_sls_z.cli import HelpFormatter, nonneg_int, positive_int, setup_logging
+    parser = argparse.ArgumentParser(prog="python -m pipeline_hooks.csst_sls_z_hook", formatter_class=HelpFormatter,
+                                     description="CSST scheduler entry to the csst_sls_z redshift stage. Exit 0 ok, "
+                                                 "1 error, 3 no spectra in the input.")
     parser.add_argument("--inputs", nargs="+", required=True, type=Path, help="input spectra products")
     parser.add_argument("--output-dir", required=True, type=Path, help="where the SLS_REDSHIFT products go")
     parser.add_argument("--reference-dir", type=Path, default=None,
                         help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=positive_int, default=200, help="BNN samples per spectrum")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the BNN sampling noise")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run of this job")
     parser.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_ERROR if exc.code else 0
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     code, result = run_stage(args.inputs, args.output_dir, args.reference_dir, samples=args.samples, seed=args.seed,
                              overwrite=args.overwrite, catalog_only=args.catalog_only)
     print(f"status {result.status.value}: {result.message}".rstrip(": "))

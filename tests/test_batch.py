@@ -23,6 +23,7 @@ pytest.importorskip("distributed")
 
 from csst_sls_z.batch import SUMMARY_NAME, ZWARN_COUNT_COLUMNS, main as batch_main, run_batch  # noqa: E402
 from csst_sls_z.datamodel import EXT_REDSHIFT, StageStatus  # noqa: E402
+from csst_sls_z.stage import output_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = 4
@@ -103,7 +104,7 @@ def batch_dir(inputs, dummy_refset, client, tmp_path_factory):
 
 def test_batch_equals_serial_stage(inputs, serial_dir, batch_dir):
     outs = _outputs(batch_dir)
-    assert [p.name for p in outs] == [f"{Path(p).name.split('.')[0]}_slsz.fits" for p in inputs]
+    assert [p.name for p in outs] == [output_name(p) for p in inputs]
     assert [p.name for p in outs] == [p.name for p in _outputs(serial_dir)]
     for p in outs:
         assert _verifies(p)
@@ -224,7 +225,7 @@ def test_resume_redoes_an_output_whose_input_changed(inputs, dummy_refset, clien
     actions = {Path(r["input"]).name: r["action"] for r in result.rows}
     assert actions == {Path(p).name: ("processed" if Path(p).name == replaced.name else "skipped") for p in inputs}
     from conftest import sha256
-    redone = out / f"{replaced.name.split('.')[0]}_slsz.fits"
+    redone = out / output_name(replaced)
     assert fits.getheader(redone, EXT_REDSHIFT)["INSHA256"] == sha256(replaced)
 
 
@@ -246,7 +247,7 @@ def test_bad_input_reported_others_processed(inputs, dummy_refset, client, tmp_p
     for p in inputs[:2]:
         r = rows[Path(p).name]
         assert r["STATUS"] in ("PERFECT", "WARNING") and r["N_OBJECTS"] == 15 and not r["REASON"]
-        assert _verifies(out / f"{Path(p).name.split('.')[0]}_slsz.fits")
+        assert _verifies(out / output_name(p))
     assert not (out / "bad_slsz.fits").exists()
 
 
@@ -276,3 +277,48 @@ def test_help_is_fast_and_imports_no_tensorflow():
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout
     assert time.time() - t0 < 20          # generous: the machine may be busy; TensorFlow alone takes ~10 s
+
+
+def test_a_second_batch_into_the_same_directory_is_refused(inputs, tmp_path, capsys):
+    """Issue 16 case 7: one batch at a time per output directory (an flock on
+    DIR/.csst_sls_z_batch.lock): a second one is refused in one sentence before it reads,
+    writes or removes anything; the lock goes when the first finishes."""
+    from csst_sls_z.batch import LOCK_NAME, OutputDirectoryLock
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious_slsz.fits").write_text("another batch's finished output")
+    first = OutputDirectoryLock(out)
+    assert first.acquire() == ""
+    try:
+        code = batch_main([*map(str, inputs), "-o", str(out), "--no-progress", "--log-level", "WARNING"])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("csst-sls-z batch: error:")]
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err
+        assert "in use by another csst-sls-z batch" in lines[0] and f"{os.getpid()}" in lines[0]
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "precious_slsz.fits"]   # nothing touched
+        assert OutputDirectoryLock(out).acquire() != ""
+    finally:
+        first.release()
+    assert not (out / LOCK_NAME).exists()
+    again = OutputDirectoryLock(out)
+    assert again.acquire() == ""
+    again.release()
+
+
+def test_only_abandoned_temporary_files_are_removed(tmp_path):
+    """Issue 16 case 7: the batch removes a killed write's leftover temporary file, never one a live
+    writer holds (every writer keeps an flock on its temporary file until it renames or removes it)."""
+    from csst_sls_z.batch import _remove_stale_temps
+    from csst_sls_z.products import TempFile
+    target = tmp_path / "a_slsz.fits"
+    live = TempFile(target)                                  # another run, still writing
+    live.path.write_bytes(b"half of another run's output")
+    abandoned = tmp_path / ".a_slsz.fits.0123abcd.tmp"       # what a SIGKILLed run leaves
+    abandoned.write_bytes(b"left by a killed run")
+    unrelated = tmp_path / ".b_slsz.fits.0123abcd.tmp"
+    unrelated.write_bytes(b"another output's")
+    _remove_stale_temps(target)
+    assert live.path.read_bytes() == b"half of another run's output"
+    assert not abandoned.exists() and unrelated.exists()
+    live.discard()
+    assert not live.path.exists()

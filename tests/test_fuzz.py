@@ -14,6 +14,13 @@ in order of first appearance) with the right ZWARN bits, or is refused with a Pr
 (exit code 1) of one line that names the file, exactly when the mutation made it
 unreadable. Never another exception, never a lost row, never a change to the input.
 
+Besides the mutations, each product is stored in one of several real-world ways (issue 16):
+TUNITs of WAVELENGTH / FLUX / ERR, convertible (nm, um, erg/s/cm2/Angstrom, W/m2/nm) or
+not (Hz, F_nu, unparseable, FLUX with a unit and ERR without); FLUX and ERR as float32,
+float64 or scaled int16 / int32 (TSCAL, TZERO, TNULL for non-finite values); and FITS
+checksums absent, valid or failing (read with or without ignore_checksum). The oracle sees
+the values a correct reader must decode: stored * TSCAL + TZERO, times the unit's factor.
+
 Profiles: ``ci`` (loaded when $CI is set) is derandomised, so every CI run draws the same
 examples; locally the examples are random (and the failing ones are replayed from the
 .hypothesis database). Both run N_FAST + N_FULL examples.
@@ -41,8 +48,8 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("dev", **COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-N_FAST = 1000          # products through the reader + preprocessing + flags
-N_FULL = 200           # products through the whole stage, network and writer included
+N_FAST = int(os.environ.get("SLSZ_FUZZ_FAST", 1000))   # products through the reader + preprocessing + flags
+N_FULL = int(os.environ.get("SLSZ_FUZZ_FULL", 200))    # products through the whole stage, network and writer
 VECTORS = ("WAVELENGTH", "FLUX", "ERR")
 REQUIRED = ("OBJID",) + VECTORS
 NODATA, MISSING, BAD, OOD = (int(ZWarn.NODATA), int(ZWarn.MISSING_BAND), int(ZWarn.BAD_INPUT),
@@ -74,6 +81,18 @@ op_st = st.one_of(
     st.tuples(st.just("byteswap"), band_st, st.sampled_from(VECTORS)),
     st.tuples(st.just("scale"), band_st, st.sampled_from([1e-30, 1e30, 1e-200, 1e200])),
 )
+# TUNITs: None (absent: the documented unit is assumed) or convertible ones for every band;
+# now and then one band gets a unit fault (not convertible, unparseable, FLUX or ERR alone).
+FLUX_UNIT = "1e-17 erg/s/cm2/Angstrom"
+WAVE_UNITS = [None, None, "Angstrom", "nm", "um", "0.1 nm"]
+FLUX_ERR_UNITS = [(None, None), (None, None), (FLUX_UNIT, FLUX_UNIT), ("erg/s/cm2/Angstrom", "erg/s/cm2/Angstrom"),
+                  ("W/m2/nm", "erg/s/cm2/Angstrom"), ("W m-2 nm-1", "1e-20 W/m2/nm")]
+UNIT_FAULTS = {"wave_hz": ("Hz", None), "wave_unparseable": ("parsec per fortnight!", None),
+               "flux_f_nu": (None, ("erg/s/cm2/Hz", "erg/s/cm2/Hz")), "err_jy": (None, (FLUX_UNIT, "Jy")),
+               "flux_only": (None, ("erg/s/cm2/Angstrom", None)), "err_only": (None, (None, FLUX_UNIT)),
+               "unparseable": (None, ("not a unit", "not a unit"))}
+# How FLUX and ERR are stored: as mutated, float32, float64, or scaled 16/32-bit integers.
+STORAGE = [None, None, "f4", "f8", "i2_scaled", "i4_scaled"]
 recipe_st = st.fixed_dictionaries({
     "n": st.integers(1, 5),
     "varlen": st.booleans(),
@@ -82,6 +101,14 @@ recipe_st = st.fixed_dictionaries({
     # at least one mutation, so every one of the N_FAST + N_FULL examples is malformed or extreme
     "ops": st.lists(op_st, min_size=1, max_size=6),
     "cut": st.integers(0, 11).flatmap(lambda k: st.floats(0, 1) if k == 0 else st.none()),
+    "units": st.fixed_dictionaries({b: st.tuples(st.sampled_from(WAVE_UNITS), st.sampled_from(FLUX_ERR_UNITS))
+                                    for b in BANDS_USED}),
+    "unit_fault": st.one_of(st.just(None), st.just(None), st.just(None), st.just(None),
+                            st.tuples(band_st, st.sampled_from(sorted(UNIT_FAULTS)))),
+    "storage": st.fixed_dictionaries({b: st.sampled_from(STORAGE) for b in BANDS_USED}),
+    "scale_zero": st.sampled_from([0.0, 0.5, -3.0]),
+    "checksum": st.sampled_from(["absent"] * 3 + ["valid"] * 3 + ["bad_datasum", "bad_checksum"]),
+    "ignore_checksum": st.booleans(),
 })
 
 
@@ -180,7 +207,110 @@ def mutate(base, recipe):
     return tables
 
 
-def write_product(path, tables, recipe):
+# ---------------------------------------------------------------------------- storing: units, types, scaling
+def _unit_factor(text, col):
+    """Factor from the TUNIT ``text`` to the internal unit; 1.0 for no unit, None if unusable."""
+    import astropy.units as u
+    if text is None:
+        return 1.0
+    target = "Angstrom" if col == "WAVELENGTH" else FLUX_UNIT
+    try:
+        return float(u.Unit(text, parse_strict="raise").to(u.Unit(target)))
+    except (ValueError, TypeError, u.UnitsError):
+        return None
+
+
+def encode(tables, recipe):
+    """How the mutated tables are stored, and what a correct reader must decode from them.
+
+    Returns (stored tables, decoded tables, header cards {band: {column: {TUNIT, TSCAL, ...}}},
+    units_bad, units_assumed). ``decoded`` holds float64 values: stored (raw * TSCAL + TZERO,
+    TNULL -> NaN) times the unit's factor, computed as the reader must.
+    """
+    stored, decoded, cards = {}, {}, {}
+    units_bad = units_assumed = False
+    for band, t in tables.items():
+        if t is None or not t:
+            stored[band] = decoded[band] = t
+            continue
+        wave_unit, (flux_unit, err_unit) = recipe["units"][band]
+        if recipe["unit_fault"] is not None and recipe["unit_fault"][0] == band:
+            wave_fault, flux_err_fault = UNIT_FAULTS[recipe["unit_fault"][1]]
+            wave_unit = wave_fault or wave_unit
+            flux_unit, err_unit = flux_err_fault or (flux_unit, err_unit)
+        units = {"WAVELENGTH": wave_unit, "FLUX": flux_unit, "ERR": err_unit}
+        s_t, d_t, c_t = dict(t), dict(t), {}
+        if all(c in t for c in VECTORS):       # the reader gets this far only with all three columns
+            units_bad |= (flux_unit is None) != (err_unit is None)
+            units_assumed |= any(units[c] is None for c in VECTORS)
+        for col in VECTORS:
+            if col not in t:
+                continue
+            factor = _unit_factor(units[col], col)
+            units_bad |= factor is None
+            factor = 1.0 if factor is None else factor
+            c_t[col] = {"TUNIT": units[col]} if units[col] is not None else {}
+            rows = t[col] if isinstance(t[col], list) else None
+            values = rows if rows is not None else [t[col]]
+            storage = recipe["storage"][band] if col in ("FLUX", "ERR") else None
+            if factor != 1.0:        # the same numbers, in the declared unit, in the column's type
+                values = [(r.astype(np.float64) / factor).astype(r.dtype) for r in values]
+            if storage in ("f4", "f8"):
+                values = [r.astype(storage) for r in values]
+            if storage in ("i2_scaled", "i4_scaled"):
+                dtype = np.dtype("i2" if storage == "i2_scaled" else "i4")
+                info = np.iinfo(dtype)
+                zero = recipe["scale_zero"]
+                finite = [np.asarray(r, np.float64)[np.isfinite(np.asarray(r, np.float64))] for r in values]
+                span = max([float(np.abs(f - zero).max()) for f in finite if f.size] + [0.0])
+                scal = float(f"{span / (info.max - 1):.6g}") if 0 < span < 1e300 else 0.0
+                scal = scal if np.isfinite(scal) and scal > 0 else 1.0     # 6 digits: the card holds it exactly
+                raws = []
+                for r in values:
+                    x = np.asarray(r, np.float64)
+                    q = np.full(x.shape, float(info.min))
+                    ok = np.isfinite(x)
+                    q[ok] = np.clip(np.round((x[ok] - zero) / scal), info.min + 1, info.max)
+                    raws.append(q.astype(dtype))
+                values = raws
+                c_t[col].update({"TSCAL": scal, "TZERO": zero, "TNULL": int(info.min)})
+                dec = []
+                for r in raws:
+                    x = r.astype(np.float64) * scal + zero
+                    x[r == info.min] = np.nan
+                    dec.append(x)
+            else:
+                dec = [np.asarray(r).astype(np.float64) for r in values]
+            if factor != 1.0:
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    dec = [x * factor for x in dec]
+            s_t[col] = values if rows is not None else values[0]
+            d_t[col] = dec if rows is not None else dec[0]
+        stored[band], decoded[band], cards[band] = s_t, d_t, c_t
+    return stored, decoded, cards, units_bad, units_assumed
+
+
+def _finish_file(path, cards, recipe):
+    """Write the TUNIT/TSCAL/TZERO/TNULL cards, then the checksums (valid, or made to fail)."""
+    with fitsio.FITS(str(path), "rw") as f:
+        for hdu in f[1:]:
+            band = (hdu.get_extname() or "").replace("SPEC_", "")
+            names = [c.upper() for c in hdu.get_colnames()]
+            for col, keys in cards.get(band, {}).items():
+                n = names.index(col) + 1
+                for key, value in keys.items():
+                    hdu.write_key(f"{key}{n}", value)
+        if recipe["checksum"] != "absent":
+            for hdu in f:
+                hdu.write_checksum()
+        last = f[len(f) - 1]
+        if recipe["checksum"] == "bad_datasum":
+            last.write_key("DATASUM", "12345")
+        elif recipe["checksum"] == "bad_checksum":
+            last.write_key("CHECKSUM", "0000000000000000")
+
+
+def write_product(path, tables, recipe, cards=None):
     """Write the tables as a Layout A product (fitsio for fixed-length tables when asked)."""
     use_fitsio = recipe["fitsio"] and not recipe["varlen"]
     hdus = [fits.PrimaryHDU()]
@@ -204,6 +334,7 @@ def write_product(path, tables, recipe):
                 for c, v in t.items():
                     arr[c] = v if isinstance(v, np.ndarray) else (np.stack(v) if v else arr[c])
                 f.write(arr, extname=f"SPEC_{band}")
+        _finish_file(path, cards or {}, recipe)
         return
     for band, t in tables.items():
         if t is None or not t:
@@ -223,6 +354,7 @@ def write_product(path, tables, recipe):
                 cols.append(fits.Column(name=c, format=f"{arr.shape[1]}{_letter(arr.dtype)}", array=arr))
         hdus.append(fits.BinTableHDU.from_columns(cols, name=f"SPEC_{band}"))
     fits.HDUList(hdus).writeto(path, overwrite=True)
+    _finish_file(path, cards or {}, recipe)
 
 
 def _letter(dtype):
@@ -244,9 +376,13 @@ def truncate(path, frac):
 class Expected:
     """What a correct reader must make of the mutated tables (numpy only, independent of the package)."""
 
-    def __init__(self, tables, recipe, grid):
+    def __init__(self, tables, recipe, grid, units_bad=False, units_assumed=False):
         present = {b: t for b, t in tables.items() if t is not None and t}
-        self.error = recipe["cut"] is not None or not present
+        bad_sum = recipe["checksum"].startswith("bad")
+        self.checksum_state = "FAILED" if bad_sum else "VALID" if recipe["checksum"] == "valid" else "ABSENT"
+        self.units_assumed = units_assumed
+        self.error = (recipe["cut"] is not None or not present or units_bad
+                      or (bad_sum and not recipe["ignore_checksum"]))
         for t in present.values():
             if any(c not in t for c in REQUIRED):
                 self.error = True
@@ -340,13 +476,25 @@ def stage(dummy_refset):
     return st_
 
 
+def _events(recipe):
+    """Which real-world storage the example drew (shown by --hypothesis-show-statistics)."""
+    declared = any(u is not None for w, fe in recipe["units"].values() for u in (w,) + fe)
+    fault = recipe["unit_fault"]
+    event(f"units: {'fault ' + fault[1] if fault else 'declared' if declared else 'absent'}")
+    for storage in set(recipe["storage"].values()) - {None}:
+        event(f"FLUX/ERR stored as {storage}")
+    event(f"checksum {recipe['checksum']}{', ignored' if recipe['ignore_checksum'] else ''}")
+
+
 def _make(base, recipe, fuzz_dir, grid):
     path = fuzz_dir / f"product_{next(_COUNTER)}.fits"
+    _events(recipe)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         tables = mutate(base, recipe)
-        expected = Expected(tables, recipe, grid)
-        write_product(path, tables, recipe)
+        stored, decoded, cards, units_bad, units_assumed = encode(tables, recipe)
+        expected = Expected(decoded, recipe, grid, units_bad, units_assumed)
+        write_product(path, stored, recipe, cards)
     if recipe["cut"] is not None:
         truncate(path, recipe["cut"])
     return path, expected
@@ -371,7 +519,9 @@ def _read_and_preprocess(recipe, path, exp, grid, thresholds):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with open_product(path) as reader:
+            with open_product(path, ignore_checksum=recipe["ignore_checksum"]) as reader:
+                assert reader.checksum_state == exp.checksum_state
+                assert bool(reader.units_assumed) == exp.units_assumed
                 objid = reader.objid.tolist()
                 dups = set(reader.duplicate_objids.tolist())
                 npix = {b: [] for b in BANDS_USED}
@@ -423,6 +573,10 @@ def test_fuzz_full_stage(recipe, base, refs, stage, fuzz_dir):
     grid, _ = refs
     path, exp = _make(base, recipe, fuzz_dir, grid)
     out = path.with_name(path.stem + "_out.fits")
+    if recipe["ignore_checksum"]:
+        import copy
+        stage = copy.copy(stage)                  # the same network, another parameter
+        stage.params = {**stage.params, "ignore_checksum": True}
     try:
         _full_stage(stage, path, out, exp, fuzz_dir)
     finally:
@@ -450,6 +604,8 @@ def _full_stage(stage, path, out, exp, fuzz_dir):
     assert result.exit_code == 0
     with fits.open(out) as hdul:
         cat = hdul[EXT_REDSHIFT].data
+        for hdr in (hdul[0].header, hdul[EXT_REDSHIFT].header):
+            assert hdr["INCHKSUM"] == exp.checksum_state and hdr["UNITDFLT"] == exp.units_assumed
         assert cat["OBJID"].tolist() == exp.objid
         zwarn = cat["ZWARN"]
         np.testing.assert_array_equal(cat["NPIX_GV"], exp.npix["GV"])

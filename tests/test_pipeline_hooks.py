@@ -1,6 +1,8 @@
 """The scheduler adapter: function, python -m entry, and the csst CsstProcessor shape."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -54,7 +56,7 @@ def test_no_spectra_gives_the_distinct_exit_code(sim_product, dummy_refset, tmp_
     with fits.open(sim_product) as hdul:
         hdus = [hdul[0].copy()] + [fits.BinTableHDU(hdul[n].data[:0], header=hdul[n].header, name=n)
                                    for n in ("SPEC_GV", "SPEC_GI")]
-        fits.HDUList(hdus).writeto(empty)
+        fits.HDUList(hdus).writeto(empty, checksum=True)     # fresh checksums: empty, not corrupt
     code, result = run_stage([empty], tmp_path / "o", dummy_refset, samples=4)
     assert code == EXIT_NOTHING_TO_DO == 3
     assert result.status is StageStatus.NO_DATA and not result.outputs
@@ -63,3 +65,37 @@ def test_no_spectra_gives_the_distinct_exit_code(sim_product, dummy_refset, tmp_
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 3 and "Traceback" not in out.stderr
     assert not list(tmp_path.glob("o2/*.fits"))             # no output product for no spectra
+
+
+# ---------------------------------------------------------------- issue 13: the scheduler's logs stay clean
+HOOK = [sys.executable, "-m", "pipeline_hooks.csst_sls_z_hook"]
+NATIVE_TF = re.compile(r"cuInit|oneDNN|absl::InitializeLog|cpu_feature_guard|^[IWEF]\d{4} ", re.M)
+
+
+def _clean_env():
+    return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CSST_SLS_Z_TF_LOG_QUIETED")}
+
+
+def test_hook_help_prints_no_warning():
+    out = subprocess.run(HOOK + ["--help"], capture_output=True, text=True, timeout=120, env=_clean_env())
+    assert out.returncode == 0
+    assert out.stderr == "", out.stderr                    # no runpy RuntimeWarning, nothing else
+    flat = " ".join(out.stdout.split())
+    assert "--samples SAMPLES BNN samples per spectrum" in flat
+    assert "--seed SEED seed of the BNN sampling noise" in flat
+
+
+def test_hook_run_prints_no_warning(sim_product, dummy_refset, tmp_path):
+    cmd = HOOK + ["--inputs", str(sim_product), "--output-dir", str(tmp_path / "o"), "--reference-dir",
+                  str(dummy_refset), "--samples", "4"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_clean_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Warning" not in out.stderr and " WARNING " not in out.stderr, out.stderr
+    assert not NATIVE_TF.search(out.stderr), out.stderr
+
+
+def test_package_still_offers_the_adapter_names():
+    import pipeline_hooks
+    assert pipeline_hooks.run_stage is run_stage and pipeline_hooks.CsstSlsZProcessor is CsstSlsZProcessor
+    with pytest.raises(AttributeError):
+        pipeline_hooks.no_such_name

@@ -525,3 +525,47 @@ def test_reader_is_context_manager_and_closes(product):
     rd.close()
     with pytest.raises(ValueError):
         list(rd.iter_chunks(1))
+
+
+# ---------------------------------------------------------------------------- units, scaling, temporary names
+def test_layout_b_units_and_scaled_integers(tmp_path):
+    """Issue 16 cases 1-2, layout B: TUNIT (nm; W/m2/nm) and TSCAL/TZERO/TNULL on int16 columns are
+    applied per HDU; the reader hands back float64 in Angstrom and 1e-17 erg/s/cm2/Angstrom."""
+    wave_nm = 900.0 + np.arange(5)
+    raw = np.array([10, 20, -32768, 40, 50], dtype=np.int16)
+    hdu = fits.BinTableHDU.from_columns([
+        fits.Column(name=dm.COL_WAVE, format="D", unit="nm", array=wave_nm),
+        fits.Column(name=dm.COL_FLUX, format="I", unit="W/m2/nm", array=raw),
+        fits.Column(name=dm.COL_ERR, format="I", unit="W/m2/nm", array=np.full(5, 7, np.int16))])
+    hdu.header[dm.KEY_BAND] = "GI"
+    hdu.header[dm.KEY_OBJID] = 5
+    path = tmp_path / "b.fits"
+    fits.HDUList([_primary(), hdu]).writeto(path)
+    with fitsio.FITS(str(path), "rw") as f:
+        for n in (2, 3):
+            f[1].write_key(f"TSCAL{n}", 1e-21)
+            f[1].write_key(f"TZERO{n}", 2e-20)
+            f[1].write_key(f"TNULL{n}", -32768)
+    with open_product(path) as rd:
+        assert rd.units_assumed == [] and dict((k, v) for k, v, _ in rd.header_cards())[dm.KW_UNITS_ASSUMED] is False
+        got = _all_chunks(rd, 1)["GI"][0]
+    np.testing.assert_allclose(got[0], wave_nm * 10.0, rtol=1e-14)
+    flux = (raw * 1e-21 + 2e-20) * 1e19           # W/m2/nm -> 1e-17 erg/s/cm2/Angstrom is x 1e19
+    np.testing.assert_allclose(got[1][[0, 1, 3, 4]], flux[[0, 1, 3, 4]], rtol=1e-12)
+    assert np.isnan(got[1][2])                     # TNULL: a missing pixel
+    np.testing.assert_allclose(got[2], (7 * 1e-21 + 2e-20) * 1e19, rtol=1e-12)
+
+
+def test_temporary_names_fit_the_file_system_limit(tmp_path):
+    """Issue 16 case 10: ``.NAME.<8 hex>.tmp`` while it fits, NAME cut (at a character boundary) when not."""
+    from csst_sls_z.products import TempFile, temp_prefix
+    assert temp_prefix(tmp_path / "out.fits") == ".out.fits."
+    for name in ("x" * 251 + ".fits", "\u00e9" * 125 + ".fits", "y" * 240 + ".fits.gz"):
+        tmp = TempFile(tmp_path / name)
+        try:
+            assert len(os.fsencode(tmp.path.name)) <= 255
+            assert tmp.path.name.startswith(temp_prefix(tmp_path / name))
+            tmp.path.name.encode("utf-8")          # never half a character
+        finally:
+            tmp.discard()
+    assert os.listdir(tmp_path) == []

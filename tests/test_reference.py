@@ -75,3 +75,63 @@ def test_sets_are_versioned_never_reused(tmp_path):
     (tmp_path / "csst_sls_z_0007").mkdir()
     assert next_set_dir(tmp_path).name == "csst_sls_z_0008"
     assert (SHIPPED_ROOT / "CURRENT").read_text().strip().startswith("csst_sls_z_")
+
+
+def _flip_one_bit(path):
+    import fitsio
+    with fitsio.FITS(str(path)) as f:
+        off = f[1].get_offsets()
+    raw = bytearray(path.read_bytes())
+    raw[(off["data_start"] + off["data_end"]) // 2] ^= 0x04
+    path.write_bytes(bytes(raw))
+
+
+def test_override_is_validated_like_any_reference_file(tmp_path, dummy_refset, monkeypatch):
+    """Issue 16 case 8: an override has no manifest entry, so it is checked on its own: REFTYPE,
+    schema version and the CHECKSUM/DATASUM of every HDU (present, and holding)."""
+    from csst_sls_z.reference import sha256_file
+    good = tmp_path / "backbone_copy.fits"
+    shutil.copy(dummy_refset / "backbone.fits", good)
+    refset = load_reference_set(dummy_refset, overrides={"backbone": good})
+    assert refset.path("backbone") == good and refset.sha256["backbone"] == sha256_file(good)
+
+    flipped = tmp_path / "flipped.fits"
+    shutil.copy(good, flipped)
+    _flip_one_bit(flipped)
+    monkeypatch.setenv("CSST_SLS_Z_REF_BACKBONE", str(flipped))
+    with pytest.raises(ReferenceFileError, match=r"flipped.fits \(backbone\) fails its FITS checksum in HDU 1"):
+        load_reference_set(dummy_refset)
+    monkeypatch.delenv("CSST_SLS_Z_REF_BACKBONE")
+
+    with fits.open(good) as hdul:
+        hdul.writeto(tmp_path / "unsummed.fits", checksum="remove")
+    with pytest.raises(ReferenceFileError, match="has no CHECKSUM/DATASUM in HDU 0"):
+        load_reference_set(dummy_refset, overrides={"backbone": tmp_path / "unsummed.fits"})
+    with pytest.raises(ReferenceFileError, match="REFTYPE='bnnhead', expected 'backbone'"):
+        load_reference_set(dummy_refset, overrides={"backbone": dummy_refset / "bnnhead.fits"})
+    (tmp_path / "text.fits").write_text("not FITS")
+    with pytest.raises(ReferenceFileError, match="text.fits is not a readable FITS file"):
+        load_reference_set(dummy_refset, overrides={"thresholds": tmp_path / "text.fits"})
+
+
+@pytest.mark.parametrize("manifest, words", [
+    ([], "is a list, not a JSON object"),
+    ("text", "is a string, not a JSON object"),
+    ({"schema_version": 1, "files": [{"reftype": "wavegrid", "name": "wavegrid.fits"}]},
+     "entry 0 (wavegrid) has no sha256"),
+    ({"schema_version": 1, "files": [{"reftype": "wavegrid", "sha256": "0" * 64}]}, "entry 0 (wavegrid) has no name"),
+    ({"schema_version": 1, "files": [{"reftype": "wavegrid", "name": "/etc/passwd", "sha256": "0" * 64}]},
+     "not a file name inside the set's directory"),
+    ({"schema_version": 1, "files": [None]}, "entry 0 is null, not an object"),
+    ({"schema_version": 1, "files": [{"reftype": 3, "name": "x", "sha256": "0" * 64}]}, "unknown reference type 3"),
+    ({"schema_version": True, "files": []}, "no integer schema_version"),
+    ({"schema_version": 1, "files": [], "pedigree": ["SIMULATION"]}, "pedigree that is a list, not a string"),
+], ids=["list", "string", "no-sha256", "no-name", "absolute-name", "null-entry", "reftype-number",
+        "schema-bool", "pedigree-list"])
+def test_malformed_manifest_one_sentence_naming_it(tmp_path, manifest, words):
+    """Issue 16 case 9: whatever shape a manifest has, the error is one sentence naming it."""
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReferenceFileError) as info:
+        load_reference_set(tmp_path, required=())
+    msg = str(info.value)
+    assert str(tmp_path / "manifest.json") in msg and words in msg and "\n" not in msg, msg

@@ -46,33 +46,35 @@ def _letter(arr) -> str:
     return _LETTER[np.asarray(arr).dtype.str[1:]]
 
 
-def write_a(path, tables, extra_hdus=()):
+def write_a(path, tables, extra_hdus=(), units=None, checksum=False):
     """A Layout A product from ``{band: {column: array}}`` (a list of 1-D arrays -> variable length).
 
     A band mapped to None is left out; columns are written in the dict's order, with the
-    FITS type of each array's dtype.
+    FITS type of each array's dtype. ``units``: {column: TUNIT} for every band table.
     """
     hdr = fits.Header()
     hdr["TELESCOP"], hdr["INSTRUME"] = "CSST", "MSC"
     hdus = [fits.PrimaryHDU(header=hdr)]
-    hdus += [table_hdu(cols, f"SPEC_{band}") for band, cols in tables.items() if cols is not None]
+    hdus += [table_hdu(cols, f"SPEC_{band}", units) for band, cols in tables.items() if cols is not None]
     hdus.extend(extra_hdus)
-    fits.HDUList(hdus).writeto(path)
+    fits.HDUList(hdus).writeto(path, checksum=checksum)
     return Path(path)
 
 
-def table_hdu(cols, extname):
+def table_hdu(cols, extname, units=None):
     fcols = []
     for name, arr in cols.items():
+        unit = (units or {}).get(name)
         if isinstance(arr, list):
             obj = np.empty(len(arr), dtype=object)
             for i, a in enumerate(arr):
                 obj[i] = np.asarray(a)
-            fcols.append(fits.Column(name=name, format=f"P{_letter(arr[0]) if arr else 'E'}()", array=obj))
+            fcols.append(fits.Column(name=name, format=f"P{_letter(arr[0]) if arr else 'E'}()", array=obj,
+                                     unit=unit))
         else:
             arr = np.asarray(arr)
             rep = "" if arr.ndim == 1 else str(arr.shape[1])
-            fcols.append(fits.Column(name=name, format=f"{rep}{_letter(arr)}", array=arr))
+            fcols.append(fits.Column(name=name, format=f"{rep}{_letter(arr)}", array=arr, unit=unit))
     return fits.BinTableHDU.from_columns(fcols, name=extname)
 
 
@@ -132,7 +134,7 @@ def clean(base_tables, stage, workdir):
     path = write_a(workdir / "clean.fits", base_tables)
     out = workdir / "clean_out.fits"
     result = stage.run([path], out)
-    assert result.status is StageStatus.PERFECT, result.message
+    assert result.exit_code == 0 and not result.failures, result.message
     return path, catalog(out)
 
 
@@ -577,8 +579,9 @@ def test_bad_reference_set_refused_before_any_spectrum(kind, dummy_refset, wrong
     def forbidden(*a, **k):
         reads.append(a)
         raise AssertionError("a spectrum was read before the reference set was validated")
-    monkeypatch.setattr(products, "open_product", forbidden)
-    monkeypatch.setattr(products, "ProductReader", forbidden)
+    # Opening an input (its header and OBJIDs, the command's quick checks) is allowed; its spectra are not.
+    monkeypatch.setattr(products.ProductReader, "iter_chunks", forbidden)
+    monkeypatch.setattr(products.ProductReader, "read_band", forbidden)
     out = tmp_path / "out.fits"
     code, res = cli([product_copy, "-o", out], refs, capsys)
     assert code == 1 and not reads
@@ -673,7 +676,7 @@ def slow_to_write(sim_product, tmp_path_factory):
     path = tmp_path_factory.mktemp("big") / "big.fits"
     with fits.open(sim_product) as hdul:
         hdus = [h.copy() for h in hdul] + [fits.ImageHDU(np.zeros(8_000_000), name="PADDING")]
-        fits.HDUList(hdus).writeto(path)
+        fits.HDUList(hdus).writeto(path, checksum=True)     # the copied CHECKSUM cards are redone
     return path
 
 
@@ -769,7 +772,9 @@ def test_batch_one_bad_each_way_others_processed(clean, sim_product, dummy_refse
     outdir = tmp_path / "out"
     outdir.mkdir()
     summary = tmp_path / "summary.json"
-    code, res = cli(inputs + ["-o", outdir, "--summary-json", summary], dummy_refset, capsys)
+    # --ignore-checksum: the damaged card also breaks the HDU's checksum (refused by default,
+    # R::test_checksum_failure_refused_unless_ignored); here the copy itself must fail cleanly.
+    code, res = cli(inputs + ["-o", outdir, "--summary-json", summary, "--ignore-checksum"], dummy_refset, capsys)
     assert code == 1
     data = json.loads(summary.read_text())
     assert data["status"] == "WARNING"
@@ -786,3 +791,489 @@ def test_batch_one_bad_each_way_others_processed(clean, sim_product, dummy_refse
     assert data["summary"]["n_objects"] == 40 + N_OBJ
     assert sorted(p.name for p in outdir.iterdir()) == ["good_slsz.fits", "small_slsz.fits"]
     assert all(sha256(p) == s for p, s in stamps.items())
+
+
+# ============================================================================ real-world inputs (issue 16)
+# Each case: exit 0 with every object present and right, or exit 1 with one sentence, no
+# traceback, nothing written and the input unchanged; never exit 0 with wrong numbers.
+def _same_catalogue(cat, ref, zwarn=True):
+    np.testing.assert_array_equal(cat["OBJID"], ref["OBJID"])
+    np.testing.assert_allclose(cat["Z"], ref["Z"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cat["ZERR"], ref["ZERR"], rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(cat["NPIX_GV"], ref["NPIX_GV"])
+    np.testing.assert_array_equal(cat["NPIX_GI"], ref["NPIX_GI"])
+    np.testing.assert_allclose(cat["SNR_GI"], ref["SNR_GI"], rtol=1e-4)
+    if zwarn:
+        np.testing.assert_array_equal(cat["ZWARN"], ref["ZWARN"])
+
+
+def _header(path, key, ext=EXT_REDSHIFT):
+    with fits.open(path) as hdul:
+        return hdul[ext].header.get(key), hdul[0].header.get(key)
+
+
+def _refused_by_cli(args, refdir, capsys, inputs, out, *words):
+    """Exit 1, one line naming ``words``, no output, inputs unchanged."""
+    stamps = {p: sha256(p) for p in inputs}
+    code, res = cli(args, refdir, capsys)
+    lines = error_lines(res.err)
+    assert code == 1 and len(lines) == 1, res.err
+    assert "unexpected" not in lines[0]
+    for word in words:
+        assert str(word) in lines[0], lines[0]
+    assert not Path(out).exists()
+    assert all(sha256(p) == s for p, s in stamps.items())
+    return lines[0]
+
+
+# -- 1. units: TUNIT of WAVELENGTH, FLUX and ERR honoured through astropy.units
+# name: {column: (TUNIT, factor the values are multiplied by)}
+UNIT_CASES = {
+    "wave_nm": {"WAVELENGTH": ("nm", 0.1)},
+    "wave_um": {"WAVELENGTH": ("um", 1e-4)},
+    "flux_and_err_cgs": {"FLUX": ("erg/s/cm2/Angstrom", 1e-17), "ERR": ("erg/s/cm2/Angstrom", 1e-17)},
+    "flux_cgs_err_scaled": {"FLUX": ("erg/s/cm2/Angstrom", 1e-17), "ERR": ("1e-17 erg/s/cm2/Angstrom", 1.0)},
+    "flux_si_w_m2_nm": {"FLUX": ("W/m2/nm", 1e-19), "ERR": ("W m-2 nm-1", 1e-19)},
+    "all_declared_internal": {"WAVELENGTH": ("Angstrom", 1.0), "FLUX": ("1e-17 erg/s/cm2/Angstrom", 1.0),
+                              "ERR": ("1e-17 erg/s/cm2/Angstrom", 1.0)},
+}
+
+
+@pytest.mark.parametrize("name", list(UNIT_CASES))
+def test_units_are_honoured(name, base_tables, clean, stage, tmp_path):
+    """Issue 16 case 1: wavelengths in nm or um, fluxes in erg/s/cm2/Angstrom or W/m2/nm give the
+    clean product's redshifts (values converted to the internal units before preprocessing)."""
+    tables = copy_tables(base_tables)
+    units = {}
+    for col, (unit, factor) in UNIT_CASES[name].items():
+        units[col] = unit
+        for t in tables.values():
+            t[col] = t[col].astype(np.float64) * factor
+    path = write_a(tmp_path / f"{name}.fits", tables, units=units)
+    result, cat = run_one(stage, path)
+    assert result.exit_code == 0
+    _same_catalogue(cat, clean[1])
+    assumed = len(units) < 3                             # a column without TUNIT: documented units
+    assert _header(path.with_name(path.stem + "_out.fits"), "UNITDFLT") == (assumed, assumed)
+
+
+BAD_UNITS = {
+    "unparseable": ({"FLUX": "furlongs per fortnight", "ERR": "furlongs per fortnight"},
+                    ("FLUX", "'furlongs per fortnight'", "cannot parse")),
+    "wavelength_in_hz": ({"WAVELENGTH": "Hz"}, ("WAVELENGTH", "'Hz'", "cannot be converted to Angstrom")),
+    "err_f_nu": ({"FLUX": "1e-17 erg/s/cm2/Angstrom", "ERR": "erg/s/cm2/Hz"},
+                 ("ERR", "'erg/s/cm2/Hz'", "cannot be converted")),
+    "flux_with_unit_err_without": ({"FLUX": "erg/s/cm2/Angstrom"}, ("FLUX", "ERR", "no unit")),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_UNITS))
+def test_unparseable_or_inconvertible_unit_is_refused(name, base_tables, dummy_refset, tmp_path, capsys):
+    """Issue 16 case 1: a unit astropy cannot parse, or that cannot be converted (flux and error of
+    different dimensions), is one sentence naming the file, the column and the unit."""
+    units, words = BAD_UNITS[name]
+    path = write_a(tmp_path / "units.fits", copy_tables(base_tables), units=units)
+    out = tmp_path / "out.fits"
+    _refused_by_cli([path, "-o", out], dummy_refset, capsys, [path], out, "units.fits", "SPEC_GV", *words)
+    assert no_temp_files(tmp_path)
+
+
+def test_missing_tunit_is_assumed_warned_and_flagged(clean, stage, tmp_path, caplog):
+    """Issue 16 case 1: without TUNIT the documented units are assumed, with a log warning and
+    UNITDFLT = T in the output headers (a product with TUNITs says F)."""
+    import logging
+    path = tmp_path / "no_units.fits"
+    shutil.copy(clean[0], path)             # a file of its own: each file's warnings are logged once
+    with caplog.at_level(logging.WARNING, logger="csst_sls_z.products"):
+        result, cat = run_one(stage, path, tmp_path / "assumed.fits")
+    assert result.exit_code == 0 and len(cat) == N_OBJ
+    assert any("no TUNIT for WAVELENGTH, FLUX, ERR" in r.getMessage() for r in caplog.records)
+    assert _header(tmp_path / "assumed.fits", "UNITDFLT") == (True, True)
+
+
+# -- 2. scaled integer columns (TSCALn / TZEROn / TNULLn)
+@pytest.mark.parametrize("width, layout", [("int16", "fixed"), ("int32", "fixed"), ("int16", "varlen")])
+def test_scaled_integer_columns_are_applied(width, layout, base_tables, stage, tmp_path):
+    """Issue 16 case 2: FLUX and ERR stored as 16- or 32-bit integers with TSCAL/TZERO (and TNULL on
+    one pixel) give exactly the redshifts of the same physical values stored as float64."""
+    dtype = np.dtype(width)
+    top = np.iinfo(dtype).max
+    tnull = int(np.iinfo(dtype).min)
+    scaled, physical = copy_tables(base_tables), copy_tables(base_tables)
+    tzero = 0.5
+    tscal = {col: max(float(np.abs(base_tables[b][col].astype(np.float64) - tzero).max()) for b in BANDS_USED)
+             / (top - 1) for col in ("FLUX", "ERR")}
+    for band in BANDS_USED:
+        for col in ("FLUX", "ERR"):
+            x = base_tables[band][col].astype(np.float64)
+            raw = np.round((x - tzero) / tscal[col]).astype(dtype)
+            if band == "GV" and col == "FLUX":
+                raw[1, 7] = tnull                        # a missing pixel
+            value = raw.astype(np.float64) * tscal[col] + tzero
+            value[raw == tnull] = np.nan
+            scaled[band][col], physical[band][col] = raw, value
+    if layout == "varlen":
+        for tables in (scaled, physical):
+            for t in tables.values():
+                for c in VECTORS:
+                    t[c] = list(t[c])
+    ref_path = write_a(tmp_path / "physical.fits", physical)
+    path = write_a(tmp_path / "scaled.fits", scaled)
+    with fitsio.FITS(str(path), "rw") as f:                  # same TSCAL for both bands, per column
+        for ext in ("SPEC_GV", "SPEC_GI"):
+            names = [c.upper() for c in f[ext].get_colnames()]
+            for col in ("FLUX", "ERR"):
+                n = names.index(col) + 1
+                f[ext].write_key(f"TSCAL{n}", tscal[col])
+                f[ext].write_key(f"TZERO{n}", tzero)
+                f[ext].write_key(f"TNULL{n}", tnull)
+    if layout == "fixed":            # astropy agrees on what the file holds (it ignores TSCAL on P columns)
+        with fits.open(path) as hdul:
+            got = np.asarray(hdul["SPEC_GV"].data["FLUX"][0], dtype=np.float64)
+            np.testing.assert_allclose(got, physical["GV"]["FLUX"][0], rtol=1e-12)
+    _, ref = run_one(stage, ref_path)
+    result, cat = run_one(stage, path)
+    assert result.exit_code == 0
+    _same_catalogue(cat, ref)
+    assert cat["NPIX_GV"][1] == ref["NPIX_GV"][1] and cat["ZWARN"][1] & BAD      # the TNULL pixel: masked
+    # The same file compressed: the scaling cannot be read from it, so it is refused in one sentence.
+    import gzip
+    gz = tmp_path / "scaled.fits.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    result, _ = run_one(stage, gz, tmp_path / "gz_out.fits")
+    assert_refused(result, gz, "decompress")
+
+
+# -- 3. directory mode: one output per input, named by the whole stem
+def test_directory_mode_names_are_unique_and_collisions_refused(base_tables, dummy_refset, tmp_path, capsys,
+                                                                monkeypatch):
+    """Issue 16 case 3: `run sky.north.fits sky.south.fits -o DIR` writes sky.north_slsz.fits and
+    sky.south_slsz.fits, each with its own objects; two inputs that would share an output name are
+    refused in one sentence before any spectrum is read."""
+    north = copy_tables(base_tables)
+    south = copy_tables(base_tables)
+    for t in north.values():
+        for c in t:
+            t[c] = t[c][:3]
+    for t in south.values():
+        for c in t:
+            t[c] = t[c][3:]
+    a = write_a(tmp_path / "sky.north.fits", north)
+    b = write_a(tmp_path / "sky.south.fits", south)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    code, res = cli([a, b, "-o", outdir], dummy_refset, capsys)
+    assert code == 0 and not error_lines(res.err)
+    assert sorted(p.name for p in outdir.iterdir()) == ["sky.north_slsz.fits", "sky.south_slsz.fits"]
+    np.testing.assert_array_equal(catalog(outdir / "sky.north_slsz.fits")["OBJID"], north["GV"]["OBJID"])
+    np.testing.assert_array_equal(catalog(outdir / "sky.south_slsz.fits")["OBJID"], south["GV"]["OBJID"])
+    # Collisions: one name in two directories, and a file beside its gzipped copy.
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "sky.north.fits"
+    shutil.copy(a, twin)
+    gz = tmp_path / "sky.north.fits.gz"
+    import gzip
+    gz.write_bytes(gzip.compress(a.read_bytes()))
+
+    def forbidden(*args, **kw):
+        raise AssertionError("a spectrum was read before the collision was refused")
+    monkeypatch.setattr(products.ProductReader, "iter_chunks", forbidden)
+    for pair in ((a, twin), (a, gz)):
+        empty = tmp_path / f"empty_{len(list(tmp_path.iterdir()))}"
+        empty.mkdir()
+        line = _refused_by_cli([*pair, "-o", empty], dummy_refset, capsys, list(pair),
+                               empty / "sky.north_slsz.fits", "sky.north_slsz.fits", "rename one of them")
+        assert str(pair[0]) in line and str(pair[1]) in line
+        assert list(empty.iterdir()) == []
+
+
+# -- 4. CHECKSUM / DATASUM of the input
+def _flip_data_byte(path, ext, offset=1000):
+    with fitsio.FITS(str(path)) as f:
+        start = f[ext].get_offsets()["data_start"]
+    raw = bytearray(Path(path).read_bytes())
+    raw[start + offset] ^= 0x01
+    Path(path).write_bytes(bytes(raw))
+
+
+def test_checksum_failure_refused_unless_ignored(base_tables, clean, dummy_refset, tmp_path, capsys):
+    """Issue 16 case 4: a product whose DATASUM fails is refused in one sentence; --ignore-checksum
+    processes it and says INCHKSUM = 'FAILED' in the output headers (valid: 'VALID', none: 'ABSENT')."""
+    good = write_a(tmp_path / "good.fits", copy_tables(base_tables), checksum=True)
+    rotten = tmp_path / "rotten.fits"
+    shutil.copy(good, rotten)
+    _flip_data_byte(rotten, "SPEC_GV")
+    out = tmp_path / "out.fits"
+    _refused_by_cli([rotten, "-o", out], dummy_refset, capsys, [rotten], out,
+                    "rotten.fits", "fails its FITS checksum", "SPEC_GV", "DATASUM", "--ignore-checksum")
+    assert no_temp_files(tmp_path)
+    before = sha256(rotten)
+    code, res = cli([rotten, "-o", out, "--ignore-checksum"], dummy_refset, capsys)
+    assert code == 0 and not error_lines(res.err) and sha256(rotten) == before
+    assert _header(out, "INCHKSUM") == ("FAILED", "FAILED")
+    with fits.open(out, checksum=True) as hdul:             # the output's own checksums are fresh and hold
+        assert all(h.verify_checksum() == 1 for h in hdul)
+    code, _ = cli([good, "-o", tmp_path / "good_out.fits"], dummy_refset, capsys)
+    assert code == 0 and _header(tmp_path / "good_out.fits", "INCHKSUM") == ("VALID", "VALID")
+    code, _ = cli([clean[0], "-o", tmp_path / "clean_out.fits"], dummy_refset, capsys)
+    assert code == 0 and _header(tmp_path / "clean_out.fits", "INCHKSUM") == ("ABSENT", "ABSENT")
+    # A damaged DATASUM card (cfitsio cannot even read it) is a failing checksum too.
+    damaged = _corrupt_card(good, tmp_path / "damaged.fits")
+    out = tmp_path / "damaged_out.fits"
+    _refused_by_cli([damaged, "-o", out], dummy_refset, capsys, [damaged], out, "damaged.fits",
+                    "fails its FITS checksum", "SPEC_GI")
+
+
+# -- 5. the input replaced or modified while the run works on it
+@pytest.fixture
+def two_products(base_tables, tmp_path):
+    """The clean product with an EXTRA extension saying 'first', and a 3-object one saying 'second'."""
+    def marked(path, tables, word):
+        extra = fits.BinTableHDU.from_columns([fits.Column(name="WHO", format="8A", array=[word])], name="EXTRA")
+        return write_a(path, tables, extra_hdus=[extra])
+    small = copy_tables(base_tables)
+    for t in small.values():
+        for c in t:
+            t[c] = t[c][:3]
+    first = marked(tmp_path / "input.fits", copy_tables(base_tables), "first")
+    second = marked(tmp_path / "replacement.fits", small, "second")
+    return first, second
+
+
+def test_input_replaced_during_the_run_output_is_the_measured_file(two_products, stage, tmp_path, monkeypatch):
+    """Issue 16 case 5: another product renamed over the input while the stage measures it: the
+    output is made entirely from the file that was opened and measured (its catalogue, its
+    extensions, its sha256 in INSHA256), never a mix of the two."""
+    first, second = two_products
+    first_sha = sha256(first)
+    real = stage.measure_chunk
+    calls = []
+
+    def replace_then_measure(bands, n, chunk_index):
+        if not calls:
+            os.replace(second, first)                    # `mv replacement.fits input.fits`
+        calls.append(n)
+        return real(bands, n, chunk_index)
+    monkeypatch.setattr(stage, "measure_chunk", replace_then_measure)
+    out = tmp_path / "out.fits"
+    result = stage.run([first], out)
+    assert result.exit_code == 0 and calls
+    with fits.open(out) as hdul:
+        assert len(hdul[EXT_REDSHIFT].data) == N_OBJ
+        assert list(hdul["SPEC_GV"].data["OBJID"]) == list(hdul[EXT_REDSHIFT].data["OBJID"])
+        assert hdul["EXTRA"].data["WHO"][0] == "first"
+        assert hdul[EXT_REDSHIFT].header["INSHA256"] == first_sha
+    assert no_temp_files(tmp_path)
+
+
+def test_input_modified_in_place_during_the_run_is_refused(two_products, stage, tmp_path, monkeypatch):
+    """Issue 16 case 5: the input rewritten in place (`cp other input`) while it is measured: the
+    copy would mix two files, so the run fails in one sentence and writes nothing."""
+    first, second = two_products
+    real = stage.measure_chunk
+
+    def overwrite_then_measure(bands, n, chunk_index):
+        shutil.copyfile(second, first)                   # same inode, new content
+        return real(bands, n, chunk_index)
+    monkeypatch.setattr(stage, "measure_chunk", overwrite_then_measure)
+    out = tmp_path / "out.fits"
+    result = stage.run([first], out)
+    assert_refused(result, first, "was modified while it was being processed")
+    assert not out.exists() and no_temp_files(tmp_path)
+
+
+# -- 6. two runs writing the same new output
+def test_two_writers_of_the_same_new_output_one_wins(clean, stage, tmp_path, monkeypatch):
+    """Issue 16 case 6: without overwrite the final step is exclusive (hard link, then unlink the
+    temporary file): of two writers that both found the name free, exactly one succeeds; the other
+    fails in one sentence and the winner's file is intact. Also through the stage."""
+    import threading
+    from csst_sls_z.datamodel import empty_redshift_table
+    real_write = products._write_hdulist
+    barrier = threading.Barrier(2, timeout=60)
+
+    def write_then_wait(hdul, tmp):
+        real_write(hdul, tmp)
+        barrier.wait()                                   # both are complete and about to commit
+    monkeypatch.setattr(products, "_write_hdulist", write_then_wait)
+    out = tmp_path / "race.fits"
+    outcome = {}
+
+    def writer(k):
+        cat = empty_redshift_table(N_OBJ)
+        cat["OBJID"] = clean[1]["OBJID"]
+        try:
+            products.write_redshift_product(out, clean[0], cat, [("WRITER", k, "which writer")])
+            outcome[k] = "ok"
+        except FileExistsError as exc:
+            outcome[k] = str(exc)
+    threads = [threading.Thread(target=writer, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    winners = [k for k, v in outcome.items() if v == "ok"]
+    assert len(winners) == 1, outcome
+    loser = outcome[3 - winners[0]]
+    assert "race.fits" in loser and "created by another process" in loser and "\n" not in loser
+    assert _header(out, "WRITER") == (winners[0], winners[0])
+    assert no_temp_files(tmp_path)
+
+    # The stage: another run's file appears while this one writes; it is kept, this run fails.
+    def another_run_finishes_first(hdul, tmp):
+        real_write(hdul, tmp)
+        (tmp_path / "stage.fits").write_bytes(b"the other run's output")
+    monkeypatch.setattr(products, "_write_hdulist", another_run_finishes_first)
+    result = stage.run([clean[0]], tmp_path / "stage.fits")
+    assert_refused(result, tmp_path / "stage.fits", "created by another process")
+    assert (tmp_path / "stage.fits").read_bytes() == b"the other run's output" and no_temp_files(tmp_path)
+
+
+# -- 8. reference overrides are validated like any reference file
+def _bit_flipped_copy(src, dst):
+    shutil.copy(src, dst)
+    with fitsio.FITS(str(dst)) as f:
+        start, end = f[1].get_offsets()["data_start"], f[1].get_offsets()["data_end"]
+    raw = bytearray(Path(dst).read_bytes())
+    raw[(start + end) // 2] ^= 0x04                       # one bit of one weight
+    Path(dst).write_bytes(bytes(raw))
+    return dst
+
+
+def test_reference_override_is_validated_before_any_spectrum(dummy_refset, product_copy, tmp_path, capsys,
+                                                            monkeypatch):
+    """Issue 16 case 8: a bit-flipped backbone passed as $CSST_SLS_Z_REF_BACKBONE fails its own
+    DATASUM: refused in one sentence before any spectrum is read (and so is one without checksums)."""
+    def forbidden(*a, **k):
+        raise AssertionError("a spectrum was read before the reference override was validated")
+    monkeypatch.setattr(products.ProductReader, "iter_chunks", forbidden)
+    flipped = _bit_flipped_copy(dummy_refset / "backbone.fits", tmp_path / "flipped_backbone.fits")
+    monkeypatch.setenv("CSST_SLS_Z_REF_BACKBONE", str(flipped))
+    out = tmp_path / "out.fits"
+    _refused_by_cli([product_copy, "-o", out], dummy_refset, capsys, [product_copy], out,
+                    "flipped_backbone.fits", "backbone", "fails its FITS checksum")
+    with fits.open(dummy_refset / "backbone.fits") as hdul:
+        hdul.writeto(tmp_path / "unsummed_backbone.fits", checksum="remove")
+    monkeypatch.setenv("CSST_SLS_Z_REF_BACKBONE", str(tmp_path / "unsummed_backbone.fits"))
+    _refused_by_cli([product_copy, "-o", out], dummy_refset, capsys, [product_copy], out,
+                    "unsummed_backbone.fits", "no CHECKSUM/DATASUM")
+    monkeypatch.setenv("CSST_SLS_Z_REF_BACKBONE", str(dummy_refset / "bnnhead.fits"))
+    _refused_by_cli([product_copy, "-o", out], dummy_refset, capsys, [product_copy], out,
+                    "bnnhead.fits", "REFTYPE='bnnhead', expected 'backbone'")
+
+
+# -- 9. malformed manifests
+MALFORMED_MANIFESTS = {
+    "a_list": (lambda m: [], "is a list, not a JSON object"),
+    "entry_without_sha256": (lambda m: {**m, "files": [{k: v for k, v in e.items() if k != "sha256"}
+                                                       for e in m["files"]]}, "has no sha256"),
+    "entry_without_name": (lambda m: {**m, "files": [{k: v for k, v in e.items() if k != "name"}
+                                                     for e in m["files"]]}, "has no name"),
+    "entry_not_an_object": (lambda m: {**m, "files": ["backbone.fits"] + m["files"]}, "is a string, not an object"),
+    "sha256_not_hex": (lambda m: {**m, "files": [{**e, "sha256": 12} for e in m["files"]]},
+                       "not 64 hexadecimal digits"),
+    "type_listed_twice": (lambda m: {**m, "files": m["files"] + m["files"][:1]}, "a second time"),
+    "files_not_a_list": (lambda m: {**m, "files": {"backbone": "backbone.fits"}}, "has no list of files"),
+    "schema_version_text": (lambda m: {**m, "files": [{**e, "schema_version": "1"} for e in m["files"]]},
+                            "not an integer"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_MANIFESTS))
+def test_malformed_manifest_is_one_sentence(name, dummy_refset, product_copy, tmp_path, capsys):
+    """Issue 16 case 9: an entry without sha256, a manifest that is `[]`, ...: one sentence naming
+    the manifest and what is wrong, never a raw KeyError or AttributeError."""
+    refs = tmp_path / "refs"
+    shutil.copytree(dummy_refset, refs)
+    edit, words = MALFORMED_MANIFESTS[name]
+    manifest = json.loads((refs / "manifest.json").read_text())
+    (refs / "manifest.json").write_text(json.dumps(edit(manifest)))
+    out = tmp_path / "out.fits"
+    _refused_by_cli([product_copy, "-o", out], refs, capsys, [product_copy], out,
+                    f"manifest {refs / 'manifest.json'}", words)
+
+
+# -- 10. the longest legal output names
+@pytest.mark.parametrize("name", ["o" * 245 + ".fits", "o" * 250 + ".fits", "\u00e9" * 120 + ".fits"],
+                         ids=["250_bytes", "255_bytes", "utf8_245_bytes"])
+def test_longest_legal_output_name_works(name, clean, stage, tmp_path, monkeypatch):
+    """Issue 16 case 10: an output name up to the file system's limit (255 bytes) is written: the
+    temporary name is cut to fit, never longer than the limit."""
+    seen = []
+    real_write = products._write_hdulist
+
+    def record(hdul, tmp):
+        seen.append(Path(tmp).name)
+        real_write(hdul, tmp)
+    monkeypatch.setattr(products, "_write_hdulist", record)
+    out = tmp_path / name
+    result, cat = run_one(stage, clean[0], out)
+    assert result.exit_code == 0 and len(cat) == N_OBJ
+    assert seen and len(os.fsencode(seen[0])) <= 255 and seen[0].startswith(".") and seen[0].endswith(".tmp")
+
+
+# -- 11. messages
+def test_output_parent_that_is_a_file_is_named_as_such(product_copy, dummy_refset, tmp_path, capsys):
+    """Issue 16 case 11: an output whose directory is a file says so, not 'does not exist'."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    second = tmp_path / "second.fits"
+    shutil.copy(product_copy, second)
+    for args, words in (([product_copy, "-o", afile / "out.fits"], ("afile", "is a file")),
+                        ([product_copy, second, "-o", afile], ("afile", "not a directory"))):
+        code, res = cli(args, dummy_refset, capsys)
+        lines = error_lines(res.err)
+        assert code == 1 and len(lines) == 1 and "does not exist" not in lines[0], lines
+        for word in words:
+            assert word in lines[0], lines[0]
+    assert afile.read_text() == "not a directory"
+
+
+def test_disk_full_is_reported_once_in_the_documented_words(product_copy, dummy_refset, tmp_path, capsys,
+                                                            monkeypatch):
+    """Issue 16 case 11: a real ENOSPC inside astropy's writer (which re-raises it as 'Not enough
+    space on disk: ...' when the free space is short) is reported once, as docs/robustness.md says:
+    `cannot write output X (No space left on device)`."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    import astropy.utils.data
+    monkeypatch.setattr(astropy.utils.data, "get_free_space_in_dir", lambda *a, **k: 0)
+    real_write = products._write_hdulist
+
+    def onto_a_full_disk(hdul, tmp):
+        Path(tmp).unlink()
+        os.symlink("/dev/full", tmp)                      # every write: ENOSPC, as on a full disk
+        real_write(hdul, tmp)
+    monkeypatch.setattr(products, "_write_hdulist", onto_a_full_disk)
+    out = tmp_path / "out.fits"
+    code, res = cli([product_copy, "-o", out], dummy_refset, capsys)
+    lines = error_lines(res.err)
+    assert code == 1 and lines == [f"csst-sls-z run: error: cannot write output {out} (No space left on device)"]
+    assert res.err.count("No space left on device") == 1 and "Not enough space" not in res.err
+    assert not out.exists() and no_temp_files(tmp_path)
+
+
+def test_library_warnings_do_not_reach_stderr_raw(base_tables, dummy_refset, tmp_path, capsys, monkeypatch):
+    """Issue 16 case 11: astropy's warning about bytes after the last HDU is not repeated (the reader
+    says it once, in the log); a warning fitsio raises while reading (FITSRuntimeWarning, numpy's
+    RuntimeWarning) is logged as one line naming the file, never raw."""
+    import warnings
+    real_read = fitsio.hdu.table.TableHDU.read
+
+    def read_and_warn(self, *a, **k):
+        warnings.warn("a warning from inside fitsio", fitsio.FITSRuntimeWarning)
+        return real_read(self, *a, **k)
+    monkeypatch.setattr(fitsio.hdu.table.TableHDU, "read", read_and_warn)
+    path = write_a(tmp_path / "odd.fits", copy_tables(base_tables))
+    path.write_bytes(path.read_bytes() + b"\0" * 100)          # 100 bytes after the last HDU
+    out = tmp_path / "out.fits"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, res = cli([path, "-o", out], dummy_refset, capsys)
+    assert code == 0 and out.is_file()
+    escaped = [f"{w.category.__name__}: {w.message}" for w in caught
+               if w.category.__module__.split(".")[0] in ("astropy", "fitsio")]
+    assert not escaped, escaped
+    assert res.err.count("has 100 bytes after its last HDU") == 1 and "extra padding" not in res.err
+    logged = [line for line in res.err.splitlines() if "a warning from inside fitsio" in line]
+    assert logged and all("FITSRuntimeWarning" in line and "odd.fits" in line for line in logged)

@@ -116,12 +116,13 @@ def test_unreadable_input_one_line_error(case, product_copy, dummy_refset, tmp_p
         bad.write_text("this is not a FITS file\n")
     else:
         with fits.open(product_copy) as hdul:
-            if case == "no_spec":
-                fits.HDUList([hdul[0].copy(), hdul["TRUTH"].copy()]).writeto(bad)
+            if case == "no_spec":   # checksum=True: the copied CHECKSUM cards are redone, not left stale
+                fits.HDUList([hdul[0].copy(), hdul["TRUTH"].copy()]).writeto(bad, checksum=True)
             else:
                 gv = hdul["SPEC_GV"]
                 cols = [c for c in gv.columns if c.name != "FLUX"]
-                fits.HDUList([hdul[0].copy(), fits.BinTableHDU.from_columns(cols, name="SPEC_GV")]).writeto(bad)
+                fits.HDUList([hdul[0].copy(), fits.BinTableHDU.from_columns(cols, name="SPEC_GV")]).writeto(
+                    bad, checksum=True)
     out = tmp_path / "out.fits"
     code = run_main([str(bad), "-o", str(out), "--reference-dir", str(dummy_refset), "--samples", "4"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -204,7 +205,7 @@ def test_catalog_only_and_no_data(product_copy, dummy_refset, tmp_path):
     with fits.open(product_copy) as hdul:
         hdus = [hdul[0].copy()] + [fits.BinTableHDU(hdul[n].data[:0], header=hdul[n].header, name=n)
                                    for n in ("SPEC_GV", "SPEC_GI")]
-        fits.HDUList(hdus).writeto(empty)
+        fits.HDUList(hdus).writeto(empty, checksum=True)     # the copied CHECKSUM cards are redone
     code = run_main([str(empty), "-o", str(tmp_path / "e.fits"), "--reference-dir", str(dummy_refset)])
     assert code == 3
     assert not (tmp_path / "e.fits").exists()

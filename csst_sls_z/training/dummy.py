@@ -14,7 +14,8 @@ import numpy as np
 
 
 def write_dummy_set(out_dir: Path, source_refdir=None, network: str = "smoke", seed: int = 0) -> Path:
-    import tensorflow as tf
+    from ..tfenv import import_tensorflow
+    tf = import_tensorflow()
     from ..calibration import BetaCalibration, ScaleCalibration
     from ..network.backbone import build_backbone
     from ..network.config import CONFIGS
