@@ -34,7 +34,6 @@ imported until it runs, so ``--help`` is quick.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import fcntl
 import glob

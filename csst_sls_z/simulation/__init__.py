@@ -8,6 +8,7 @@ Neither imports TensorFlow.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,15 @@ def simulate_products(n: int, seed: int, population: str, per_file: int, out_dir
     out_dir = Path(out_dir)
     families = as_family_set(sedlib)
     n_files = max(1, -(-n // per_file))
+    planned = [out_dir / f"sim_{population}_s{seed}_{f:04d}.fits" for f in range(n_files)]
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        # Refused before any work (and before a progress bar is drawn).
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}{more} exists; refusing to overwrite it (use --overwrite)")
     paths = []
-    bar = tqdm(total=n, unit="spec", desc="simulate", disable=not progress)
-    for f in range(n_files):
-        path = out_dir / f"sim_{population}_s{seed}_{f:04d}.fits"
+    bar = tqdm(total=n, unit="spec", desc="simulate", disable=not progress or not sys.stderr.isatty())
+    for f, path in enumerate(planned):
         cards = {"OBSID": (f"SIM{seed:06d}{f:04d}", "simulated observation id"),
                  "SIMSEED": (seed, "simulation seed"), "SIMPOP": (population, "simulated population"),
                  "SIMFILE": (f, "file index within the run"),

@@ -235,25 +235,26 @@ class Regeneration:
         return TRAINING_VARIATIONS if kind == "training" else SimOptions()
 
     def data(self):
-        """Simulated sets; deterministic from the seeds, so a rerun rebuilds them identically."""
+        """Simulated sets, each made when first used; deterministic from the seeds, so a rerun
+        (a resumed regeneration) rebuilds exactly the sets its remaining steps need."""
         if self._data is None:
-            from ..simulation import simulate_arrays
-            from .data import from_simulation
-            t0 = time.time()
-            sets = {}
-            for name, n, pop in (("train", self.rc.n_train, "train"), ("val", self.rc.n_val, "train"),
-                                 ("test", self.rc.n_test, "test")):
-                chunks = []
-                options = self.sim_options("nominal" if name == "test" else None)
-                for c, start in enumerate(range(0, n, 20000)):
-                    sim = simulate_arrays(min(20000, n - start), self.seeds[name] * 1000 + c, pop,
-                                          self.instrument, self.families(), options)
-                    chunks.append((sim, from_simulation(sim, self.instrument)))
-                sets[name] = _concat_sets([c[1] for c in chunks])
-                sets[name + "_truth"] = _concat_truth([c[0] for c in chunks])
-                log.info("simulated %s: %d objects (%.0f s so far)", name, n, time.time() - t0)
-            self._data = sets
+            self._data = _LazySets(self._simulate_set)
         return self._data
+
+    def _simulate_set(self, name):
+        from ..simulation import simulate_arrays
+        from .data import from_simulation
+        sizes = {"train": (self.rc.n_train, "train"), "val": (self.rc.n_val, "train"), "test": (self.rc.n_test, "test")}
+        n, pop = sizes[name]
+        t0 = time.time()
+        chunks = []
+        options = self.sim_options("nominal" if name == "test" else None)
+        for c, start in enumerate(range(0, n, 20000)):
+            sim = simulate_arrays(min(20000, n - start), self.seeds[name] * 1000 + c, pop,
+                                  self.instrument, self.families(), options)
+            chunks.append((sim, from_simulation(sim, self.instrument)))
+        log.info("simulated %s: %d objects in %.0f s", name, n, time.time() - t0)
+        return _concat_sets([c[1] for c in chunks]), _concat_truth([c[0] for c in chunks])
 
     # ------------------------------------------------------------ steps
     def step_data(self):
@@ -478,6 +479,20 @@ class Regeneration:
                 self.mark(step, time.time() - t0)
             if until and step == until:
                 break
+
+
+class _LazySets(dict):
+    """{"train", "val", "test"} -> TrainingSet and "<name>_truth" -> Population, simulated on first access."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key):
+        name = key[:-len("_truth")] if key.endswith("_truth") else key
+        data, truth = self._make(name)
+        self[name], self[name + "_truth"] = data, truth
+        return self[key]
 
 
 def _concat_sets(parts):
