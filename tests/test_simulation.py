@@ -424,4 +424,9 @@ def test_benchmark_runs_tiny():
     rows = bench.run(n=40, n_memory=30)
     table = bench.markdown(rows)
     assert table.startswith("| quantity | value |")
-    assert "objects/s" in table and "MiB" in table and len(rows) == 5
+    assert "objects/s" in table and "MiB" in table
+    # 5 general rows, the SPS library row, one per family alone and the training mixture.
+    labels = [r[0] for r in rows]
+    for family in ("REDROCK2016", "KCORRECT", "SPS"):
+        assert any(label.endswith(f"objects, {family}") for label in labels), family
+    assert any("training variations" in label for label in labels) and len(rows) == 10
