@@ -142,3 +142,11 @@ def test_sps_without_grids_is_one_clear_sentence(models, tmp_path, monkeypatch, 
                    "--families", "SPS", "--no-progress", "--log-level", "WARNING"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "sps" in err[0].lower(), err
+
+
+def test_family_set_only_reuses_the_family_objects(models, all_families):
+    one = all_families.only("SPS")
+    assert one.names == ("SPS",) and one.family("SPS") is all_families.family("SPS")
+    assert one.weights.tolist() == [1.0]
+    with pytest.raises(ValueError, match="not among"):
+        one.family("KCORRECT")

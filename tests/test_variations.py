@@ -138,3 +138,44 @@ def test_nominal_draws_nothing_and_training_preset_spans_its_ranges(models):
                                noise=False, rest_flux=rest, amplitude=np.ones(400))
     assert np.all(nominal.variations["resolution"] == instrument["GI"].resolution)
     assert np.all(nominal.variations["err_scale"] == 1.0) and np.all(nominal.variations["morph_kernel"] == 0)
+
+
+def test_each_band_keeps_its_own_nominal_resolution_without_a_drawn_r(models, monkeypatch):
+    """Without resolution_range, GV's LSF follows GV's R even when GI's differs."""
+    import dataclasses
+    instrument = models[0]
+    gv = instrument[BAND]
+    _, nominal = line_only(models, SimOptions())
+    # Give GI another R: GV's line must not change.
+    monkeypatch.setitem(instrument.bands, "GI", dataclasses.replace(instrument["GI"], resolution=150.0))
+    _, other = line_only(models, SimOptions())
+    wave = gv.wavelength
+    assert width2(wave, other[0], gv.dispersion) == pytest.approx(width2(wave, nominal[0], gv.dispersion), rel=1e-6)
+
+
+def test_training_noise_is_drawn_before_the_tilt(models):
+    """BatchMaker: a red tilt scales flux and error alike, so the SNR per pixel is the untilted one."""
+    from csst_sls_z.training.data import BatchMaker, from_simulation
+    from test_simulation import make_pop
+    instrument, sedlib = models
+    n = 400
+    pop = make_pop(np.full(n, Z), r_eff=0.3, sersic_n=1.0, pa=0.0, axis_ratio=1.0)
+    sims = {t: simulate_spectra(pop, instrument, sedlib, np.random.default_rng(1),
+                                SimOptions(flux_tilt_range=(t, t), err_scale_range=(1.2, 1.2)),
+                                rest_flux=line_sed(sedlib.wave, n), amplitude=np.full(n, 5.0))
+            for t in (0.0, 0.3)}
+    data = {t: from_simulation(s, instrument) for t, s in sims.items()}
+    # The stored model is the untilted one, the tilt kept per object.
+    np.testing.assert_allclose(data[0.3].model, data[0.0].model, rtol=1e-5, atol=1e-6)
+    assert data[0.3].flux_tilt[0] == pytest.approx(0.3)
+    flux0, err0 = BatchMaker(data[0.0], seed=3).noisy(np.arange(n))
+    flux1, err1 = BatchMaker(data[0.3], seed=3).noisy(np.arange(n))
+    factor = tilt_factor(instrument, np.concatenate([sims[0.3].bands[b].wave for b in ("GV", "GI")]),
+                         np.full(n, 0.3))
+    # Same noise draw: the tilted batch is the untilted one times the tilt, flux and error alike.
+    np.testing.assert_allclose(flux1, flux0 * factor, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(err1, err0 * factor, rtol=1e-5)
+    # And the reported error carries err_scale on top of the true sigma.
+    red = data[0.0].band_slices[1]
+    pull = (flux0[:, red] - data[0.0].model[:, red]) / err0[:, red]
+    assert np.std(pull) == pytest.approx(1 / 1.2, rel=0.03)

@@ -60,6 +60,7 @@ class BandSpectra:
     present: np.ndarray              # (N,) bool, False where the band is missing
     snr: np.ndarray                  # (N,) mean over valid pixels of max(FLUX,0)/ERR
     shift: np.ndarray                # (N,) applied wavelength shift, pixels
+    tilt_shape: np.ndarray | None = None   # (L,) flux-calibration tilt per unit FLUX_TILT (tilt_factor)
 
 
 @dataclass
@@ -128,11 +129,16 @@ def draw_variations(n, instrument, options: SimOptions, rng) -> dict:
     return v
 
 
-def tilt_factor(instrument, wave, tilt):
-    """(N, L) flux-calibration factor: 1 at the middle of GV+GI, 1 + tilt at the red end."""
+def tilt_shape(instrument, wave):
+    """(L,) the tilt per unit FLUX_TILT: 0 at the middle of GV+GI, 1 at the red end."""
     lo, hi = instrument.p("GV_WMIN"), instrument.p("GI_WMAX")
     mid = 0.5 * (lo + hi)
-    return 1.0 + np.asarray(tilt, float)[:, None] * ((np.asarray(wave, float) - mid) / (hi - mid))[None, :]
+    return (np.asarray(wave, float) - mid) / (hi - mid)
+
+
+def tilt_factor(instrument, wave, tilt):
+    """(N, L) flux-calibration factor: 1 at the middle of GV+GI, 1 + tilt at the red end."""
+    return 1.0 + np.asarray(tilt, float)[:, None] * tilt_shape(instrument, wave)[None, :]
 
 
 def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generator,
@@ -173,7 +179,9 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
         geometry[bname] = dict(
             centres=centres, edges=edges, conv_pad=forward.electrons_per_flux(instrument, band, centres),
             lsf=centres / band.resolution / 2.3548 / band.dispersion, scale_pix=scale_pix, gauss=gauss,
-            lsf_scale=band.resolution / var["resolution"] / var["disp_scale"],
+            # Without a drawn R each band keeps its own nominal R (TRUTH RESOLUTION reports GI's).
+            lsf_scale=(band.resolution / var["resolution"] if options.resolution_range is not None
+                       else np.ones(n)) / var["disp_scale"],
             lsf_add2=np.where(var["psf_added"] == 1, psf_pix2, 0.0),
             electrons=np.empty((n, band.wavelength.size)))
     for start in range(0, n, CHUNK):
@@ -218,5 +226,6 @@ def simulate_spectra(pop: Population, instrument, sedlib, rng: np.random.Generat
         out.bands[bname] = BandSpectra(
             wave=band.wavelength.copy(), flux=flux, err=err, model=(electrons / conv * tilt).astype(np.float32),
             conv=conv, bkgvar=background + readvar, background=background, readvar=np.broadcast_to(readvar, (n,)).copy(),
-            present=present, snr=np.where(present, band_snr(flux, err), 0.0), shift=shifts[bname])
+            present=present, snr=np.where(present, band_snr(flux, err), 0.0), shift=shifts[bname],
+            tilt_shape=tilt_shape(instrument, band.wavelength))
     return out

@@ -35,6 +35,8 @@ class TrainingSet:
     noisy_err: np.ndarray | None = None
     snr_gi: np.ndarray | None = None
     err_scale: np.ndarray | None = None      # (N,) reported ERR / true sigma (instrument variation)
+    flux_tilt: np.ndarray | None = None      # (N,) flux-calibration tilt at the red end (instrument variation)
+    tilt_shape: np.ndarray | None = None     # (L,) tilt per unit flux_tilt on the grid
 
     def __len__(self):
         return self.z.size
@@ -42,17 +44,32 @@ class TrainingSet:
     def digest(self) -> str:
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.z).tobytes())
-        h.update(np.ascontiguousarray(self.model[:: max(1, len(self) // 1000)]).tobytes())
+        step = max(1, len(self) // 1000)
+        h.update(np.ascontiguousarray(self.model[::step]).tobytes())
+        for extra in (self.background, self.err_scale, self.flux_tilt):
+            if extra is not None:
+                h.update(np.ascontiguousarray(extra[::step]).tobytes())
         return h.hexdigest()
 
 
 def from_simulation(sim, instrument=None) -> TrainingSet:
-    """Gather a SimulatedSpectra into one grid (GV then GI) with its noise terms."""
+    """Gather a SimulatedSpectra into one grid (GV then GI) with its noise terms.
+
+    The stored model is the flux before the flux-calibration tilt: the photon noise is
+    drawn on the electrons the detector saw, and the tilt then scales flux and error alike,
+    as in the simulator.
+    """
     gv, gi = sim.bands["GV"], sim.bands["GI"]
     n_gv = gv.wave.size
+    n = len(sim)
+    flux_tilt = np.asarray(sim.variations.get("flux_tilt", np.zeros(n)), np.float32)
+    shape = np.concatenate([np.zeros(b.wave.size) if b.tilt_shape is None else b.tilt_shape for b in (gv, gi)])
+    model = np.concatenate([gv.model, gi.model], axis=1)
+    if np.any(flux_tilt != 0):
+        model = (model / (1.0 + flux_tilt[:, None].astype(np.float64) * shape[None, :])).astype(np.float32)
     return TrainingSet(
         z=sim.population.z.astype(np.float32),
-        model=np.concatenate([gv.model, gi.model], axis=1),
+        model=model,
         conv=np.concatenate([gv.conv, gi.conv]).astype(np.float64),
         background=np.stack([sim.bands[b].background for b in BANDS_USED], axis=1),
         readvar=np.stack([sim.bands[b].readvar for b in BANDS_USED], axis=1),
@@ -60,7 +77,8 @@ def from_simulation(sim, instrument=None) -> TrainingSet:
         noisy_flux=np.concatenate([gv.flux, gi.flux], axis=1),
         noisy_err=np.concatenate([gv.err, gi.err], axis=1),
         snr_gi=gi.snr.astype(np.float32),
-        err_scale=np.asarray(sim.variations.get("err_scale", np.ones(len(sim))), np.float32))
+        err_scale=np.asarray(sim.variations.get("err_scale", np.ones(n)), np.float32),
+        flux_tilt=flux_tilt, tilt_shape=shape)
 
 
 class BatchMaker:
@@ -102,10 +120,14 @@ class BatchMaker:
             # cheaper, which keeps the batch thread from starving the training step.
             measured = model_e + self.rng.standard_normal(size=model_e.shape) * np.sqrt(expected + rdv)
         err_e = np.sqrt(np.clip(measured, 0, None) + bkg + rdv)
+        flux, err = measured / d.conv[None, :], err_e / d.conv[None, :]
+        if d.flux_tilt is not None and d.tilt_shape is not None:
+            # The calibration tilt scales flux and error alike, after the noise.
+            factor = 1.0 + d.flux_tilt[idx, None].astype(np.float64) * d.tilt_shape[None, :]
+            flux, err = flux * factor, err * factor
         if d.err_scale is not None:
-            # The model carries the flux-calibration tilt; the reported error its misestimate.
-            err_e *= d.err_scale[idx, None]
-        return measured / d.conv[None, :], err_e / d.conv[None, :]
+            err = err * d.err_scale[idx, None]          # the reported error's misestimate
+        return flux, err
 
     def degrade(self, err):
         """Masked runs and missing bands, so the network has seen what the stage will see."""

@@ -31,14 +31,17 @@ OUTLIER_DZ = 0.02          # catastrophic outlier for the flag completeness (iss
 SHIFT_FACTOR = 1.5         # "beyond": 1.5 times the training range's distance from nominal
 
 
-def shifted_options() -> dict:
+def shifted_options(nominal_resolution: float | None = None) -> dict:
     """{param: {"edge": SimOptions, "beyond": SimOptions}} from the training ranges.
 
     One side of each range: the side that hurts (lower R, a stretched dispersion, ERR
     underestimated, a red tilt); the morphology kernel has no "beyond".
     """
     t = TRAINING_VARIATIONS
-    nominal = {"resolution_range": 250.0, "disp_scale_range": 1.0, "err_scale_range": 1.0, "flux_tilt_range": 0.0}
+    if nominal_resolution is None:
+        from ..simulation.instrument import INSTRUMENT_PARAMETERS
+        nominal_resolution = INSTRUMENT_PARAMETERS["GI_R"][0]
+    nominal = {"resolution_range": float(nominal_resolution), "disp_scale_range": 1.0, "err_scale_range": 1.0, "flux_tilt_range": 0.0}
     edge = {"resolution_range": t.resolution_range[0], "disp_scale_range": t.disp_scale_range[1],
             "err_scale_range": t.err_scale_range[0], "flux_tilt_range": t.flux_tilt_range[1]}
     out = {}
@@ -110,7 +113,7 @@ def _simulate(regen, n, seed, families, options):
     for c, start in enumerate(range(0, n, 20000)):
         sim = simulate_arrays(min(20000, n - start), seed * 1000 + c, "test", regen.instrument, families, options)
         sims.append(sim)
-        sets.append(from_simulation(sim))
+        sets.append(from_simulation(sim, regen.instrument))
     return _concat_sets(sets), _concat_truth(sims)
 
 
@@ -143,7 +146,7 @@ def evaluate_generalisation(regen) -> dict:
             rec["bnn_on_oracle_subset"]["snr_gt3"] = point_metrics(summ["Z"][:n_or][hi], zt[hi]) if hi.sum() > 2 else {}
         out["families"][name] = rec
         log.info("family %s: sigma_NMAD %.5f eta %.3f cov68 %.3f", name, rec["sigma_nmad"], rec["eta"], rec["cov68"])
-    for j, (param, sides) in enumerate(shifted_options().items()):
+    for j, (param, sides) in enumerate(shifted_options(regen.instrument["GI"].resolution).items()):
         out["shifts"][param] = {}
         for side, options in sides.items():
             seed = base + 1000 + 10 * j + (side == "beyond")

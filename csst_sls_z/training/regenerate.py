@@ -212,8 +212,13 @@ class Regeneration:
         """
         from ..simulation.families import FamilySet, parse_families
         names = parse_families(self.rc.families)
+        if only is not None and only in names:
+            return self.families().only(only)
+        wanted = names if only is None else {only: None}
         options = {}
-        if "SPS" in names:
+        if "SPS" in wanted:
+            # One library per seed: a family tested outside the run's mixture (leave-one-out)
+            # is drawn from the same recorded library, never from a default one.
             path = self.work / "sps_library.fits"
             if not path.exists():
                 from ..simulation.sps_library import build_sps_library, write_sps_library
@@ -222,7 +227,7 @@ class Regeneration:
                                                     progress=self.progress), path)
             options["sps_library"] = path
         if only is not None:
-            return FamilySet(self.sedlib, {only: None}, **options)
+            return FamilySet(self.sedlib, wanted, **options)
         if self._families is None:
             self._families = FamilySet(self.sedlib, names, **options)
         return self._families
@@ -505,7 +510,8 @@ def _concat_sets(parts):
                        noisy_flux=np.concatenate([p.noisy_flux for p in parts]),
                        noisy_err=np.concatenate([p.noisy_err for p in parts]),
                        snr_gi=np.concatenate([p.snr_gi for p in parts]),
-                       err_scale=np.concatenate([p.err_scale for p in parts]))
+                       err_scale=np.concatenate([p.err_scale for p in parts]),
+                       flux_tilt=np.concatenate([p.flux_tilt for p in parts]), tilt_shape=parts[0].tilt_shape)
 
 
 def _concat_truth(sims):

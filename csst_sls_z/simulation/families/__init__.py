@@ -112,6 +112,14 @@ class FamilySet:
     def names(self) -> tuple:
         return tuple(self.families)
 
+    def only(self, name) -> "FamilySet":
+        """This set reduced to one of its families (the same objects, so a library loads once)."""
+        out = object.__new__(FamilySet)
+        out.sedlib, out.wave, out.basis = self.sedlib, self.wave, self.basis
+        out.families = {name: self.family(name)}
+        out.weights = np.ones(1)
+        return out
+
     def spec(self) -> str:
         return ",".join(f"{n}:{w:.4g}" for n, w in zip(self.names, self.weights))
 
