@@ -1,0 +1,31 @@
+"""The shipped numbers do not move under a refactor.
+
+tests/data/golden_input.fits is a 24-object simulated product (simulate_products seed
+4242, test population) and golden_0003_catalog.npz the catalog csst_sls_z_0003 made from
+it before the refactor of issue 12. A change that is not meant to change results must
+give the same OBJID, Z_CNN and ZWARN and the calibrated columns within 1e-6.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import fitsio
+import numpy as np
+
+from csst_sls_z.stage_cli import main
+
+DATA = Path(__file__).parent / "data"
+REFSET = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0003"
+
+
+def test_reference_set_0003_gives_the_recorded_catalog(tmp_path):
+    out = tmp_path / "golden.fits"
+    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(REFSET),
+                 "--catalog-only", "--no-progress"]) == 0
+    got = fitsio.read(out, ext="SLS_REDSHIFT")
+    with np.load(DATA / "golden_0003_catalog.npz") as want:
+        for col in ("OBJID", "ZWARN"):
+            np.testing.assert_array_equal(got[col], want[col], err_msg=col)
+        np.testing.assert_allclose(got["Z_CNN"], want["Z_CNN"], rtol=0, atol=1e-6, err_msg="Z_CNN")
+        for col in ("Z", "ZERR", "Z_LO", "Z_HI"):
+            np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-6, err_msg=col)
