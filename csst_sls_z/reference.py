@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .durable import commit
+from .durable import TempFile
 from .datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
                         MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
 from .reffile import ReferenceFileError, verify_reference_file
@@ -213,15 +213,9 @@ def write_manifest(directory: Path, files: dict, pedigree: str, provenance: dict
         "provenance": provenance or {},
     }
     path = directory / MANIFEST_NAME
-    from .products import TempFile
-    tmp = TempFile(path)
-    try:
+    with TempFile(path) as tmp:
         tmp.path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        commit(tmp.path, path)
-    except BaseException:
-        tmp.discard()
-        raise
-    tmp.close()
+        tmp.commit()
     return path
 
 

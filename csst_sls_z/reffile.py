@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from . import __version__
-from .durable import commit
+from .durable import TempFile
 from .datamodel import PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES
 
 DEFAULT_AUTHOR = "csst_sls_z developers"
@@ -47,26 +47,18 @@ def reference_header(reftype: str, pedigree: str, descrip: str, history=(),
 
 
 def write_fits_atomic(hdul: fits.HDUList, path: os.PathLike, overwrite: bool = False) -> Path:
-    """Write with checksums under a temporary name in the target directory, then rename.
-
-    The temporary name is the products' one (``products.TempFile``: short enough for any
-    legal target name, locked while it is written)."""
-    from .products import TempFile
+    """Write with checksums under a temporary name in the target directory, then rename
+    (:class:`csst_sls_z.durable.TempFile`)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    tmp = TempFile(path)
-    try:
+    with TempFile(path) as tmp:
         with warnings.catch_warnings():
             # Long comments are cut to fit a card; the values are never cut.
             warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
             hdul.writeto(tmp.path, overwrite=True, checksum=True)
         os.chmod(tmp.path, 0o644)     # reference files are shared read-only data
-        commit(tmp.path, path)
-    except BaseException:
-        tmp.discard()
-        raise
-    tmp.close()
+        tmp.commit()
     return path
 
 

@@ -514,7 +514,7 @@ def test_fuzz_read_and_preprocess(recipe, base, refs, fuzz_dir):
 
 def _read_and_preprocess(recipe, path, exp, grid, thresholds):
     from csst_sls_z.preprocess import preprocess_bands
-    from csst_sls_z.quality import zwarn_bits
+    from csst_sls_z.quality import ZwarnInputs, zwarn_bits
     before = _sha(path)
     try:
         with warnings.catch_warnings():
@@ -559,8 +559,9 @@ def _read_and_preprocess(recipe, path, exp, grid, thresholds):
     assert np.all(exp.repair[repaired] | exp.extreme[repaired])          # and only real ones
     n = len(objid)
     nan = np.full(n, np.nan)
-    zwarn = zwarn_bits(np.array(npix["GV"]), np.array(npix["GI"]), np.array(cover), np.array(snr_gi),
-                       nan, nan, nan, nan, repaired, nan, thresholds)
+    zwarn = zwarn_bits(ZwarnInputs(npix_gv=np.array(npix["GV"]), npix_gi=np.array(npix["GI"]),
+                                   coverage=np.array(cover), snr_gi=np.array(snr_gi), z=nan, z_lo=nan, z_hi=nan,
+                                   zerr=nan, ood_distance=nan, repaired=repaired), thresholds)
     gv0, gi0 = exp.npix["GV"] == 0, exp.npix["GI"] == 0
     np.testing.assert_array_equal(zwarn & NODATA > 0, gv0 & gi0)
     np.testing.assert_array_equal(zwarn & MISSING > 0, gv0 | gi0)

@@ -4,6 +4,7 @@ Every product here is a tiny synthetic file written with astropy in tmp_path.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -16,6 +17,7 @@ from astropy.io import fits
 
 from csst_sls_z import datamodel as dm
 from csst_sls_z import products
+from csst_sls_z.products import writer as product_writer
 from csst_sls_z.products import (BandData, ProductError, ProductReader, open_product, stable_objid,
                                  write_redshift_product)
 
@@ -507,7 +509,7 @@ def test_failed_write_leaves_nothing(tmp_path, product, monkeypatch):
         Path(tmp).write_bytes(b"SIMPLE  =" + b" " * 100)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(products, "_write_hdulist", half_write)
+    monkeypatch.setattr(product_writer, "_write_hdulist", half_write)
     with pytest.raises(RuntimeError, match="disk full"):
         write_redshift_product(tmp_path / "out.fits", product, cat, PROVENANCE)
     assert sorted(os.listdir(tmp_path)) == before
@@ -558,7 +560,7 @@ def test_layout_b_units_and_scaled_integers(tmp_path):
 
 def test_temporary_names_fit_the_file_system_limit(tmp_path):
     """Issue 16 case 10: ``.NAME.<8 hex>.tmp`` while it fits, NAME cut (at a character boundary) when not."""
-    from csst_sls_z.products import TempFile, temp_prefix
+    from csst_sls_z.durable import TempFile, temp_prefix
     assert temp_prefix(tmp_path / "out.fits") == ".out.fits."
     for name in ("x" * 251 + ".fits", "\u00e9" * 125 + ".fits", "y" * 240 + ".fits.gz"):
         tmp = TempFile(tmp_path / name)
@@ -569,3 +571,84 @@ def test_temporary_names_fit_the_file_system_limit(tmp_path):
         finally:
             tmp.discard()
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- layouts and the durable write
+def test_layout_registry_and_a_new_layout_is_one_class(tmp_path, monkeypatch):
+    """Each layout is a Layout subclass in the registry, tried in order; a new one (here a toy that
+    keeps layout A's rows under other table names) is one class and one registry entry."""
+    from csst_sls_z.products import layout as layout_mod
+    from csst_sls_z.products import Layout, LayoutA, LayoutB, registered
+    assert registered() == (LayoutA, LayoutB)
+    assert all(issubclass(c, Layout) and c.name and c.wanted for c in registered())
+
+    class LayoutToy(LayoutA):
+        name, wanted = "TOY", "TOY_GV or TOY_GI table"
+
+        @classmethod
+        def detect(cls, reader, hdus):
+            return {band: cls(reader, i, band, name) for band in dm.BANDS_USED
+                    for i, kind, name in hdus if name == f"TOY_{band}"}
+
+    rng = np.random.default_rng(11)
+    gv = _objects(rng, [4, 5])
+    table = _spec_table("GV", gv)
+    table.name = "TOY_GV"
+    path = tmp_path / "toy.fits"
+    fits.HDUList([_primary(), table]).writeto(path)
+    with pytest.raises(ProductError, match="no SPEC_GV or SPEC_GI table and no binary table with BAND=GV or GI"):
+        open_product(path)
+    monkeypatch.setattr(layout_mod, "registered", lambda: (LayoutA, LayoutB, LayoutToy))
+    with open_product(path) as rd:
+        assert rd.layout == "TOY" and rd.bands_present == ("GV",)
+        np.testing.assert_array_equal(rd.objid, [4, 5])
+        _assert_object(_all_chunks(rd, 10)["GV"][0], gv[0])
+    fits.HDUList([_primary()]).writeto(tmp_path / "none.fits")
+    with pytest.raises(ProductError, match="and no TOY_GV or TOY_GI table"):
+        open_product(tmp_path / "none.fits")
+
+
+def test_durable_temp_file_commits_or_leaves_nothing(tmp_path):
+    """durable.TempFile: nothing lands unless committed; a failure leaves the target as it was;
+    ``exclusive`` refuses an existing target; ``create=False`` names a free temporary file only."""
+    from csst_sls_z.durable import TempFile, temp_glob, temp_prefix
+    target = tmp_path / "t.dat"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with TempFile(target) as tmp:
+            tmp.path.write_text("new")
+            raise RuntimeError("failed half-way")
+    with TempFile(target) as tmp:
+        tmp.path.write_text("never committed")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["t.dat"]
+    with pytest.raises(FileExistsError, match="created by another process"):
+        with TempFile(target) as tmp:
+            tmp.path.write_text("new")
+            tmp.commit(exclusive=True)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["t.dat"]
+    with TempFile(target) as tmp:
+        tmp.path.write_text("new")
+        assert tmp.commit() == target
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["t.dat"]
+    with TempFile(tmp_path / "fresh.dat") as tmp:
+        tmp.path.write_text("first")
+        tmp.commit(exclusive=True)
+    assert (tmp_path / "fresh.dat").read_text() == "first"
+    named = TempFile(target, create=False)
+    assert not named.path.exists() and named.path.name.startswith(temp_prefix(target))
+    assert any(fnmatch.fnmatch(named.path.name, pattern) for pattern in temp_glob(target))
+    named.discard()
+
+
+def test_simulated_product_is_written_through_the_durable_temp_file(tmp_path):
+    """The simulator's writer stages under a durable temporary name and leaves nothing on abort."""
+    from csst_sls_z import durable
+    from csst_sls_z.simulation.product import ProductWriter
+    target = tmp_path / "sim.fits"
+    writer = ProductWriter(target, {})
+    assert Path(writer.tmp).name.startswith(durable.temp_prefix(target))
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+    target.write_text("old")
+    with pytest.raises(FileExistsError):
+        ProductWriter(target, {})

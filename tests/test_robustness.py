@@ -30,6 +30,7 @@ from astropy.io import fits
 
 from conftest import sha256
 from csst_sls_z import products
+from csst_sls_z.products import writer as product_writer
 from csst_sls_z.datamodel import BANDS_USED, EXT_REDSHIFT, StageStatus, ZWarn
 from csst_sls_z.stage import RedshiftStage
 from csst_sls_z.stage_cli import main as run_main
@@ -618,7 +619,7 @@ def test_output_directory_read_only(product_copy, stage, tmp_path, monkeypatch):
                 if Path(path).parent == ro and flags & os.O_CREAT:
                     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
                 return real_open(path, flags, *args, **kw)
-            monkeypatch.setattr(products.os, "open", deny)
+            monkeypatch.setattr(os, "open", deny)
         result = stage.run([product_copy], ro / "out.fits")
         monkeypatch.undo()
     finally:
@@ -649,14 +650,14 @@ def test_existing_output_refused_unless_overwrite(product_copy, dummy_refset, tm
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new", "replacing"])
 def test_disk_full_mid_write_leaves_nothing(overwrite, product_copy, dummy_refset, tmp_path, capsys,
                                             monkeypatch):
-    real_write = products._write_hdulist
+    real_write = product_writer._write_hdulist
 
     def disk_fills(hdul, tmp):
         real_write(hdul, tmp)                              # write the whole file, then keep only part
         with open(tmp, "r+b") as fh:
             fh.truncate(os.path.getsize(tmp) // 3)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(products, "_write_hdulist", disk_fills)
+    monkeypatch.setattr(product_writer, "_write_hdulist", disk_fills)
     out = tmp_path / "out.fits"
     if overwrite:
         out.write_bytes(b"previous output")
@@ -1089,13 +1090,13 @@ def test_two_writers_of_the_same_new_output_one_wins(clean, stage, tmp_path, mon
     fails in one sentence and the winner's file is intact. Also through the stage."""
     import threading
     from csst_sls_z.datamodel import empty_redshift_table
-    real_write = products._write_hdulist
+    real_write = product_writer._write_hdulist
     barrier = threading.Barrier(2, timeout=60)
 
     def write_then_wait(hdul, tmp):
         real_write(hdul, tmp)
         barrier.wait()                                   # both are complete and about to commit
-    monkeypatch.setattr(products, "_write_hdulist", write_then_wait)
+    monkeypatch.setattr(product_writer, "_write_hdulist", write_then_wait)
     out = tmp_path / "race.fits"
     outcome = {}
 
@@ -1123,7 +1124,7 @@ def test_two_writers_of_the_same_new_output_one_wins(clean, stage, tmp_path, mon
     def another_run_finishes_first(hdul, tmp):
         real_write(hdul, tmp)
         (tmp_path / "stage.fits").write_bytes(b"the other run's output")
-    monkeypatch.setattr(products, "_write_hdulist", another_run_finishes_first)
+    monkeypatch.setattr(product_writer, "_write_hdulist", another_run_finishes_first)
     result = stage.run([clean[0]], tmp_path / "stage.fits")
     assert_refused(result, tmp_path / "stage.fits", "created by another process")
     assert (tmp_path / "stage.fits").read_bytes() == b"the other run's output" and no_temp_files(tmp_path)
@@ -1200,12 +1201,12 @@ def test_longest_legal_output_name_works(name, clean, stage, tmp_path, monkeypat
     """Issue 16 case 10: an output name up to the file system's limit (255 bytes) is written: the
     temporary name is cut to fit, never longer than the limit."""
     seen = []
-    real_write = products._write_hdulist
+    real_write = product_writer._write_hdulist
 
     def record(hdul, tmp):
         seen.append(Path(tmp).name)
         real_write(hdul, tmp)
-    monkeypatch.setattr(products, "_write_hdulist", record)
+    monkeypatch.setattr(product_writer, "_write_hdulist", record)
     out = tmp_path / name
     result, cat = run_one(stage, clean[0], out)
     assert result.exit_code == 0 and len(cat) == N_OBJ
@@ -1238,13 +1239,13 @@ def test_disk_full_is_reported_once_in_the_documented_words(product_copy, dummy_
         pytest.skip("needs /dev/full")
     import astropy.utils.data
     monkeypatch.setattr(astropy.utils.data, "get_free_space_in_dir", lambda *a, **k: 0)
-    real_write = products._write_hdulist
+    real_write = product_writer._write_hdulist
 
     def onto_a_full_disk(hdul, tmp):
         Path(tmp).unlink()
         os.symlink("/dev/full", tmp)                      # every write: ENOSPC, as on a full disk
         real_write(hdul, tmp)
-    monkeypatch.setattr(products, "_write_hdulist", onto_a_full_disk)
+    monkeypatch.setattr(product_writer, "_write_hdulist", onto_a_full_disk)
     out = tmp_path / "out.fits"
     code, res = cli([product_copy, "-o", out], dummy_refset, capsys)
     lines = error_lines(res.err)

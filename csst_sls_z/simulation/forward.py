@@ -141,7 +141,7 @@ def render_band(rest_edges, rest_flux, z, amplitude, shift_pix, pad_edges, dispe
         for k in range(rest_edges.size):
             obs_edges[k] = rest_edges[k] * (1.0 + z[o])
         for k in range(pad_edges.size):
-            shifted[k] = ref_wave + (pad_edges[k] - ref_wave) * disp_scale[o] - shift_pix[o] * dispersion
+            shifted[k] = ref_wave + (pad_edges[k] - ref_wave) * disp_scale[o] - shift_pix[o] * dispersion * disp_scale[o]
         _bin_flux(obs_edges, rest_flux[o], shifted, flam)
         # A pixel spanning disp_scale times the nominal Angstroms collects that much more light.
         for k in range(n_pad):

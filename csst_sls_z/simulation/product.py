@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import fitsio
 import numpy as np
 
-from ..durable import commit
+from ..durable import TempFile
 from ..datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE,
                          EXT_SPEC, EXT_TRUTH, FLUX_UNIT, KW_MAGBAND, MAG_NORM_BAND, PRIMARY_KEYS, TRUTH_COLUMNS,
                          WAVE_UNIT)
@@ -85,9 +84,9 @@ class ProductWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; refusing to overwrite it (use --overwrite)")
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        os.unlink(self.tmp)
+        # cfitsio creates the file itself (it cannot open an empty one): a free name, unlocked
+        self._tmp = TempFile(self.path, create=False)
+        self.tmp = str(self._tmp.path)
         self.header = [{"name": k, "value": v} for k, v in PRIMARY_KEYS.items()]
         self.header += [{"name": k, "value": v[0], "comment": v[1]} for k, v in primary_cards.items()]
         self.order = [EXT_SPEC[b] for b in BANDS_USED] + [EXT_TRUTH]
@@ -138,8 +137,7 @@ class ProductWriter:
             for hdu in hdul:
                 hdu.add_checksum(when="HDU checksum")
         os.chmod(self.tmp, 0o644)
-        commit(self.tmp, self.path)
-        return self.path
+        return self._tmp.commit()
 
     def _drop_staging(self):
         for ext, f in self.staged.items():
@@ -153,5 +151,4 @@ class ProductWriter:
         try:
             self._drop_staging()
         finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+            self._tmp.discard()

@@ -26,6 +26,7 @@ FAMILIES = {
     "REDROCK2016": "pca:Redrock2016Family",
     "KCORRECT": "pca:KcorrectFamily",
     "SPS": "sps:SPSFamily",
+    "FSPS_QSF12": "fsps_check:FspsCheckFamily",     # check_only: reserved for independent tests
 }
 # What `simulate` uses unless --families says otherwise: the families every install can draw.
 DEFAULT_FAMILIES = ("REDROCK2016", "KCORRECT")
@@ -41,6 +42,7 @@ class SEDFamily:
     name: str = ""
     param_names: tuple = ()
     default_weight: float = 1.0
+    check_only: bool = False      # reserved for independent tests: never trained on
 
     def draw(self, z: np.ndarray, rng: np.random.Generator):
         """(index (n,) int32, coeff (n, N_SED_COEFF), params (n, N_SED_PARAM)) for objects at ``z``."""
@@ -112,6 +114,13 @@ class FamilySet:
     def names(self) -> tuple:
         return tuple(self.families)
 
+    def refuse_check_only(self):
+        """Raise where a family reserved for independent checks would be trained on."""
+        reserved = [n for n, f in self.families.items() if f.check_only]
+        if reserved:
+            raise ValueError(f"the SED family {', '.join(reserved)} is reserved for independent checks: "
+                             "never train on it (use it only to test a finished reference set)")
+
     def only(self, name) -> "FamilySet":
         """This set reduced to one of its families (the same objects, so a library loads once)."""
         out = object.__new__(FamilySet)
@@ -158,11 +167,16 @@ class FamilySet:
 
     def header_cards(self) -> dict:
         """TRUTH header cards naming each family and its SED_PARAM columns."""
+        from ...datamodel import KW_FAMILY_DATA, KW_FAMILY_NAME, KW_FAMILY_PARAMS
         cards = {}
         for k, (name, fam) in enumerate(self.families.items(), start=1):
-            from ...datamodel import KW_FAMILY_NAME, KW_FAMILY_PARAMS
             cards[f"{KW_FAMILY_NAME}{k:02d}"] = (name, "SED family")
             cards[f"{KW_FAMILY_PARAMS}{k:02d}"] = (",".join(fam.param_names) or "-", f"SED_PARAM of {name}"[:40])
+            prov = fam.provenance()
+            if prov:
+                # A family built per run (the SPS library) names the data its objects came from.
+                what = " ".join(f"{v[:16] if isinstance(v, str) else v}" for v in prov.values())
+                cards[f"{KW_FAMILY_DATA}{k:02d}"] = (what, ",".join(p.split("_")[-1] for p in prov)[:30])
         return cards
 
     def provenance(self) -> dict:

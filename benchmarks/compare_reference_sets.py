@@ -1,0 +1,178 @@
+"""Reference sets side by side on the same spectra, family by family, FITS in to FITS out.
+
+For each SED family (one nominal CSST-like test product each, simulated once) and for the
+instrument shifts of evaluate_generalisation (all training families mixed), every reference
+set given runs the stage (``csst-sls-z run``) on the same file, and its catalog is scored
+against TRUTH. Beside each family: the information bound (the oracle fit with each
+object's true SED and shape, training/evaluate.py) on its first ``--n-oracle`` objects.
+
+The SPS family is drawn from a library built here with its own seed (``--sps-seed``), so
+its galaxies are not those of any regeneration's library. FSPS_QSF12 is the independent
+check family (families/fsps_check.py): no reference set may have trained on it.
+
+    python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0003 \\
+        reference_files/csst_sls_z_0004 --n 3000 --out docs/compare
+
+writes ``compare.json`` and ``compare.md`` in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("compare_reference_sets")
+
+Z_WINDOW = (0.5, 0.9)     # the window where the foreign family failed (design notes on galaxies)
+HIGH_SNR = 3.0
+
+
+def read_truth(path):
+    from astropy.io import fits
+    from csst_sls_z.simulation.population import Population
+    with fits.open(path) as hdul:
+        t = hdul["TRUTH"].data
+        pop = Population(z=np.asarray(t["Z_TRUE"], float), mag=np.asarray(t["MAG_NORM"], float),
+                         r_eff=np.asarray(t["R_EFF"], float), sersic_n=np.asarray(t["SERSIC_N"], float),
+                         axis_ratio=np.asarray(t["AXIS_RATIO"], float), pa=np.asarray(t["PA"], float),
+                         sed_lib=np.asarray(t["SED_LIB"]).astype(str), sed_index=np.asarray(t["SED_INDEX"]),
+                         sed_coeff=np.asarray(t["SED_COEFF"], float), sed_param=np.asarray(t["SED_PARAM"], float))
+        spec = [hdul[f"SPEC_{b}"].data for b in ("GV", "GI")]
+        flux = np.concatenate([np.asarray(s["FLUX"], float) for s in spec], axis=1)
+        err = np.concatenate([np.asarray(s["ERR"], float) for s in spec], axis=1)
+        objid = np.asarray(t["OBJID"])
+    return objid, pop, flux, err
+
+
+def score(cat, objid, zt):
+    from csst_sls_z.training.evaluate_generalisation import _flags
+    from csst_sls_z.training.metrics import coverage, outlier_fraction, sigma_nmad
+    order = np.argsort(cat["OBJID"])
+    pos = order[np.searchsorted(cat["OBJID"], objid, sorter=order)]
+    if not np.array_equal(cat["OBJID"][pos], objid):
+        raise RuntimeError("the catalog lost objects")
+    z = np.asarray(cat["Z"], float)[pos]
+    snr = np.asarray(cat["SNR_GI"], float)[pos]
+    zwarn = np.asarray(cat["ZWARN"])[pos]
+    hi = snr > HIGH_SNR
+    win = hi & (zt > Z_WINDOW[0]) & (zt < Z_WINDOW[1])
+    rec = {"n": int(zt.size), "sigma_nmad": sigma_nmad(z, zt), "eta": outlier_fraction(z, zt),
+           "eta_snr3": outlier_fraction(z[hi], zt[hi]) if hi.any() else float("nan"),
+           "n_snr3": int(hi.sum()),
+           "eta_snr3_z0509": outlier_fraction(z[win], zt[win]) if win.any() else float("nan"),
+           "n_snr3_z0509": int(win.sum()),
+           "cov68": coverage(zt, np.asarray(cat["Z_LO"])[pos], np.asarray(cat["Z_HI"])[pos]),
+           "eta_cnn": outlier_fraction(np.asarray(cat["Z_CNN"], float)[pos], zt)}
+    rec.update(_flags(zwarn, z, zt))
+    return rec
+
+
+def run_stage(refset, product, out, seed):
+    from csst_sls_z.stage_cli import main as run_main
+    import fitsio
+    code = run_main([str(product), "-o", str(out), "--reference-dir", str(refset), "--catalog-only",
+                     "--no-progress", "--seed", str(seed), "--overwrite", "--log-level", "WARNING"])
+    if code != 0:
+        raise RuntimeError(f"the stage failed on {product} with {refset} (exit {code})")
+    return fitsio.read(out, ext="SLS_REDSHIFT")
+
+
+def oracle(pop, flux, err, instrument, families, n):
+    from csst_sls_z.simulation.population import Population
+    from csst_sls_z.training.evaluate import oracle_redshifts, point_metrics
+    n = min(n, len(pop))
+    sub = Population(**{k: getattr(pop, k)[:n] for k in pop.__dict__})
+    z_or = oracle_redshifts(sub, flux[:n], err[:n], instrument, families, 1.6, progress=False)
+    zt = pop.z[:n]
+    rec = point_metrics(z_or, zt)
+    return rec
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--refsets", nargs="+", required=True, help="reference set directories")
+    p.add_argument("--families", default="REDROCK2016,KCORRECT,SPS,FSPS_QSF12")
+    p.add_argument("--n", type=int, default=3000, help="objects per test set")
+    p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--sps-seed", type=int, default=990001, help="seed of the test SPS library")
+    p.add_argument("--sps-library-n", type=int, default=5000)
+    p.add_argument("--n-oracle", type=int, default=200)
+    p.add_argument("--no-shifts", action="store_true", help="skip the instrument-shift sets")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from csst_sls_z.simulation import SimOptions, load_models, simulate_products
+    from csst_sls_z.simulation.families import FamilySet, parse_families
+    from csst_sls_z.training.evaluate_generalisation import shifted_options
+    instrument, sedlib, _ = load_models()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="compare_", dir=args.out))
+    names = list(parse_families(args.families))
+    options = {}
+    if "SPS" in names:
+        from csst_sls_z.simulation.sps_library import build_sps_library, write_sps_library
+        lib = work / "sps_test_library.fits"
+        write_sps_library(build_sps_library(args.sps_library_n, args.sps_seed, progress=False), lib)
+        options["sps_library"] = lib
+    sets = [(name, FamilySet(sedlib, {name: None}, **options), SimOptions()) for name in names]
+    if not args.no_shifts:
+        trained = {n: None for n in names if n != "FSPS_QSF12"}
+        mix = FamilySet(sedlib, trained, **options)
+        for param, sides in shifted_options(instrument["GI"].resolution).items():
+            for side, opt in sides.items():
+                sets.append((f"shift:{param}:{side}", mix, opt))
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
+    t0 = time.time()
+    for k, (label, fams, opt) in enumerate(sets):
+        d = work / f"set{k:02d}"
+        d.mkdir()
+        (product,) = simulate_products(args.n, args.seed + k, "test", args.n, d, instrument, fams, opt,
+                                       overwrite=True, progress=False)
+        objid, pop, flux, err = read_truth(product)
+        rec = {"families": fams.spec()}
+        cats = {Path(r).name: run_stage(r, product, d / f"{Path(r).name}.fits", seed=0) for r in args.refsets}
+        for name, cat in cats.items():
+            rec[name] = score(cat, objid, pop.z)
+        if not label.startswith("shift:") and args.n_oracle > 0:
+            n_or = min(args.n_oracle, len(pop))
+            rec["oracle"] = oracle(pop, flux, err, instrument, fams, n_or)
+            for name, cat in cats.items():
+                # Each set on the oracle's own objects: a like-for-like comparison with the bound.
+                sub = score(cat[np.isin(cat["OBJID"], objid[:n_or])], objid[:n_or], pop.z[:n_or])
+                rec[name]["oracle_subset"] = {"eta": sub["eta"], "sigma_nmad": sub["sigma_nmad"]}
+        results["sets"][label] = rec
+        log.info("%s: %s", label, json.dumps({r: {m: round(rec[Path(r).name][m], 4) for m in ("eta", "eta_snr3_z0509", "cov68")}
+                                              for r in args.refsets}))
+    results["wall_s"] = time.time() - t0
+    (args.out / "compare.json").write_text(json.dumps(results, indent=1))
+    (args.out / "compare.md").write_text(markdown(results, [Path(r).name for r in args.refsets]))
+    print(markdown(results, [Path(r).name for r in args.refsets]))
+    return 0
+
+
+def markdown(results, names) -> str:
+    def f(x, pct=True):
+        return "-" if x is None or not np.isfinite(x) else (f"{100 * x:.1f}%" if pct else f"{x:.4f}")
+    head = ("| test set | " + " | ".join(f"{n}: eta / eta SNR>3, 0.5<z<0.9 / sigma_NMAD / cov68 / kept / eta kept"
+                                         for n in names) + " | bound (oracle): eta / sigma_NMAD |")
+    rows = [head, "|" + "---|" * (len(names) + 2)]
+    for label, rec in results["sets"].items():
+        cells = []
+        for n in names:
+            r = rec[n]
+            cells.append(f"{f(r['eta'])} / {f(r['eta_snr3_z0509'])} (n={r['n_snr3_z0509']}) / {f(r['sigma_nmad'], False)}"
+                         f" / {f(r['cov68'], False)} / {f(r['kept'])} / {f(r['eta_kept'])}")
+        o = rec.get("oracle")
+        bound = f"{f(o['eta'])} / {f(o['sigma_nmad'], False)}" if o else "-"
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {bound} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Writing the SLS_REDSHIFT product.
+
+:func:`write_redshift_product` writes the input's primary header plus provenance, the
+input's extensions unchanged (unless ``catalog_only``) and SLS_REDSHIFT, with checksums,
+atomically (:class:`csst_sls_z.durable.TempFile`: a locked temporary file in the target
+directory, then a rename, or without ``overwrite`` an exclusive hard link).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+
+from ..datamodel import EXT_REDSHIFT, REDSHIFT_COLUMNS, REDSHIFT_DTYPE
+from ..durable import TempFile, name_max
+from .fitsutil import ProductError, _one_line, _os_reason, _warnings_to_log, log
+from .reader import ProductReader
+
+
+def _card_value(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _add_cards(header: fits.Header, cards) -> None:
+    with warnings.catch_warnings():
+        # Keys over 8 characters become HIERARCH cards; astropy warns each time.
+        warnings.simplefilter("ignore", VerifyWarning)
+        for key, value, comment in cards:
+            key = str(key).strip()
+            if key.upper() == "HISTORY":
+                header.add_history(str(value))
+            elif key.upper() == "COMMENT":
+                header.add_comment(str(value))
+            else:
+                header[key] = (_card_value(value), comment)
+
+
+def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
+    catalog = np.asarray(catalog)
+    names = catalog.dtype.names or ()
+    missing = [c.name for c in REDSHIFT_COLUMNS if c.name not in names]
+    extra = [n for n in names if n not in REDSHIFT_DTYPE.names]
+    if missing or extra:
+        raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
+                         f"(missing {missing or 'none'}, unknown {extra or 'none'})")
+    columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
+                           array=np.asarray(catalog[c.name], dtype=c.dtype))
+               for c in REDSHIFT_COLUMNS]
+    hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
+    for i, c in enumerate(REDSHIFT_COLUMNS, start=1):
+        hdu.header.comments[f"TTYPE{i}"] = c.header_comment   # short enough to stay whole in the card
+    _add_cards(hdu.header, cards)
+    return hdu
+
+
+def _write_hdulist(hdul: fits.HDUList, tmp: Path) -> None:
+    """Write with checksums on every HDU. Separate so tests can make it fail half-way."""
+    with warnings.catch_warnings():
+        # Long comments are cut to fit a card; values are never cut.
+        warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
+        hdul.writeto(tmp, overwrite=True, checksum=True, output_verify="fix+warn")
+
+
+# What astropy raises for an input HDU it cannot re-read or re-encode (cfitsio may have read it).
+_INPUT_COPY_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, fits.VerifyError)
+_CORRUPTED_HDU = getattr(getattr(fits.hdu, "base", None), "_CorruptedHDU", ())
+
+
+def missing_directory_reason(directory: Path) -> str:
+    """One sentence on why ``directory`` cannot take an output ('' if it is a directory)."""
+    directory = Path(directory)
+    if directory.is_dir():
+        return ""
+    for parent in [directory] + list(directory.parents):
+        if parent.exists() or parent.is_symlink():
+            if parent.is_dir():
+                break
+            if parent == directory:
+                return f"output directory {directory} is not a directory (it is a file)"
+            return f"output directory {directory} cannot exist: {parent} is a file, not a directory"
+    return f"output directory {directory} does not exist"
+
+
+def write_redshift_product(out_path, input_path, catalog: np.ndarray,
+                           header_cards: list[tuple[str, object, str]],
+                           catalog_only: bool = False, overwrite: bool = False,
+                           source: ProductReader | None = None) -> Path:
+    """Write the output product: input primary header + provenance, input extensions, SLS_REDSHIFT.
+
+    ``header_cards`` (key, value, comment) go into both the primary and the SLS_REDSHIFT
+    header. Every non-primary HDU of the input except an old SLS_REDSHIFT is copied
+    unchanged (bytes copied, not re-encoded) unless ``catalog_only``. ``source``, the open
+    reader that measured the catalogue, is where the input's HDUs are copied from (its
+    descriptor, not the path); if that file was modified since it was opened, nothing is
+    written. The file is written with checksums under a temporary name in the target
+    directory and renamed into place: exclusively (a hard link) unless ``overwrite``, so
+    two runs never silently replace each other's new output; nothing partial is ever left
+    behind. Returns the output path.
+    """
+    out_path = Path(out_path)
+    input_path = Path(input_path)
+    limit = name_max(out_path.parent) if out_path.parent.is_dir() else 255
+    if len(os.fsencode(out_path.name)) > limit:
+        raise OSError(f"output name {out_path.name[:40]}... is {len(os.fsencode(out_path.name))} bytes, longer "
+                      f"than the {limit} bytes the file system allows")
+    if source is None and not input_path.is_file():
+        raise ProductError(f"input product {input_path} does not exist or is not a file")
+    if out_path.resolve() == input_path.resolve() or (out_path.exists() and input_path.exists()
+                                                       and os.path.samefile(out_path, input_path)):
+        raise ProductError(f"output {out_path} is the input product; refusing to overwrite the input")
+    why = missing_directory_reason(out_path.parent)
+    if why:
+        raise (NotADirectoryError if "not a directory" in why or "is a file" in why else FileNotFoundError)(why)
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"output {out_path} exists; refusing to overwrite it (use overwrite)")
+    if out_path.is_dir():
+        raise IsADirectoryError(f"output {out_path} is a directory")
+
+    cat_hdu = _catalog_hdu(catalog, header_cards)
+    changed = (f"input product {input_path} was modified while it was being processed (its size or "
+               f"modification time is not what it was when opened); nothing was written, run again")
+    if source is not None and not source.unchanged():
+        raise ProductError(changed)
+    try:
+        tmp = TempFile(out_path)
+    except OSError as exc:
+        raise type(exc)(f"cannot create a file in output directory {out_path.parent} "
+                        f"({_os_reason(exc) or _one_line(exc)})") from None
+    try:
+        with _warnings_to_log(input_path, source._identity if source is not None else None):
+            _write_output(out_path, input_path, tmp.path, cat_hdu, header_cards, catalog_only, source)
+        if source is not None:
+            if not source.unchanged():
+                raise ProductError(changed)
+            if source.replaced():
+                log.warning("input product %s was replaced by another file during the run; the output is "
+                            "made from the file that was opened and measured (sha256 %s)", input_path,
+                            source.sha256())
+        tmp.commit(exclusive=not overwrite)
+    except BaseException:
+        tmp.discard()
+        raise
+    tmp.close()
+    log.info("wrote %s (%d objects%s)", out_path, len(catalog), ", catalogue only" if catalog_only else "")
+    return out_path
+
+
+def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_cards, catalog_only: bool,
+                  source: ProductReader | None) -> None:
+    src = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            src = fits.open(source.copy_source() if source is not None else input_path, mode="readonly",
+                            memmap=True)
+        primary_src = src[0]
+        header = primary_src.header.copy()
+        _add_cards(header, header_cards)
+        data = primary_src.data if int(primary_src.header.get("NAXIS", 0)) > 0 else None
+        out = fits.HDUList([fits.PrimaryHDU(data=data, header=header)])
+        if not catalog_only:
+            for i, hdu in enumerate(src[1:], start=1):
+                if isinstance(hdu, _CORRUPTED_HDU):
+                    raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
+                                       f"copied into the output")
+                if str(hdu.header.get("EXTNAME", "")).strip().upper() == EXT_REDSHIFT:
+                    continue   # a previous run's catalogue is replaced, not kept
+                out.append(hdu)
+    except BaseException as exc:
+        if src is not None:
+            src.close()
+        if isinstance(exc, ProductError) or not isinstance(exc, _INPUT_COPY_ERRORS + (OSError,)):
+            raise
+        raise ProductError(f"input product {input_path} cannot be read to copy it into the output "
+                           f"({_one_line(exc) or type(exc).__name__})") from None
+    try:
+        out.append(cat_hdu)
+        try:
+            _write_hdulist(out, tmp)
+        except OSError as exc:        # disk full, quota, I/O error: name the output, one sentence
+            raise type(exc)(f"cannot write output {out_path} ({_os_reason(exc) or _one_line(exc)})") from None
+        except _INPUT_COPY_ERRORS as exc:
+            # astropy cannot re-encode an input HDU that cfitsio read (a corrupt card or header)
+            raise ProductError(f"input product {input_path} has an extension that cannot be copied into "
+                               f"the output ({_one_line(exc) or type(exc).__name__})") from None
+    finally:
+        src.close()
