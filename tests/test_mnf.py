@@ -104,6 +104,79 @@ def test_flow_logdet_matches_numerical_jacobian(which):
     np.testing.assert_allclose(ld.numpy(), logdet.numpy()[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["q", "r"])
+def test_flows_are_invertible_tfp_bijectors(which):
+    tfb = pytest.importorskip("tensorflow_probability").bijectors
+    layer = _built_layer(in_dim=5, n_flows_q=3, n_flows_r=2)
+    _randomise_flows(layer, seed=3)
+    flow = layer.flow(which)
+    assert isinstance(flow, tfb.Bijector)
+    z = tf.constant(np.random.default_rng(4).normal(size=(2, 3, 5)).astype(np.float32))
+    y = flow.forward(z)
+    assert np.abs(y.numpy() - z.numpy()).max() > 0.1  # not the identity
+    np.testing.assert_allclose(flow.inverse(y).numpy(), z.numpy(), rtol=1e-4, atol=1e-5)
+    fldj = flow.forward_log_det_jacobian(z, event_ndims=1).numpy()
+    ildj = flow.inverse_log_det_jacobian(y, event_ndims=1).numpy()
+    assert fldj.shape == (2, 3)
+    np.testing.assert_allclose(ildj, -fldj, rtol=1e-5, atol=1e-5)
+    # flow_forward is the bijector's forward pass and log-det.
+    z_out, logdet = layer.flow_forward(z, which)
+    np.testing.assert_array_equal(z_out.numpy(), y.numpy())
+    np.testing.assert_allclose(logdet.numpy(), fldj, rtol=1e-6, atol=1e-6)
+
+
+def test_coupling_is_realnvp_on_an_alternating_split():
+    # A MaskedGatedCoupling is tfb.RealNVP with scale g and shift (1 - g) s, the units
+    # permuted so that the kept (mask == 1) ones come first.
+    tfb = pytest.importorskip("tensorflow_probability").bijectors
+    layer = _built_layer(in_dim=5, n_flows_q=2)
+    _randomise_flows(layer, seed=5)
+    for k, (coupling, params, mask) in enumerate(
+            zip(layer.flow("q").bijectors[::-1], layer.q_flows, layer._q_masks)):
+        kept, free = np.flatnonzero(mask == 1), np.flatnonzero(mask == 0)
+        p = {n: v.numpy() for n, v in params.items()}
+
+        def bijector_fn(x0, output_units, p=p, kept=kept, free=free):
+            h = tf.tanh(x0 @ p["u"][kept] + p["a"])
+            gate = tf.sigmoid(h @ p["w_g"][:, free] + p["b_g"][free])
+            shift = h @ p["w_s"][:, free] + p["b_s"][free]
+            return tfb.Chain([tfb.Shift((1.0 - gate) * shift), tfb.Scale(gate)])
+
+        perm = np.concatenate([kept, free])
+        realnvp = tfb.Chain([tfb.Invert(tfb.Permute(perm)),
+                             tfb.RealNVP(num_masked=len(kept), bijector_fn=bijector_fn),
+                             tfb.Permute(perm)])
+        z = tf.constant(np.random.default_rng(k).normal(size=(7, 5)).astype(np.float32))
+        np.testing.assert_allclose(coupling.forward(z).numpy(), realnvp.forward(z).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(coupling.forward_log_det_jacobian(z, 1).numpy(),
+                                   realnvp.forward_log_det_jacobian(z, 1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_kl_matches_monte_carlo():
+    # KL(q(W|z) || p(W)) (+ bias), the closed form of tfd.kl_divergence, against the
+    # Monte Carlo mean of log q(W|z) - log p(W) over draws of W and b.
+    layer = _built_layer(prior_var=0.5)
+    rng = np.random.default_rng(6)
+    layer.kernel_mu.assign(rng.normal(0, 0.7, (4, 3)).astype(np.float32))
+    layer.kernel_logvar.assign(rng.uniform(-2.5, -0.5, (4, 3)).astype(np.float32))
+    layer.bias.assign([0.4, -0.3, 0.2])
+    layer.bias_logvar.assign([-1.0, -2.0, -1.5])
+    z = tf.constant([1.1, 0.8, 1.0, 1.3])
+    mean = np.concatenate([(z.numpy()[:, None] * layer.kernel_mu.numpy()).ravel(), layer.bias.numpy()])
+    std = np.exp(0.5 * np.concatenate([layer.kernel_logvar.numpy().ravel(), layer.bias_logvar.numpy()]))
+    w = mean + std * rng.standard_normal((200_000, mean.size))
+
+    def log_normal(x, m, s):
+        return -0.5 * np.log(2 * np.pi * s ** 2) - 0.5 * ((x - m) / s) ** 2
+
+    terms = (log_normal(w, mean, std) - log_normal(w, 0.0, np.sqrt(0.5))).sum(axis=1)
+    mc, mc_err = terms.mean(), terms.std() / np.sqrt(len(terms))
+    kl = float(layer.weight_kl(z))
+    assert abs(kl - mc) < 4 * mc_err, (kl, mc, mc_err)
+    assert mc_err < 0.01 * abs(mc)
+
+
 def test_kl_divergence_finite_scalar_and_differentiable():
     layer = _built_layer()
     layer.bias.assign([0.1, -0.2, 0.3])  # d(mu_b^2)/d mu_b is 0 at the zero init

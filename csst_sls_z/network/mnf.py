@@ -65,22 +65,39 @@ switch, the layer is always stochastic.  See :meth:`MNFDense.noise_shapes`.
 The KL bound is *not* registered through ``add_loss``; callers add
 ``layer.kl_divergence()`` (summed over layers, divided by the dataset size) to
 the loss themselves.
+
+TensorFlow Probability
+----------------------
+Each coupling is a ``tfb.Bijector`` (:class:`MaskedGatedCoupling`, forward,
+inverse and both log-determinants) and each flow a ``tfb.Chain`` of them
+(:meth:`MNFDense.flow`); the Gaussian KL terms, the entropy of ``q0`` and
+``log r`` come from ``tfd.Normal``.  The bijectors own no variables, so the
+layer's weights, their names and order (what the weight files hold) are those
+of the hand-written layer this replaced, and the sampled outputs are
+bit-identical to it; ``benchmarks/bench_mnf_tfp.py`` checks both and times the
+two (docs/performance.md, "MNF head: TensorFlow Probability").
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+with warnings.catch_warnings():  # tfp 0.25 checks versions with distutils' LooseVersion
+    warnings.filterwarnings("ignore", "distutils Version classes are deprecated", DeprecationWarning)
+    import tensorflow_probability as tfp
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["MNFDense"]
-
-_LOG_2PI = math.log(2.0 * math.pi)
+__all__ = ["MNFDense", "MaskedGatedCoupling"]
 
 
 def _coupling_mask(dim: int, flow_index: int, offset: int = 0) -> np.ndarray:
@@ -96,6 +113,62 @@ def _coupling_mask(dim: int, flow_index: int, offset: int = 0) -> np.ndarray:
 def _last_axis_matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     """``x @ w`` contracting the last axis of ``x`` (any rank) with ``w``'s first."""
     return tf.tensordot(x, w, axes=[[x.shape.rank - 1], [0]])
+
+
+class MaskedGatedCoupling(tfb.Bijector):
+    """One masked RealNVP coupling with a sigmoid gate (MNF paper eq. 6), as a TFP bijector.
+
+    The units where ``mask == 1`` pass unchanged and condition the affine map of the
+    others: ``z' = keep + (1 - mask) * (g * z + (1 - g) * s)`` with
+    ``h = tanh(keep @ u + a)``, ``g = sigmoid(h @ w_g + b_g)``, ``s = h @ w_s + b_s``.
+    That is a RealNVP step with scale ``g`` and shift ``(1 - g) s`` on an alternating
+    (not contiguous) split; ``tests/test_mnf.py`` checks it against ``tfb.RealNVP``
+    between two ``tfb.Permute``.  The bijector holds no variables: ``params`` are the
+    owning layer's, so the layer's weight list (and the shipped weight files) are
+    unchanged.
+    """
+
+    def __init__(self, params: dict, mask: np.ndarray, name: str = "masked_gated_coupling"):
+        parameters = dict(locals())
+        self._params = params
+        self._mask = np.asarray(mask, dtype=np.float32)
+        super().__init__(forward_min_event_ndims=1, validate_args=False,
+                         parameters=parameters, name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype=None, num_classes=None):
+        return {}
+
+    def _conditioner(self, keep):
+        p = self._params
+        h = tf.tanh(_last_axis_matmul(keep, p["u"]) + p["a"])
+        shift = _last_axis_matmul(h, p["w_s"]) + p["b_s"]
+        gate_logit = _last_axis_matmul(h, p["w_g"]) + p["b_g"]
+        return shift, gate_logit
+
+    def _forward(self, x):
+        mask = tf.constant(self._mask, dtype=x.dtype)
+        keep = mask * x
+        shift, gate_logit = self._conditioner(keep)
+        gate = tf.sigmoid(gate_logit)
+        return keep + (1.0 - mask) * (gate * x + (1.0 - gate) * shift)
+
+    def _inverse(self, y):
+        mask = tf.constant(self._mask, dtype=y.dtype)
+        keep = mask * y                      # the kept units are the same in x and y
+        shift, gate_logit = self._conditioner(keep)
+        gate = tf.sigmoid(gate_logit)
+        return keep + (1.0 - mask) * (y - (1.0 - gate) * shift) / gate
+
+    def _forward_log_det_jacobian(self, x):
+        mask = tf.constant(self._mask, dtype=x.dtype)
+        _, gate_logit = self._conditioner(mask * x)
+        # log_sigmoid is stable for large |logit|.
+        return tf.reduce_sum((1.0 - mask) * tf.math.log_sigmoid(gate_logit), axis=-1)
+
+    def _inverse_log_det_jacobian(self, y):
+        # The conditioner reads only the kept units, which y shares with x.
+        return -self._forward_log_det_jacobian(y)
 
 
 @keras.saving.register_keras_serializable(package="csst_sls_z")
@@ -209,6 +282,14 @@ class MNFDense(keras.layers.Layer):
         # opposite parity so its first layer transforms the units q's last left.
         self._q_masks = [_coupling_mask(in_dim, k) for k in range(self.n_flows_q)]
         self._r_masks = [_coupling_mask(in_dim, k, offset=1) for k in range(self.n_flows_r)]
+        # The flows as TFP bijectors over the variables above (tfb.Chain applies its
+        # list last to first, hence the reversal).
+        self._flows = {
+            which: tfb.Chain([MaskedGatedCoupling(p, m, name=f"{which}_flow{k}")
+                              for k, (p, m) in enumerate(zip(flows, masks))][::-1],
+                             name=f"{which}_flow")
+            for which, flows, masks in (("q", self.q_flows, self._q_masks),
+                                        ("r", self.r_flows, self._r_masks))}
         logger.debug("built %s: in=%d units=%d flows q=%d r=%d", self.name, in_dim,
                      units, self.n_flows_q, self.n_flows_r)
         super().build(input_shape)
@@ -233,19 +314,13 @@ class MNFDense(keras.layers.Layer):
         }
 
     # ------------------------------------------------------------------ flows
-    @staticmethod
-    def _coupling(z: tf.Tensor, params: dict, mask: np.ndarray):
-        """One masked RealNVP coupling with a sigmoid gate (MNF paper eq. 6)."""
-        mask = tf.constant(mask, dtype=z.dtype)
-        keep = mask * z
-        h = tf.tanh(_last_axis_matmul(keep, params["u"]) + params["a"])
-        shift = _last_axis_matmul(h, params["w_s"]) + params["b_s"]
-        gate_logit = _last_axis_matmul(h, params["w_g"]) + params["b_g"]
-        gate = tf.sigmoid(gate_logit)
-        z_new = keep + (1.0 - mask) * (gate * z + (1.0 - gate) * shift)
-        # log_sigmoid is stable for large |logit|.
-        logdet = tf.reduce_sum((1.0 - mask) * tf.math.log_sigmoid(gate_logit), axis=-1)
-        return z_new, logdet
+    def flow(self, which: str = "q") -> tfb.Bijector:
+        """The q or r flow as a ``tfb.Chain`` of :class:`MaskedGatedCoupling` bijectors."""
+        if which not in ("q", "r"):
+            raise ValueError(f"which must be 'q' or 'r', got {which!r}")
+        if not self.built:
+            raise RuntimeError("MNFDense.flow() called before the layer was built")
+        return self._flows[which]
 
     def flow_forward(self, z: tf.Tensor, which: str = "q"):
         """Push ``z`` (shape ``(..., in)``) through the q or r flow.
@@ -253,18 +328,11 @@ class MNFDense(keras.layers.Layer):
         Returns ``(z_out, logdet)`` with ``logdet`` of shape ``z.shape[:-1]``,
         the log |det d z_out / d z|.
         """
-        if which == "q":
-            flows, masks = self.q_flows, self._q_masks
-        elif which == "r":
-            flows, masks = self.r_flows, self._r_masks
-        else:
-            raise ValueError(f"which must be 'q' or 'r', got {which!r}")
+        flow = self.flow(which)
         z = tf.convert_to_tensor(z, dtype=self.variable_dtype)
-        logdet = tf.zeros_like(z[..., 0])
-        for params, mask in zip(flows, masks):
-            z, ld = self._coupling(z, params, mask)
-            logdet = logdet + ld
-        return z, logdet
+        # zeros_like keeps the batch shape when the flow is empty (n_flows = 0).
+        logdet = tf.zeros_like(z[..., 0]) + flow.forward_log_det_jacobian(z, event_ndims=1)
+        return flow.forward(z), logdet
 
     def sample_z(self, eps_z: tf.Tensor):
         """Map standard-normal ``eps_z`` (shape ``(..., in)``) to ``z_T``.
@@ -272,9 +340,11 @@ class MNFDense(keras.layers.Layer):
         Returns ``(z_T, logdet_q)``: ``z0 = mu_z + sigma_z * eps_z`` pushed
         through the q flow, and the flow's summed log-determinant.
         """
+        return self.flow_forward(self._z0(eps_z), "q")
+
+    def _z0(self, eps_z):
         eps_z = tf.convert_to_tensor(eps_z, dtype=self.variable_dtype)
-        z0 = self.z_mu + tf.exp(0.5 * self.z_logvar) * eps_z
-        return self.flow_forward(z0, "q")
+        return self.z_mu + tf.exp(0.5 * self.z_logvar) * eps_z
 
     def _clipped_var(self, logvar: tf.Tensor):
         # Clipping sigma at max_std (in log space) keeps the noise bounded.
@@ -312,7 +382,7 @@ class MNFDense(keras.layers.Layer):
             z_shape = shape if rank == 2 else tf.concat(
                 [shape[:-2], [1], shape[-1:]], axis=0)
             eps_z = tf.random.normal(z_shape, dtype=x.dtype)
-        z, _ = self.sample_z(eps_z)
+        z = self.flow("q").forward(self._z0(eps_z))  # the log-det is not needed here
 
         var_w, _ = self._kernel_var()
         mean = _last_axis_matmul(x * z, self.kernel_mu)
@@ -334,6 +404,24 @@ class MNFDense(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     # ------------------------------------------------------------------ KL
+    @staticmethod
+    def _normal(loc, logvar) -> tfd.Normal:
+        return tfd.Normal(loc=loc, scale=tf.exp(0.5 * logvar))
+
+    def weight_kl(self, z) -> tf.Tensor:
+        """KL(q(W|z) || p(W)) [+ KL(q(b) || p(b))], closed form from ``tfd.kl_divergence``.
+
+        ``z``: a flowed multiplicative sample ``z_T`` of shape ``(in,)``.
+        """
+        prior = tfd.Normal(loc=0.0, scale=math.sqrt(self.prior_var))
+        _, logvar_w = self._kernel_var()
+        q_w = self._normal(z[:, None] * self.kernel_mu, logvar_w)
+        kl = tf.reduce_sum(tfd.kl_divergence(q_w, prior))
+        if self.bias is not None:
+            _, logvar_b = self._clipped_var(self.bias_logvar)
+            kl += tf.reduce_sum(tfd.kl_divergence(self._normal(self.bias, logvar_b), prior))
+        return kl
+
     def kl_divergence(self, eps_z=None, eps_a=None) -> tf.Tensor:
         """One-sample Monte Carlo estimate of the KL upper bound (paper eq. 15).
 
@@ -356,21 +444,13 @@ class MNFDense(keras.layers.Layer):
         eps_z = tf.reshape(tf.convert_to_tensor(eps_z, dtype=dtype), (in_dim,))
         z, logdet_q = self.sample_z(eps_z)  # z: (in,), logdet_q: ()
 
-        var_w, logvar_w = self._kernel_var()
+        var_w, _ = self._kernel_var()
         mean_w = z[:, None] * self.kernel_mu  # (in, units)
-
-        # KL(q(W|z) || N(0, prior_var)), closed form per weight.
-        pv = self.prior_var
-        kl_w = 0.5 * tf.reduce_sum(
-            math.log(pv) - logvar_w + (var_w + tf.square(mean_w)) / pv - 1.0)
-        if self.bias is not None:
-            var_b, logvar_b = self._clipped_var(self.bias_logvar)
-            kl_w += 0.5 * tf.reduce_sum(
-                math.log(pv) - logvar_b + (var_b + tf.square(self.bias)) / pv - 1.0)
+        kl_w = self.weight_kl(z)
 
         # log q(z_T) = E[log q0(z0)] - log|det|; the expectation (negative
         # entropy of the diagonal Gaussian) has lower variance than a sample.
-        log_q = -0.5 * tf.reduce_sum(_LOG_2PI + self.z_logvar + 1.0) - logdet_q
+        log_q = -tf.reduce_sum(self._normal(self.z_mu, self.z_logvar).entropy()) - logdet_q
 
         # r(z_T | W): c^T W sampled by local reparameterisation from q(W|z_T).
         if eps_a is None:
@@ -383,8 +463,7 @@ class MNFDense(keras.layers.Layer):
         mean_r = self.r_b1 * a_bar
         logvar_r = self.r_b2 * a_bar
         z_b, logdet_r = self.flow_forward(z, "r")
-        log_r = logdet_r - 0.5 * tf.reduce_sum(
-            _LOG_2PI + logvar_r + tf.square(z_b - mean_r) * tf.exp(-logvar_r))
+        log_r = logdet_r + tf.reduce_sum(self._normal(mean_r, logvar_r).log_prob(z_b))
 
         return kl_w + log_q - log_r
 
