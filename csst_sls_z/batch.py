@@ -39,16 +39,17 @@ import fcntl
 import glob
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import LOG_LEVELS, _Parser, _positive_int, add_stage_options, setup_logging
-from .durable import commit
-from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_CHECKSUM, KW_INPUT_SHA256, ZWarn
+from .commands import (Parser, add_log_level, add_stage_options, positive_int, setup_logging, sigterm_as_interrupt,
+                       stage_params)
+from .durable import TempFile, remove_abandoned_temp, temp_glob
+from .datamodel import (EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_CHECKSUM, KW_INPUT_SHA256, KW_REFSET,
+                        KW_STATUS, PROVENANCE_MATCH_PREFIXES, ZWarn)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,6 @@ SUMMARY_NAME = "batch_summary"
 LOCK_NAME = ".csst_sls_z_batch.lock"      # in the output directory, while a batch runs
 INPUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 OUTPUT_SUFFIX = "_slsz.fits"
-# Provenance an existing output must share with this run to be kept on resume: the code
-# version, the reference set and files, the parameters, and (added per file) the input's sha256.
-_MATCH_PREFIXES = ("SLSZVER", "REFSET", "REFTYP", "REFNAM", "REFSHA", "P_", KW_INPUT_SHA256)
 
 # Summary columns: name -> (dtype, unit, doc). ZWARN counts follow N_OBJECTS.
 ZWARN_COUNT_COLUMNS = tuple(f"N_{flag.name}" for flag in ZWarn)
@@ -102,7 +100,7 @@ def _file_stage(base, chunk_size, catalog_only, overwrite, need_network, ignore_
 def expected_cards(stage) -> dict:
     """The provenance cards an output of ``stage`` must carry to count as done."""
     from .datamodel import StageStatus
-    return {k: v for k, v, _ in stage.provenance_cards(StageStatus.PERFECT) if k.startswith(_MATCH_PREFIXES)}
+    return {k: v for k, v, _ in stage.provenance_cards(StageStatus.PERFECT) if k.startswith(PROVENANCE_MATCH_PREFIXES)}
 
 
 def verify_output(path, expected: dict, ignore_checksum: bool = False) -> tuple[bool, str, dict]:
@@ -131,7 +129,7 @@ def verify_output(path, expected: dict, ignore_checksum: bool = False) -> tuple[
                 if EXT_REDSHIFT not in names:
                     return False, f"{path.name} has no {EXT_REDSHIFT} extension", {}
                 hdr = hdul[EXT_REDSHIFT].header
-                have = {k: hdr[k] for k in hdr if k.startswith(_MATCH_PREFIXES)}
+                have = {k: hdr[k] for k in hdr if k.startswith(PROVENANCE_MATCH_PREFIXES)}
                 for key in sorted(set(have) | set(expected)):
                     if have.get(key) != expected.get(key):
                         return False, (f"{path.name} was made with {key} = {have.get(key)!r}, "
@@ -140,7 +138,7 @@ def verify_output(path, expected: dict, ignore_checksum: bool = False) -> tuple[
                     return False, f"{path.name} was made from an input that fails its FITS checksum", {}
                 zwarn = np.asarray(hdul[EXT_REDSHIFT].data["ZWARN"])
                 info = {"n_objects": int(zwarn.size), "zwarn": zwarn_counts(zwarn),
-                        "status": str(hdr.get("STATUS", ""))}
+                        "status": str(hdr.get(KW_STATUS, ""))}
     except Exception as exc:                          # unreadable, truncated, not FITS
         return False, f"{path.name} is unreadable ({type(exc).__name__}: {exc})".replace("\n", " "), {}
     return True, "", info
@@ -152,7 +150,6 @@ def _remove_stale_temps(out_path: Path) -> None:
     Only abandoned ones: a writer holds an ``flock`` on its temporary file until it is
     renamed or removed, so a live one (another run's, in this directory) is left alone.
     """
-    from .products import remove_abandoned_temp, temp_glob
     for pattern in temp_glob(out_path):
         for tmp in out_path.parent.glob(pattern):
             if remove_abandoned_temp(tmp):
@@ -300,20 +297,14 @@ def _summary_table(rows):
 
 def write_summary(rows, output_dir: Path, meta: dict | None = None) -> list[Path]:
     """Write DIR/batch_summary.fits and .ecsv atomically (temporary file, then rename)."""
-    from .products import TempFile
     table = _summary_table(rows)
     table.meta.update(meta or {})
     written = []
     for suffix, fmt in ((".fits", "fits"), (".ecsv", "ascii.ecsv")):
         path = Path(output_dir) / f"{SUMMARY_NAME}{suffix}"
-        tmp = TempFile(path)
-        try:
+        with TempFile(path) as tmp:
             table.write(tmp.path, format=fmt, overwrite=True)
-            commit(tmp.path, path)
-        except BaseException:
-            tmp.discard()
-            raise
-        tmp.close()
+            tmp.commit()
         written.append(path)
     return written
 
@@ -409,14 +400,14 @@ def local_cluster(n_workers: int | None = None, tf_threads: int | None = None, *
 
 
 def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_address: str | None = None,
-              client=None, samples: int = 200, seed: int = 0, reference_dir=None, chunk_size: int = 4096,
-              catalog_only: bool = False, overwrite: bool = False, progress: bool = True,
-              log_level: str | None = None, ignore_checksum: bool = False) -> BatchResult:
+              client=None, progress: bool = True, log_level: str | None = None, **stage_params) -> BatchResult:
     """Run the stage over ``inputs`` (products, directories, globs) into ``output_dir``.
 
     ``client``: an existing ``distributed.Client`` (its cluster is used and left running);
     else ``scheduler_address`` connects to a running scheduler; else a LocalCluster of
     ``workers`` processes (default: one per core) is started for this call and shut down.
+    ``stage_params`` are the stage's (``RedshiftStage.spec``: samples, seed, reference_dir,
+    chunk_size, catalog_only, overwrite, ignore_checksum, reference_overrides), checked there;
     ``overwrite`` redoes every output, even those that verify. ``ignore_checksum`` processes
     inputs whose FITS checksums fail. The output directory is locked for the whole call
     (:class:`OutputDirectoryLock`). Returns a BatchResult.
@@ -436,17 +427,13 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
         return BatchResult(error=why)
     try:
         return _run_batch_locked(inputs, output_dir, t0, workers=workers, scheduler_address=scheduler_address,
-                                 client=client, samples=samples, seed=seed, reference_dir=reference_dir,
-                                 chunk_size=chunk_size, catalog_only=catalog_only, overwrite=overwrite,
-                                 progress=progress, log_level=log_level, ignore_checksum=ignore_checksum)
+                                 client=client, progress=progress, log_level=log_level, stage_params=stage_params)
     finally:
         lock.release()
 
 
-def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler_address, client, samples, seed,
-                      reference_dir, chunk_size, catalog_only, overwrite, progress, log_level,
-                      ignore_checksum) -> BatchResult:
-    from .products import remove_abandoned_temp, temp_glob
+def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler_address, client, progress,
+                      log_level, stage_params) -> BatchResult:
     from .reference import resolve_reference_dir
     from .reffile import ReferenceFileError
     from .stage import RedshiftStage, output_paths
@@ -460,14 +447,14 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
     # fully resolved set (directory and overrides), so they cannot silently see another one.
     from .datamodel import ENV_REFERENCE_OVERRIDE_PREFIX, REFTYPES
     try:
-        refdir = resolve_reference_dir(reference_dir).resolve()
+        refdir = resolve_reference_dir(stage_params.get("reference_dir")).resolve()
     except ReferenceFileError as exc:
         return BatchResult(error=str(exc))
     overrides = {t: str(Path(os.environ[ENV_REFERENCE_OVERRIDE_PREFIX + t.upper()]).resolve()) for t in REFTYPES
                  if os.environ.get(ENV_REFERENCE_OVERRIDE_PREFIX + t.upper())}
+    overrides.update({t: str(Path(v).resolve()) for t, v in (stage_params.get("reference_overrides") or {}).items()})
     try:
-        probe = RedshiftStage(reference_dir=refdir, reference_overrides=overrides or None, samples=samples,
-                              seed=seed, chunk_size=chunk_size, catalog_only=catalog_only)
+        probe = RedshiftStage(**{**stage_params, "reference_dir": refdir, "reference_overrides": overrides or None})
         probe.load_references()
     except (ReferenceFileError, ValueError, TypeError) as exc:
         return BatchResult(error=str(exc))
@@ -490,10 +477,8 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
         else:
             owner[t.name] = i
     todo = [i for i, r in enumerate(rows) if r is None]
-    params = {"reference_dir": str(refdir), "reference_overrides": overrides, "samples": int(samples),
-              "seed": int(seed), "chunk_size": int(chunk_size), "catalog_only": bool(catalog_only),
-              "overwrite": bool(overwrite), "expected": expected, "log_level": log_level,
-              "ignore_checksum": bool(ignore_checksum)}
+    params = {**probe.params, "reference_dir": str(refdir), "reference_overrides": overrides, "expected": expected,
+              "log_level": log_level}
     log.info("batch: %d input(s), %d to check or process, reference set %s, output %s",
              len(paths), len(todo), refset_id, output_dir)
 
@@ -512,8 +497,8 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
     if interrupted:
         result.error = ("interrupted; finished outputs are complete and verified on the next run, "
                         "the rest will be redone by rerunning the same command")
-    meta = {"REFSET": refset_id, "SAMPLES": int(samples), "SEED": int(seed), "CHUNK": int(chunk_size),
-            "CATONLY": bool(catalog_only), "WALL_S": round(result.wall_s, 3)}
+    meta = {KW_REFSET: refset_id, "SAMPLES": params["samples"], "SEED": params["seed"], "CHUNK": params["chunk_size"],
+            "CATONLY": params["catalog_only"], "WALL_S": round(result.wall_s, 3)}
     result.summary_paths = write_summary(rows, output_dir, meta)
     return result
 
@@ -577,29 +562,21 @@ def _run_tasks(todo, paths, targets, params, rows, *, client, scheduler_address,
 
 # ============================================================ the command
 def parser():
-    p = _Parser(prog="csst-sls-z batch", description="Run the redshift stage over many products on Dask "
+    p = Parser(prog="csst-sls-z batch", description="Run the redshift stage over many products on Dask "
                 "(a LocalCluster sized to the machine, or an existing cluster), resumably: a rerun keeps "
                 "every output whose checksums and reference-set provenance verify and redoes the rest. "
                 "Writes DIR/<stem>_slsz.fits per input and DIR/batch_summary.{fits,ecsv} "
                 "(docs/pipeline.md). Exit 0 ok, 1 any file failed, 3 nothing to do.")
     p.add_argument("inputs", nargs="*", help="input products, directories of products, or globs")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (created if missing)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="worker processes of the local cluster (default: one per core)")
     p.add_argument("--scheduler-address", default=None,
                    help="use the running Dask cluster at this address (e.g. tcp://host:8786) instead")
-    add_stage_options(p)
-    p.add_argument("--overwrite", action="store_true", help="redo every output, even those that verify")
-    p.add_argument("--ignore-checksum", action="store_true",
-                   help="process inputs whose FITS CHECKSUM/DATASUM fails (refused by default); their "
-                        "outputs say INCHKSUM = 'FAILED'")
+    add_stage_options(p, help={"overwrite": "redo every output, even those that verify"})
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", help="default: INFO")
+    add_log_level(p)
     return p
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
@@ -607,27 +584,19 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     if args.log_level != "DEBUG":
         quiet_dask()
-    try:        # SIGTERM (what a scheduler sends first) unwinds like Ctrl-C: summary written, cluster closed
-        previous, installed = signal.signal(signal.SIGTERM, _raise_interrupt), True
-    except ValueError:          # not the main thread: leave signals alone
-        previous, installed = None, False
-    try:
-        result = run_batch(args.inputs, args.output, workers=args.workers,
-                           scheduler_address=args.scheduler_address, samples=args.samples, seed=args.seed,
-                           reference_dir=args.reference_dir, chunk_size=args.chunk_size,
-                           catalog_only=args.catalog_only, overwrite=args.overwrite,
-                           progress=not args.no_progress, log_level=args.log_level,
-                           ignore_checksum=args.ignore_checksum)
-    except KeyboardInterrupt:
-        print("csst-sls-z batch: error: interrupted; rerun the same command to finish", file=sys.stderr)
-        return EXIT_ERROR
-    except Exception as exc:      # the promise: one sentence, never a traceback
-        print(f"csst-sls-z batch: error: unexpected failure ({type(exc).__name__}: "
-              f"{' '.join(str(exc).split())})", file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    # SIGTERM (what a scheduler sends first) unwinds like Ctrl-C: summary written, cluster closed
+    with sigterm_as_interrupt():
+        try:
+            result = run_batch(args.inputs, args.output, workers=args.workers,
+                               scheduler_address=args.scheduler_address, progress=not args.no_progress,
+                               log_level=args.log_level, **stage_params(args))
+        except KeyboardInterrupt:
+            print("csst-sls-z batch: error: interrupted; rerun the same command to finish", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as exc:      # the promise: one sentence, never a traceback
+            print(f"csst-sls-z batch: error: unexpected failure ({type(exc).__name__}: "
+                  f"{' '.join(str(exc).split())})", file=sys.stderr)
+            return EXIT_ERROR
     if result.error:
         print(f"csst-sls-z batch: error: {result.error}", file=sys.stderr)
     elif result.message:

@@ -85,18 +85,33 @@ REDSHIFT_DTYPE = np.dtype([(c.name, c.dtype) for c in REDSHIFT_COLUMNS])
 
 
 class ZWarn(enum.IntFlag):
-    """ZWARN bits. Their meaning never changes once released; 16-23 are reserved downstream."""
-    NODATA = 1 << 0               # no valid pixel in GV or GI; Z is NaN
-    MISSING_BAND = 1 << 1         # one of GV, GI absent or without a valid pixel
-    LITTLE_COVERAGE = 1 << 2      # under half of the network grid has valid data
-    LOW_SNR = 1 << 3              # SNR_GI below the stored threshold
-    Z_FITLIMIT = 1 << 4           # interval touches the edge of the trained redshift range
-    LARGE_ZERR = 1 << 5           # ZERR / (1 + Z) above the stored threshold
-    BAD_INPUT = 1 << 6            # input had to be repaired
-    OUT_OF_DISTRIBUTION = 1 << 7  # input unlike the training set (stored statistic)
+    """ZWARN bits, one per condition; each bit's meaning is in ``ZWARN_MEANINGS`` (docs/products.md
+    has the full text) and the logic that sets it in ``quality.py``. A meaning never changes once
+    released; bits 16-23 are reserved downstream (``ZWarn.reserved_downstream()``)."""
+    NODATA = 1 << 0
+    MISSING_BAND = 1 << 1
+    LITTLE_COVERAGE = 1 << 2
+    LOW_SNR = 1 << 3
+    Z_FITLIMIT = 1 << 4
+    LARGE_ZERR = 1 << 5
+    BAD_INPUT = 1 << 6
+    OUT_OF_DISTRIBUTION = 1 << 7
+
+    @property
+    def bit(self) -> int:
+        """The bit number (0 for NODATA)."""
+        return int(self).bit_length() - 1
+
+    @property
+    def meaning(self) -> str:
+        return ZWARN_MEANINGS[self.name]
+
+    @classmethod
+    def reserved_downstream(cls) -> range:
+        """Bit numbers this package never sets: left to downstream stages."""
+        return range(16, 24)
 
 
-ZWARN_BITS = {flag.name: int(flag).bit_length() - 1 for flag in ZWarn}
 ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/products.md has the full text
     "NODATA": "no valid pixel in GV or GI; Z is NaN",
     "MISSING_BAND": "one of GV, GI absent or without a valid pixel",
@@ -107,7 +122,38 @@ ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/p
     "BAD_INPUT": "input had to be repaired",
     "OUT_OF_DISTRIBUTION": "input unlike the training set (stored statistic)",
 }
-RESERVED_DOWNSTREAM_BITS = tuple(range(16, 24))
+
+# ---------------------------------------------------------------- output provenance
+# Keywords of the SLS_REDSHIFT header that say how it was made (stage.provenance_cards writes
+# them; batch resumes on them). The input's identity is KW_INPUT_NAME / KW_INPUT_SHA256 above.
+KW_VERSION = "SLSZVER"             # csst_sls_z version
+KW_STAGE = "STAGE"                 # pipeline stage name
+KW_REFSET = "REFSET"               # reference-set manifest id
+KW_REFSET_PEDIGREE = "REFPEDIG"    # reference-set pedigree
+KW_CALIBRATION_METHOD = "CALMETH"  # uncertainty calibration applied
+KW_STATUS = "STATUS"               # stage status for this file (StageStatus)
+KW_DATE_REDUCED = "DATE-RED"       # UTC of the run
+KW_REF_TYPE = "REFTYP"             # + 2-digit index: a reference type used
+KW_REF_NAME = "REFNAM"             # + 2-digit index: its file name
+KW_REF_SHA256 = "REFSHA"           # + 2-digit index: its sha256
+KW_DEP_NAME = "DEPNAM"             # + 2-digit index: a dependency
+KW_DEP_VERSION = "DEPVER"          # + 2-digit index: its version
+KW_PARAM = "P_"                    # + parameter name: a stage parameter that is not its default
+
+
+def param_keyword(name: str) -> str:
+    """The header keyword of a non-default stage parameter: ``P_`` + its first 6 characters."""
+    return f"{KW_PARAM}{name[:6].upper()}"
+
+
+def indexed_keyword(prefix: str, index: int) -> str:
+    """``REFTYP00``, ``DEPVER03``, ...: a prefix above and a 2-digit index."""
+    return f"{prefix}{index:02d}"
+
+
+# What an existing output must share with a run (by keyword prefix) to count as its result on resume.
+PROVENANCE_MATCH_PREFIXES = (KW_VERSION, KW_REFSET, KW_REF_TYPE, KW_REF_NAME, KW_REF_SHA256, KW_PARAM,
+                             KW_INPUT_SHA256)
 
 # ---------------------------------------------------------------- simulator truth
 TRUTH_COLUMNS = (
@@ -140,6 +186,7 @@ N_SED_COEFF = 5
 N_SED_PARAM = 8
 KW_FAMILY_NAME = "FAMNAM"          # TRUTH header: + 2-digit index, an SED family's name
 KW_FAMILY_PARAMS = "FAMPAR"        # TRUTH header: + 2-digit index, its SED_PARAM names, comma-separated
+KW_FAMILY_DATA = "FAMDAT"          # TRUTH header: + 2-digit index, the family's built data (sha256 prefix, seed, n)
 
 # ---------------------------------------------------------------- reference files
 REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds")

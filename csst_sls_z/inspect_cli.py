@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import CLIError, _Parser, nonneg_int, setup_logging
-from .datamodel import (EXIT_ERROR, EXIT_OK, EXT_REDSHIFT, EXT_SPEC, EXT_TRUTH, RESERVED_DOWNSTREAM_BITS,
-                        ZWARN_BITS, ZWARN_MEANINGS)
+from .commands import CommandError, Parser, nonneg_int, setup_logging
+from .datamodel import (EXIT_ERROR, EXIT_OK, EXT_REDSHIFT, EXT_SPEC, EXT_TRUTH, KW_CALIBRATION_METHOD,
+                        KW_INPUT_NAME, KW_REFSET, KW_STATUS, ZWarn)
 
 PROG = "csst-sls-z inspect"
 DEFAULT_Z_BINS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.6)
@@ -32,7 +32,7 @@ LINES = (("[OII]", 3727.4), ("Hb", 4862.7), ("[OIII]", 5008.2), ("Ha", 6564.6), 
 
 
 def parser():
-    p = _Parser(prog=PROG, description="Summarise an SLS_REDSHIFT product (output of csst-sls-z run): ZWARN "
+    p = Parser(prog=PROG, description="Summarise an SLS_REDSHIFT product (output of csst-sls-z run): ZWARN "
                 "bits with counts and meanings, uncertainties, SNR; metrics against the truth; a figure. "
                 "Exit 0 ok, 1 error.")
     p.add_argument("product", nargs="?", type=Path, help="an output product holding SLS_REDSHIFT")
@@ -65,15 +65,15 @@ def _edges(text):
 # ---------------------------------------------------------------- ZWARN
 def decode_zwarn(value: int) -> list[tuple[int, str, str]]:
     """(bit, name, meaning) of every bit set in ``value``, defined or not."""
-    names = {bit: name for name, bit in ZWARN_BITS.items()}
+    flags = {flag.bit: flag for flag in ZWarn}
     out = []
     for bit in range(int(value).bit_length()):
         if not (int(value) >> bit) & 1:
             continue
-        if bit in names:
-            out.append((bit, names[bit], ZWARN_MEANINGS.get(names[bit], "")))
+        if bit in flags:
+            out.append((bit, flags[bit].name, flags[bit].meaning))
         else:
-            what = "reserved for downstream use" if bit in RESERVED_DOWNSTREAM_BITS else "not defined"
+            what = "reserved for downstream use" if bit in ZWarn.reserved_downstream() else "not defined"
             out.append((bit, f"BIT{bit}", what))
     return out
 
@@ -101,17 +101,17 @@ class Product:
 def _open_fits(path: Path, what: str):
     from astropy.io import fits
     if not path.exists():
-        raise CLIError(f"{what} {path} does not exist")
+        raise CommandError(f"{what} {path} does not exist")
     if not path.is_file():
-        raise CLIError(f"{what} {path} is not a regular file")
+        raise CommandError(f"{what} {path} is not a regular file")
     with open(path, "rb") as fh:
         magic = fh.read(9)
     if magic[:2] != b"\x1f\x8b" and not magic.startswith(b"SIMPLE  ="):
-        raise CLIError(f"{what} {path} is not a FITS file")
+        raise CommandError(f"{what} {path} is not a FITS file")
     try:
         return fits.open(path, memmap=True)
     except Exception as exc:       # astropy's errors are many; the user gets one sentence
-        raise CLIError(f"{what} {path} cannot be read as FITS ({' '.join(str(exc).split())})") from None
+        raise CommandError(f"{what} {path} cannot be read as FITS ({' '.join(str(exc).split())})") from None
 
 
 def _extnames(hdul) -> set:
@@ -122,7 +122,7 @@ def _truth_table(hdul, path: Path) -> tuple[np.ndarray, np.ndarray]:
     t = hdul[EXT_TRUTH].data
     names = {n.upper() for n in (t.columns.names if t is not None else [])}
     if t is None or not {"OBJID", "Z_TRUE"} <= names:
-        raise CLIError(f"the TRUTH extension of {path} has no OBJID and Z_TRUE columns")
+        raise CommandError(f"the TRUTH extension of {path} has no OBJID and Z_TRUE columns")
     return np.asarray(t["OBJID"], dtype=np.int64), np.asarray(t["Z_TRUE"], dtype=np.float64)
 
 
@@ -130,17 +130,17 @@ def read_product(path: Path, truth_path: Path | None = None) -> Product:
     with _open_fits(path, "product") as hdul:
         names = _extnames(hdul)
         if EXT_REDSHIFT not in names:
-            raise CLIError(f"product {path} has no {EXT_REDSHIFT} extension; inspect reads the output of "
+            raise CommandError(f"product {path} has no {EXT_REDSHIFT} extension; inspect reads the output of "
                            "csst-sls-z run")
         hdu = hdul[EXT_REDSHIFT]
         data = hdu.data
         needed = ("OBJID", "Z", "ZERR", "ZWARN", "SNR_GI")
         have = set(data.columns.names) if data is not None else set()
         if data is None or not set(needed) <= have:
-            raise CLIError(f"{EXT_REDSHIFT} of {path} lacks the columns "
+            raise CommandError(f"{EXT_REDSHIFT} of {path} lacks the columns "
                            f"{', '.join(c for c in needed if c not in have)}")
         catalog = np.array(data)           # a copy: the file closes
-        header = {k: hdu.header.get(k) for k in ("REFSET", "STATUS", "CALMETH", "INFILE")}
+        header = {k: hdu.header.get(k) for k in (KW_REFSET, KW_STATUS, KW_CALIBRATION_METHOD, KW_INPUT_NAME)}
         has_spectra = all(EXT_SPEC[b] in names for b in ("GV", "GI"))
         truth = own_truth = None
         if truth_path is None and EXT_TRUTH in names:
@@ -151,7 +151,7 @@ def read_product(path: Path, truth_path: Path | None = None) -> Product:
         with _open_fits(truth_path, "truth product") as hdul:
             tnames = _extnames(hdul)
             if EXT_TRUTH not in tnames:
-                raise CLIError(f"truth product {truth_path} has no {EXT_TRUTH} extension")
+                raise CommandError(f"truth product {truth_path} has no {EXT_TRUTH} extension")
             own_truth = _truth_table(hdul, truth_path)
             if spectra_path is None and all(EXT_SPEC[b] in tnames for b in ("GV", "GI")):
                 spectra_path = truth_path
@@ -167,7 +167,7 @@ def read_product(path: Path, truth_path: Path | None = None) -> Product:
         truth = np.full(len(catalog), np.nan)
         truth[hit] = z_true[order][pos[hit]]
         if not hit.any():
-            raise CLIError(f"no OBJID of {path} is in the truth table of {source}")
+            raise CommandError(f"no OBJID of {path} is in the truth table of {source}")
     return Product(path, catalog, header, truth, source, spectra_path)
 
 
@@ -182,9 +182,8 @@ def summary(cat: np.ndarray) -> dict:
     return {
         "n_objects": int(len(cat)),
         "n_ok": int(np.count_nonzero(zwarn == 0)),
-        "bits": [(bit, name, int(np.count_nonzero(zwarn & (1 << bit))), ZWARN_MEANINGS.get(name, ""))
-                 for name, bit in ZWARN_BITS.items()],
-        "other_bits": int(np.count_nonzero(zwarn & ~sum(1 << b for b in ZWARN_BITS.values()))),
+        "bits": [(flag.bit, flag.name, int(np.count_nonzero(zwarn & int(flag))), flag.meaning) for flag in ZWarn],
+        "other_bits": int(np.count_nonzero(zwarn & ~sum(int(flag) for flag in ZWarn))),
         "n_finite_z": int(np.count_nonzero(finite)),
         "median_zerr_1pz": float(np.median(zerr[finite] / (1.0 + z[finite]))) if finite.any() else float("nan"),
         "snr_gi_quartiles": tuple(float(q) for q in np.percentile(snr_ok, [25, 50, 75])) if snr_ok.size
@@ -229,7 +228,7 @@ def report(prod: Product, edges=None) -> str:
     s = summary(cat)
     n = max(s["n_objects"], 1)
     head = f"{prod.path}: {EXT_REDSHIFT}, {s['n_objects']} objects"
-    extra = [f"{k} {v}" for k, v in prod.header.items() if v not in (None, "") and k in ("STATUS", "REFSET")]
+    extra = [f"{k} {v}" for k, v in prod.header.items() if v not in (None, "") and k in (KW_STATUS, KW_REFSET)]
     lines = [head + (f" ({', '.join(extra)})" if extra else ""),
              f"ZWARN == 0: {s['n_ok']} ({100 * s['n_ok'] / n:.1f}%)",
              "ZWARN bits:  bit  name                  count  meaning"]
@@ -427,7 +426,7 @@ def plot(prod: Product, out_path: Path, reference_dir=None) -> Path:
     try:
         fig.savefig(out_path, format="png", dpi=90)
     except OSError as exc:
-        raise CLIError(f"cannot write the figure {out_path} ({exc.strerror or exc})") from None
+        raise CommandError(f"cannot write the figure {out_path} ({exc.strerror or exc})") from None
     return out_path
 
 
@@ -443,12 +442,12 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     try:
         if args.plot is not None and not args.plot.parent.is_dir():
-            raise CLIError(f"cannot write the figure {args.plot}: directory {args.plot.parent} does not exist")
+            raise CommandError(f"cannot write the figure {args.plot}: directory {args.plot.parent} does not exist")
         prod = read_product(args.product, args.truth)
         print(report(prod, args.z_bins))
         if args.plot is not None:
             print(f"figure: {plot(prod, args.plot, args.reference_dir)}")
-    except CLIError as exc:
+    except CommandError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

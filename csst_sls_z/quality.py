@@ -1,33 +1,68 @@
-"""ZWARN bits from the measurements and the thresholds stored in the reference files."""
+"""ZWARN: every rule that sets a bit, in one place.
+
+The bits and their meanings are ``datamodel.ZWarn`` / ``ZWARN_MEANINGS``; the numbers the
+rules compare against are the ``thresholds`` reference file (``refdata.Thresholds``). What
+the rules read about each object is one record, :class:`ZwarnInputs`. A new bit is a member
+of ``ZWarn`` with its meaning, and its rule here (with a field of ``ZwarnInputs`` if it needs
+a new measurement).
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .datamodel import ZWarn
 
-MIN_COVERAGE = 0.5     # LITTLE_COVERAGE: under half of the network grid has valid data (products.md)
+
+@dataclass(frozen=True)
+class ZwarnInputs:
+    """What the ZWARN rules read, one value per object (arrays of one length).
+
+    Measurements the stage could not make are NaN; they never raise a bit by accident.
+    """
+    npix_gv: np.ndarray            # valid native pixels in GV
+    npix_gi: np.ndarray            # valid native pixels in GI
+    coverage: np.ndarray           # fraction of the network grid with valid data
+    snr_gi: np.ndarray             # SNR_GI
+    z: np.ndarray                  # calibrated Z (NaN where not measured)
+    z_lo: np.ndarray               # calibrated central 68% interval
+    z_hi: np.ndarray
+    zerr: np.ndarray               # calibrated ZERR
+    ood_distance: np.ndarray       # feature distance from the training set (NaN where not measured)
+    repaired: np.ndarray | None = None          # bool: the input had to be repaired
+    duplicate_objid: np.ndarray | None = None   # bool: the OBJID is repeated in the product
+
+    def __len__(self) -> int:
+        return int(np.asarray(self.npix_gv).size)
 
 
-def zwarn_bits(npix_gv, npix_gi, coverage, snr_gi, z, z_lo, z_hi, zerr, repaired, ood_distance, thresholds):
-    """The ZWARN mask of every object (int32). NaN measurements never raise a bit by accident."""
-    n = np.asarray(npix_gv).size
+def zwarn_bits(inputs: ZwarnInputs, thresholds) -> np.ndarray:
+    """The ZWARN mask of every object (int32), from ``inputs`` and the ``thresholds`` file's values."""
+    n = len(inputs)
+    npix_gv, npix_gi = np.asarray(inputs.npix_gv), np.asarray(inputs.npix_gi)
+    z, z_lo, z_hi, zerr = inputs.z, inputs.z_lo, inputs.z_hi, inputs.zerr
     zwarn = np.zeros(n, dtype=np.int64)
     nodata = (npix_gv == 0) & (npix_gi == 0)
     zwarn |= np.where(nodata, int(ZWarn.NODATA), 0)
     zwarn |= np.where((npix_gv == 0) | (npix_gi == 0), int(ZWarn.MISSING_BAND), 0)
-    zwarn |= np.where(coverage < MIN_COVERAGE, int(ZWarn.LITTLE_COVERAGE), 0)
-    zwarn |= np.where(snr_gi < thresholds.low_snr, int(ZWarn.LOW_SNR), 0)
+    zwarn |= np.where(inputs.coverage < thresholds.min_coverage, int(ZWarn.LITTLE_COVERAGE), 0)
+    zwarn |= np.where(inputs.snr_gi < thresholds.low_snr, int(ZWarn.LOW_SNR), 0)
     measured = np.isfinite(z)
     edge = measured & ((z_lo <= thresholds.z_min) | (z_hi >= thresholds.z_max))
     zwarn |= np.where(edge, int(ZWarn.Z_FITLIMIT), 0)
     with np.errstate(invalid="ignore"):
         large = measured & (zerr / (1.0 + z) > thresholds.large_zerr)
-        ood = np.isfinite(ood_distance) & (ood_distance > thresholds.ood_max)
+        ood = np.isfinite(inputs.ood_distance) & (inputs.ood_distance > thresholds.ood_max)
     # An object with data whose redshift came out non-finite (the network overflowed on absurd
     # input) is as unlike the training set as can be: never a NaN redshift with ZWARN == 0.
     ood |= ~nodata & ~measured
     zwarn |= np.where(large, int(ZWarn.LARGE_ZERR), 0)
-    zwarn |= np.where(repaired, int(ZWarn.BAD_INPUT), 0)
+    bad_input = np.zeros(n, dtype=bool)
+    for flag in (inputs.repaired, inputs.duplicate_objid):
+        if flag is not None:
+            bad_input |= np.asarray(flag, dtype=bool)
+    zwarn |= np.where(bad_input, int(ZWarn.BAD_INPUT), 0)
     zwarn |= np.where(ood, int(ZWarn.OUT_OF_DISTRIBUTION), 0)
     return zwarn.astype(np.int32)
 

@@ -1,10 +1,13 @@
 """The redshift stage: extracted GV/GI spectra in, SLS_REDSHIFT catalogs out.
 
-A thin class in the style of CSST / JWST pipeline steps: its parameters and their
-defaults sit in one place (``RedshiftStage.spec``), it declares the reference types it
-needs, and ``run()`` returns a :class:`StageResult` with a status. The science lives in
-plain functions: ``products`` (I/O), ``preprocess`` (numba), ``network`` (TensorFlow,
-imported only here, only when needed), ``calibration`` and ``quality``.
+A thin class in the style of CSST / JWST pipeline steps: its parameters, with their
+types, defaults, bounds and help, sit in one place (``RedshiftStage.spec``, a :class:`Param`
+each), it declares the reference types it needs, and ``run()`` returns a
+:class:`StageResult` with a status. The commands (``run``, ``batch``, the scheduler hook)
+generate their options and checks from ``spec`` and ``reference_types``
+(``commands.add_stage_options``). The science lives in plain functions: ``products``
+(I/O), ``preprocess`` (numba), ``network`` (TensorFlow, imported only here, only when
+needed), ``calibration`` and ``quality`` (ZWARN).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import datamodel as dm
 from .datamodel import (KW_INPUT_NAME, KW_INPUT_SHA256, REDSHIFT_COLUMNS, StageStatus, ZWarn,
                         empty_redshift_table)
 
@@ -34,6 +38,48 @@ def input_cards(path, sha256: str | None = None) -> list[tuple[str, object, str]
     name = Path(path).name.encode("ascii", "backslashreplace").decode("ascii")
     return [(KW_INPUT_NAME, name[:68], "input product"),
             (KW_INPUT_SHA256, sha256 or sha256_file(path), "sha256 of the input product")]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One stage parameter: its name, type, default, bounds and help.
+
+    ``type`` is ``int``, ``bool``, ``Path`` or ``dict``; ``minimum``/``maximum`` bound an int.
+    ``option``: offered by the commands as ``--name-with-dashes`` (``reference_overrides`` is
+    offered as one ``--override-<reftype>`` per reference type instead). ``recorded``: written
+    to the output header (``datamodel.param_keyword``) when not the default, so that outputs
+    made with other values are told apart (batch resumes on it).
+    """
+    name: str
+    type: type
+    default: object
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+    option: bool = True
+    recorded: bool = False
+
+    def check(self, value):
+        """``value`` as this parameter holds it; a ValueError (one sentence) when it is out of bounds."""
+        if value is None and self.default is None:
+            return None
+        if self.type is int:
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name} must be an integer, not {value!r}") from None
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{self.name} must be at least {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"{self.name} must be at most {self.maximum}")
+            return value
+        if self.type is bool:
+            return bool(value)
+        if self.type is Path:
+            return Path(value)
+        if self.type is dict:
+            return dict(value) if value else None
+        return value
 
 
 @dataclass
@@ -59,29 +105,34 @@ class RedshiftStage:
 
     name = "csst_sls_z"
     reference_types = ("wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
-    # name: (default, help). The one place a parameter and its default are declared.
-    spec = {
-        "samples": (200, "BNN samples per spectrum"),
-        "seed": (0, "seed of the BNN sampling noise"),
-        "chunk_size": (4096, "objects per chunk streamed through memory"),
-        "catalog_only": (False, "write only the primary header and SLS_REDSHIFT"),
-        "overwrite": (False, "replace existing outputs"),
-        "reference_dir": (None, "reference set directory (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
-        "reference_overrides": (None, "dict reftype -> path, replacing single reference files"),
-        "ignore_checksum": (False, "process inputs whose CHECKSUM/DATASUM fails (the output says INCHKSUM='FAILED')"),
-    }
+    # The one place a parameter, its type, default, bounds and help are declared; the
+    # commands' options and checks are generated from it (commands.add_stage_options).
+    spec = {p.name: p for p in (
+        Param("samples", int, 200, "BNN samples per spectrum", minimum=1, recorded=True),
+        Param("seed", int, 0, "seed of the BNN sampling noise", minimum=0, recorded=True),
+        Param("reference_dir", Path, None, "reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
+        Param("chunk_size", int, 4096, "objects per chunk in memory", minimum=1, recorded=True),
+        Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),
+        Param("overwrite", bool, False, "replace existing outputs"),
+        Param("ignore_checksum", bool, False, "process inputs whose FITS CHECKSUM/DATASUM fails (refused by "
+              "default); the output then says INCHKSUM = 'FAILED'"),
+        Param("reference_overrides", dict, None, "{reftype: path} replacing single reference files, each "
+              "validated on its own (type, schema, checksums)", option=False),
+    )}
 
     def __init__(self, **params):
-        unknown = set(params) - set(self.spec)
-        if unknown:
-            raise TypeError(f"unknown stage parameters {sorted(unknown)}")
-        self.params = {k: params.get(k, v[0]) for k, v in self.spec.items()}
-        if int(self.params["samples"]) < 1:
-            raise ValueError("samples must be at least 1")
-        if int(self.params["chunk_size"]) < 1:
-            raise ValueError("chunk_size must be at least 1")
+        self.params = self.check_params(params)
         self._refs = None
         self._sampler = None
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        """Every parameter, ``params`` over the defaults, checked against ``spec``: a TypeError
+        names unknown ones, a ValueError (one sentence) a value out of bounds."""
+        unknown = set(params) - set(cls.spec)
+        if unknown:
+            raise TypeError(f"unknown stage parameters {sorted(unknown)}")
+        return {name: p.check(params.get(name, p.default)) for name, p in cls.spec.items()}
 
     # ------------------------------------------------------------ reference files
     def load_references(self):
@@ -111,10 +162,11 @@ class RedshiftStage:
         return self._sampler
 
     # ------------------------------------------------------------ science on one chunk
-    def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> np.ndarray:
+    def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> "ChunkMeasurement":
+        """The catalogue rows of one chunk (ZWARN not yet set) and what the ZWARN rules read."""
         from .calibration import calibrated_summary
         from .preprocess import preprocess_bands
-        from .quality import zwarn_bits
+        from .quality import ZwarnInputs
         refs = self.load_references()
         cat = empty_redshift_table(n)
         pp = preprocess_bands(bands, refs["grid"], n)
@@ -134,15 +186,18 @@ class RedshiftStage:
             cat["Z_CNN"][measurable] = pred.z_cnn
             cat["ZERR_RAW"][measurable] = pred.sigma
             ood[measurable] = refs["thresholds"].ood_distance(pred.features.astype(np.float64))
-        cat["ZWARN"] = zwarn_bits(pp.npix["GV"], pp.npix["GI"], pp.coverage, pp.snr["GI"], cat["Z"],
-                                  cat["Z_LO"], cat["Z_HI"], cat["ZERR"], pp.repaired, ood, refs["thresholds"])
-        return cat
+        inputs = ZwarnInputs(npix_gv=pp.npix["GV"], npix_gi=pp.npix["GI"], coverage=pp.coverage,
+                             snr_gi=pp.snr["GI"], z=cat["Z"], z_lo=cat["Z_LO"], z_hi=cat["Z_HI"],
+                             zerr=cat["ZERR"], ood_distance=ood, repaired=pp.repaired)
+        return ChunkMeasurement(cat, inputs)
 
     # ------------------------------------------------------------ one file
     def process_file(self, path: Path, out_path: Path) -> dict:
+        from dataclasses import replace
         from .products import open_product, write_redshift_product
+        from .quality import zwarn_bits, zwarn_counts
         t0 = time.time()
-        from .quality import zwarn_counts
+        thresholds = self.load_references()["thresholds"]
         # The file is opened once: it is hashed, measured and copied into the output through
         # the same descriptor, so the output describes one file even if the path is replaced.
         with open_product(path, ignore_checksum=bool(self.params["ignore_checksum"])) as reader:
@@ -153,13 +208,14 @@ class RedshiftStage:
             catalog = empty_redshift_table(n)
             catalog["OBJID"] = reader.objid
             catalog["RA"], catalog["DEC"] = reader.ra, reader.dec
+            duplicate = np.isin(catalog["OBJID"], reader.duplicate_objids)
             for c, (sl, bands) in enumerate(reader.iter_chunks(int(self.params["chunk_size"]))):
                 chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
                 for col in REDSHIFT_COLUMNS:
-                    if col.name not in ("OBJID", "RA", "DEC"):
-                        catalog[col.name][sl] = chunk[col.name]
-            dup = np.isin(catalog["OBJID"], reader.duplicate_objids)
-            catalog["ZWARN"][dup] |= int(ZWarn.BAD_INPUT)
+                    if col.name not in ("OBJID", "RA", "DEC", "ZWARN"):
+                        catalog[col.name][sl] = chunk.catalog[col.name]
+                catalog["ZWARN"][sl] = zwarn_bits(replace(chunk.zwarn_inputs, duplicate_objid=duplicate[sl]),
+                                                  thresholds)
             counts = zwarn_counts(catalog["ZWARN"])
             status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
             write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + identity,
@@ -173,29 +229,31 @@ class RedshiftStage:
         import importlib.metadata as md
         refs = self.load_references()
         refset = refs["set"]
-        cards = [("SLSZVER", __version__, "csst_sls_z version"),
-                 ("STAGE", self.name, "pipeline stage"),
-                 ("REFSET", refset.manifest_id[:68], "reference-set manifest id"),
-                 ("REFPEDIG", refset.pedigree, "reference-set pedigree"),
-                 ("CALMETH", refs["calibration"].method, "uncertainty calibration applied"),
-                 ("STATUS", status.value, "stage status for this file"),
-                 ("DATE-RED", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC of the run")]
+        key = dm.indexed_keyword
+        cards = [(dm.KW_VERSION, __version__, "csst_sls_z version"),
+                 (dm.KW_STAGE, self.name, "pipeline stage"),
+                 (dm.KW_REFSET, refset.manifest_id[:68], "reference-set manifest id"),
+                 (dm.KW_REFSET_PEDIGREE, refset.pedigree, "reference-set pedigree"),
+                 (dm.KW_CALIBRATION_METHOD, refs["calibration"].method, "uncertainty calibration applied"),
+                 (dm.KW_STATUS, status.value, "stage status for this file"),
+                 (dm.KW_DATE_REDUCED, _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                  "UTC of the run")]
         for i, reftype in enumerate(sorted(refset.paths)):
-            cards.append((f"REFTYP{i:02d}", reftype, "reference type"))
-            cards.append((f"REFNAM{i:02d}", refset.paths[reftype].name[:68], "reference file"))
-            cards.append((f"REFSHA{i:02d}", (refset.sha256.get(reftype) or "")[:64], ""))
+            cards.append((key(dm.KW_REF_TYPE, i), reftype, "reference type"))
+            cards.append((key(dm.KW_REF_NAME, i), refset.paths[reftype].name[:68], "reference file"))
+            cards.append((key(dm.KW_REF_SHA256, i), (refset.sha256.get(reftype) or "")[:64], ""))
         for i, dep in enumerate(DEPENDENCIES):
             try:
                 version = md.version(dep.replace("_", "-"))
             except md.PackageNotFoundError:
                 version = "absent"
-            cards.append((f"DEPNAM{i:02d}", dep, "dependency"))
-            cards.append((f"DEPVER{i:02d}", version, "its version"))
-        for key, (default, _) in self.spec.items():
-            value = self.params[key]
-            if value != default and key in ("samples", "seed", "chunk_size", "catalog_only"):
-                cards.append((f"P_{key[:6].upper()}", value if not isinstance(value, bool) else int(value),
-                              f"parameter {key} (default {default})"))
+            cards.append((key(dm.KW_DEP_NAME, i), dep, "dependency"))
+            cards.append((key(dm.KW_DEP_VERSION, i), version, "its version"))
+        for name, param in self.spec.items():
+            value = self.params[name]
+            if param.recorded and value != param.default:
+                cards.append((dm.param_keyword(name), value if not isinstance(value, bool) else int(value),
+                              f"parameter {name} (default {param.default})"))
         return cards
 
     # ------------------------------------------------------------ the run
@@ -254,6 +312,13 @@ class RedshiftStage:
             result.message = (f"{len(result.failures)} file(s) failed" if result.failures
                               else f"{n_total - totals['OK']} of {n_total} objects flagged")
         return result
+
+
+@dataclass
+class ChunkMeasurement:
+    """What :meth:`RedshiftStage.measure_chunk` returns for one chunk."""
+    catalog: np.ndarray            # SLS_REDSHIFT rows; OBJID, RA, DEC and ZWARN are set by the caller
+    zwarn_inputs: object           # quality.ZwarnInputs: what the ZWARN rules read about each object
 
 
 def output_name(path) -> str:

@@ -16,18 +16,17 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
-from .cli import LOG_LEVELS, _Parser, add_stage_options, setup_logging
+from .commands import Parser, add_log_level, add_stage_options, setup_logging, sigterm_as_interrupt, stage_params
 from .datamodel import EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK
 
 PROG = "csst-sls-z run"
 
 
 def parser():
-    p = _Parser(prog=PROG, description="Measure galaxy redshifts from CSST GV/GI slitless 1D "
+    p = Parser(prog=PROG, description="Measure galaxy redshifts from CSST GV/GI slitless 1D "
                 "spectra: preprocess (numba), the frozen CNN backbone and MNF Bayesian head, Beta "
                 "calibration, ZWARN flags; writes the SLS_REDSHIFT extension (docs/stage.md). "
                 f"Exit {EXIT_OK} ok (every input written), {EXIT_ERROR} error (an input, an output or the "
@@ -36,16 +35,11 @@ def parser():
     p.add_argument("inputs", nargs="+", type=Path, help="input products (Layout A or B FITS)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (one input) or existing directory (one <stem>_slsz.fits per input)")
-    add_stage_options(p)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--ignore-checksum", action="store_true",
-                   help="process inputs whose FITS CHECKSUM/DATASUM fails (refused by default); the output "
-                        "then says INCHKSUM = 'FAILED'")
+    add_stage_options(p)         # from RedshiftStage.spec and its reference_types
     p.add_argument("--summary-json", type=Path, default=None, help="also write the result summary here")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
-                   help="default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
+    add_log_level(p, "default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
     return p
 
 
@@ -147,9 +141,9 @@ def _progress_stage(bar, **params):
 
     class ProgressStage(RedshiftStage):
         def measure_chunk(self, bands, n, chunk_index):
-            catalog = super().measure_chunk(bands, n, chunk_index)
+            measured = super().measure_chunk(bands, n, chunk_index)
             bar.update(n)
-            return catalog
+            return measured
 
     return ProgressStage(**params)
 
@@ -188,22 +182,6 @@ def _merge(result, failures, inputs):
     return result
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _terminate_as_interrupt():
-    """Make SIGTERM (what schedulers send first) unwind like Ctrl-C, so temporary files are removed.
-
-    Returns a function that restores the previous handler.
-    """
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:        # not the main thread: leave signals alone
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
 def _run_stage(args, ready):
     """The stage on the inputs that passed the checks, with a progress bar; returns its StageResult."""
     from tqdm import tqdm
@@ -213,9 +191,7 @@ def _run_stage(args, ready):
     bar = tqdm(total=sum(n for _, n in ready), unit="obj", desc="run", dynamic_ncols=True,
                disable=True if args.no_progress else None)     # None: off when stderr is not a terminal
     try:
-        stage = _progress_stage(bar, samples=args.samples, seed=args.seed, reference_dir=args.reference_dir,
-                                chunk_size=args.chunk_size, catalog_only=args.catalog_only, overwrite=args.overwrite,
-                                ignore_checksum=args.ignore_checksum)
+        stage = _progress_stage(bar, **stage_params(args))
         return stage.run([p for p, _ in ready], args.output)
     finally:
         bar.close()
@@ -232,22 +208,20 @@ def main(argv=None) -> int:
     if error or not ready:        # nothing can run: no TensorFlow, no network, well under a second
         result = _merge(StageResult(StageStatus.ERROR, message=error or ""), failures, args.inputs)
     else:
-        restore_sigterm = _terminate_as_interrupt()
-        try:
-            result = _run_stage(args, ready)
-            if result.status is StageStatus.ERROR and not result.failures:
-                error = result.message            # the reference set or the output, not an input
-            result = _merge(result, failures, args.inputs)
-        except KeyboardInterrupt:     # Ctrl-C or SIGTERM: the writer has already removed its temporary file
-            print(f"{PROG}: error: interrupted; outputs written before the interruption are complete, "
-                  "the one being written was discarded", file=sys.stderr)
-            return EXIT_ERROR
-        except Exception as exc:      # the promise: one sentence, never a traceback
-            print(f"{PROG}: error: unexpected failure ({type(exc).__name__}: {' '.join(str(exc).split())})",
-                  file=sys.stderr)
-            return EXIT_ERROR
-        finally:
-            restore_sigterm()
+        with sigterm_as_interrupt():     # SIGTERM (what schedulers send first) unwinds like Ctrl-C
+            try:
+                result = _run_stage(args, ready)
+                if result.status is StageStatus.ERROR and not result.failures:
+                    error = result.message            # the reference set or the output, not an input
+                result = _merge(result, failures, args.inputs)
+            except KeyboardInterrupt:     # Ctrl-C or SIGTERM: the writer has already removed its temporary file
+                print(f"{PROG}: error: interrupted; outputs written before the interruption are complete, "
+                      "the one being written was discarded", file=sys.stderr)
+                return EXIT_ERROR
+            except Exception as exc:      # the promise: one sentence, never a traceback
+                print(f"{PROG}: error: unexpected failure ({type(exc).__name__}: {' '.join(str(exc).split())})",
+                      file=sys.stderr)
+                return EXIT_ERROR
     for reason in ([error] if error else []) + [reason for _, reason in result.failures]:
         print(f"{PROG}: error: {reason}", file=sys.stderr)
     summary_failed = False

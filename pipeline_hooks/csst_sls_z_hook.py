@@ -1,6 +1,10 @@
 """The scheduler's entry to the redshift stage: only an adapter, no science.
 
     python -m pipeline_hooks.csst_sls_z_hook --inputs A.fits B.fits --output-dir OUT [--reference-dir REF]
+        [stage options: --samples, --seed, --chunk-size, ..., --override-<reftype> PATH]
+
+The stage options are generated from ``RedshiftStage.spec`` (``csst_sls_z.commands``), so
+they are ``csst-sls-z run``'s, with the same defaults, bounds and help.
 
 Exit codes (= ``run_stage``'s return): 0 ok (PERFECT or WARNING), 1 error, 3 no spectra
 in the input. ``CsstSlsZProcessor`` offers the same in the shape of the public ``csst``
@@ -8,7 +12,6 @@ package's ``CsstProcessor`` (prepare / run / cleanup, returning ``CsstProcStatus
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -76,28 +79,28 @@ class CsstSlsZProcessor(CsstProcessor):
         self.params = {}
 
 
+def parser():
+    from csst_sls_z.commands import Parser, add_log_level, add_stage_options
+    p = Parser(prog="python -m pipeline_hooks.csst_sls_z_hook",
+               description="CSST scheduler entry to the csst_sls_z redshift stage. Exit 0 ok, 1 error, "
+                           "3 no spectra in the input.")
+    p.add_argument("--inputs", nargs="+", required=True, type=Path, help="input spectra products")
+    p.add_argument("--output-dir", required=True, type=Path, help="where the SLS_REDSHIFT products go")
+    # The stage's own options, from RedshiftStage.spec and its reference_types (as run and batch).
+    add_stage_options(p, help={"overwrite": "replace outputs of an earlier run of this job"})
+    add_log_level(p, "default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
+    return p
+
+
 def main(argv=None) -> int:
-    from csst_sls_z.cli import HelpFormatter, nonneg_int, positive_int, setup_logging
-    parser = argparse.ArgumentParser(prog="python -m pipeline_hooks.csst_sls_z_hook", formatter_class=HelpFormatter,
-                                     description="CSST scheduler entry to the csst_sls_z redshift stage. Exit 0 ok, "
-                                                 "1 error, 3 no spectra in the input.")
-    parser.add_argument("--inputs", nargs="+", required=True, type=Path, help="input spectra products")
-    parser.add_argument("--output-dir", required=True, type=Path, help="where the SLS_REDSHIFT products go")
-    parser.add_argument("--reference-dir", type=Path, default=None,
-                        help="reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)")
-    parser.add_argument("--samples", type=positive_int, default=200, help="BNN samples per spectrum")
-    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the BNN sampling noise")
-    parser.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run of this job")
-    parser.add_argument("--catalog-only", action="store_true", help="write only the primary header and SLS_REDSHIFT")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
+    from csst_sls_z.commands import setup_logging, stage_params
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_ERROR if exc.code else 0
+        args = parser().parse_args(argv)
+    except SystemExit as exc:        # --help (0), or a bad argument (1, in one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     setup_logging(args.log_level)
-    code, result = run_stage(args.inputs, args.output_dir, args.reference_dir, samples=args.samples, seed=args.seed,
-                             overwrite=args.overwrite, catalog_only=args.catalog_only)
+    params = stage_params(args)
+    code, result = run_stage(args.inputs, args.output_dir, params.pop("reference_dir"), **params)
     print(f"status {result.status.value}: {result.message}".rstrip(": "))
     for out in result.outputs:
         print(out)

@@ -185,7 +185,7 @@ def test_run_progress_counts_every_object(sim_product, dummy_refset, tmp_path):
 def test_log_lines_do_not_land_on_a_progress_bar():
     """While a bar is live a log record is written on its own line (tqdm.write), not after the bar."""
     from tqdm import tqdm
-    from csst_sls_z.cli import TqdmLogHandler
+    from csst_sls_z.commands import TqdmLogHandler
     stream = io.StringIO()
     handler = TqdmLogHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -202,7 +202,7 @@ def test_log_lines_do_not_land_on_a_progress_bar():
     assert stream.getvalue() == "plain\n"
 
 
-PARSERS = {"run": "csst_sls_z.stage_cli:parser", "simulate": "csst_sls_z.cli:simulate_parser",
+PARSERS = {"run": "csst_sls_z.stage_cli:parser", "simulate": "csst_sls_z.simulation.simulate_cli:parser",
            "regenerate": "csst_sls_z.training.regenerate:parser", "batch": "csst_sls_z.batch:parser",
            "inspect": "csst_sls_z.inspect_cli:parser"}
 
@@ -236,3 +236,98 @@ def test_inspect_is_a_command(capsys):
     assert "inspect" in capsys.readouterr().out
     assert main(["inspect", "--zwarn", "40"]) == 0
     assert capsys.readouterr().out.startswith("ZWARN 40 = LOW_SNR | LARGE_ZERR")
+
+
+# ---------------------------------------------------------------- issue 12: one source for the stage's options
+def _stage_parsers():
+    from csst_sls_z.batch import parser as batch_parser
+    from csst_sls_z.stage_cli import parser as run_parser
+    from pipeline_hooks.csst_sls_z_hook import parser as hook_parser
+    return {"run": (run_parser(), ["x.fits", "-o", "y.fits"]), "batch": (batch_parser(), ["x.fits", "-o", "d"]),
+            "hook": (hook_parser(), ["--inputs", "x.fits", "--output-dir", "d"])}
+
+
+@pytest.mark.parametrize("command", ["run", "batch", "hook"])
+def test_stage_options_are_generated_from_the_spec(command):
+    """run, batch and the hook offer every stage parameter with the spec's default and bounds,
+    and one --override-<reftype> per reference type of the stage."""
+    from csst_sls_z.commands import stage_params
+    from csst_sls_z.stage import RedshiftStage
+    parser, required = _stage_parsers()[command]
+    options = {s for a in parser._actions for s in a.option_strings}
+    for name, param in RedshiftStage.spec.items():
+        if param.option:
+            assert "--" + name.replace("_", "-") in options, (command, name)
+    for reftype in RedshiftStage.reference_types:
+        assert f"--override-{reftype}" in options
+    params = stage_params(parser.parse_args(required))
+    assert params == {name: p.default for name, p in RedshiftStage.spec.items()}   # the defaults, nothing else
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(required + ["--chunk-size", "0"])
+    assert exc.value.code == 1
+    args = parser.parse_args(required + ["--override-thresholds", "t.fits", "--chunk-size", "7"])
+    params = stage_params(args)
+    assert params["reference_overrides"] == {"thresholds": Path("t.fits")} and params["chunk_size"] == 7
+
+
+def test_stage_defaults_are_declared_once():
+    """No command restates a stage default: batch's Python entry takes the stage's parameters as given."""
+    import inspect
+    from csst_sls_z.batch import run_batch
+    from csst_sls_z.stage import RedshiftStage
+    sig = inspect.signature(run_batch)
+    assert not set(sig.parameters) & set(RedshiftStage.spec)
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    for path in [*(REPO / "csst_sls_z" / m for m in COMMAND_MODULES), *(REPO / "pipeline_hooks").glob("*.py")]:
+        text = path.read_text() if path.exists() else ""
+        assert not re.search(r"\b4096\b", text) and not re.search(r"default=200\b", text), path
+
+
+def test_reference_override_option_is_validated(sim_product, dummy_refset, tmp_path, capsys):
+    """--override-<reftype> goes through the reference set's checks: one sentence, exit 1, nothing written."""
+    wrong = dummy_refset / "calibration.fits"          # a reference file, of another type
+    code = main(["run", str(sim_product), "-o", str(tmp_path / "o.fits"), "--reference-dir", str(dummy_refset),
+                 "--override-thresholds", str(wrong), "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 1 and len(err) == 1 and "calibration.fits" in err[0] and "thresholds" in err[0], err
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_sigterm_guard_unwinds_like_ctrl_c_and_restores():
+    import signal
+    from csst_sls_z.commands import sigterm_as_interrupt
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time
+            time.sleep(5)                   # the handler interrupts this at once
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+COMMAND_MODULES = {"cli.py", "commands.py", "stage_cli.py", "batch.py", "inspect_cli.py",
+                   "simulation/simulate_cli.py", "training/regenerate.py"}
+
+
+def test_nothing_below_the_command_layer_imports_it():
+    """Only command modules import the dispatcher, the plumbing or a command-only module (batch and
+    regenerate are commands and libraries both: others may use their functions)."""
+    import ast
+    command_names = {"cli", "commands", "stage_cli", "inspect_cli", "simulation.simulate_cli"}
+    pkg = REPO / "csst_sls_z"
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(pkg).as_posix()
+        if rel in COMMAND_MODULES:
+            continue
+        parts = rel[:-3].split("/")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = parts[:len(parts) - node.level] if node.level else []
+                module = ".".join(base + (node.module.split(".") if node.module else []))
+                module = module.removeprefix("csst_sls_z.")
+                targets = {module} | {f"{module}.{a.name}".lstrip(".") for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets = {a.name.removeprefix("csst_sls_z.") for a in node.names}
+            else:
+                continue
+            assert not targets & command_names, (rel, targets & command_names)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from csst_sls_z.datamodel import (EXT_REDSHIFT, EXT_TRUTH, REDSHIFT_COLUMNS, TTYPE_COMMENT_MAX, ZWARN_BITS,
-                                  ZWARN_MEANINGS, ZWarn)
+from csst_sls_z.datamodel import EXT_REDSHIFT, EXT_TRUTH, REDSHIFT_COLUMNS, TTYPE_COMMENT_MAX, ZWARN_MEANINGS, ZWarn
 from csst_sls_z.inspect_cli import decode_zwarn, main, read_product, summary, truth_metrics
 from csst_sls_z.training import metrics
 
@@ -40,12 +39,14 @@ def _columns(path):
 
 # ---------------------------------------------------------------- ZWARN
 def test_every_zwarn_bit_is_decoded(capsys):
-    assert set(ZWARN_MEANINGS) == set(ZWARN_BITS)              # a new bit needs its meaning
+    assert set(ZWARN_MEANINGS) == {flag.name for flag in ZWarn}      # a new bit needs its meaning
+    assert [flag.bit for flag in ZWarn] == list(range(len(ZWarn)))     # bits numbered from 0, no gap
+    assert not set(ZWarn.reserved_downstream()) & {flag.bit for flag in ZWarn}
     for flag in ZWarn:
         assert main(["--zwarn", str(int(flag))]) == 0
         out = capsys.readouterr().out
         assert out.startswith(f"ZWARN {int(flag)} = {flag.name}\n")
-        assert f"bit {ZWARN_BITS[flag.name]:2d} {flag.name}" in out and ZWARN_MEANINGS[flag.name] in out
+        assert f"bit {flag.bit:2d} {flag.name}" in out and flag.meaning in out
     every = sum(int(f) for f in ZWarn)
     assert [name for _, name, _ in decode_zwarn(every)] == [f.name for f in sorted(ZWarn, key=int)]
     assert [name for _, name, _ in decode_zwarn(40)] == ["LOW_SNR", "LARGE_ZERR"]

@@ -209,3 +209,67 @@ def test_catalog_only_and_no_data(product_copy, dummy_refset, tmp_path):
     code = run_main([str(empty), "-o", str(tmp_path / "e.fits"), "--reference-dir", str(dummy_refset)])
     assert code == 3
     assert not (tmp_path / "e.fits").exists()
+
+
+# ---------------------------------------------------------------- issue 12: the typed spec, ZWARN in one place
+def test_spec_checks_parameters():
+    assert RedshiftStage().params == {name: p.default for name, p in RedshiftStage.spec.items()}
+    for bad, needle in (({"samples": 0}, "samples must be at least 1"), ({"chunk_size": 0}, "chunk_size must be"),
+                        ({"seed": -1}, "seed must be at least 0"), ({"samples": "many"}, "samples must be an integer")):
+        with pytest.raises(ValueError, match=needle):
+            RedshiftStage(**bad)
+    with pytest.raises(TypeError, match="unknown stage parameters"):
+        RedshiftStage(sample=4)
+    assert RedshiftStage(reference_dir="x").params["reference_dir"] == Path("x")
+
+
+def test_provenance_keywords_are_the_datamodel_names(dummy_refset):
+    from csst_sls_z import datamodel as dm
+    cards = {k: v for k, v, _ in RedshiftStage(reference_dir=dummy_refset, samples=4,
+                                               catalog_only=True).provenance_cards(StageStatus.PERFECT)}
+    for key in (dm.KW_VERSION, dm.KW_STAGE, dm.KW_REFSET, dm.KW_REFSET_PEDIGREE, dm.KW_CALIBRATION_METHOD,
+                dm.KW_STATUS, dm.KW_DATE_REDUCED, "REFTYP00", "REFNAM00", "REFSHA00", "DEPNAM00", "DEPVER00"):
+        assert key in cards, key
+    assert cards[dm.param_keyword("samples")] == 4 and cards["P_CATALO"] == 1      # non-defaults only
+    assert dm.param_keyword("seed") not in cards and dm.param_keyword("chunk_size") not in cards
+
+
+def _thresholds(**kw):
+    from csst_sls_z.refdata import Thresholds
+    return Thresholds(low_snr=1.0, large_zerr=0.1, ood_max=5.0, ood_mean=np.zeros(2), ood_precision=np.eye(2),
+                      z_min=0.0, z_max=1.6, **kw)
+
+
+def test_zwarn_rules_read_one_record():
+    from csst_sls_z.quality import ZwarnInputs, zwarn_bits
+    n = 5
+    ones = np.ones(n)
+    inputs = ZwarnInputs(npix_gv=np.array([10, 0, 10, 10, 10]), npix_gi=np.array([10, 0, 10, 10, 10]),
+                         coverage=np.array([0.9, 0.0, 0.3, 0.9, 0.9]), snr_gi=np.array([5, 0, 5, 5, 5.0]),
+                         z=np.array([0.5, np.nan, 0.5, 0.5, 0.5]), z_lo=0.4 * ones, z_hi=0.6 * ones,
+                         zerr=0.01 * ones, ood_distance=ones, repaired=np.array([0, 0, 0, 1, 0], bool),
+                         duplicate_objid=np.array([0, 0, 0, 0, 1], bool))
+    z = zwarn_bits(inputs, _thresholds())
+    assert z.dtype == np.int32 and z[0] == 0
+    assert z[1] == ZWarn.NODATA | ZWarn.MISSING_BAND | ZWarn.LITTLE_COVERAGE | ZWarn.LOW_SNR
+    assert z[2] == ZWarn.LITTLE_COVERAGE and z[3] == ZWarn.BAD_INPUT and z[4] == ZWarn.BAD_INPUT
+    assert zwarn_bits(inputs, _thresholds(min_coverage=0.2))[2] == 0        # the threshold is the file's
+
+
+def test_thresholds_without_min_coverage_load_with_the_schema_default(dummy_refset, tmp_path):
+    """Sets written before LITCOVER was stored (schema 1) load with the value then in the code."""
+    from csst_sls_z.refdata import THRESHOLDS_SCHEMA_DEFAULTS, load_thresholds, write_thresholds
+    from csst_sls_z.reffile import ReferenceFileError
+    path = tmp_path / "thresholds.fits"
+    write_thresholds(path, _thresholds(min_coverage=0.3), "DUMMY")
+    assert load_thresholds(path).min_coverage == 0.3
+    with fits.open(path) as hdul:
+        del hdul[0].header["LITCOVER"]
+        hdul.writeto(tmp_path / "old.fits", checksum=True)
+    assert load_thresholds(tmp_path / "old.fits").min_coverage == THRESHOLDS_SCHEMA_DEFAULTS[1]["LITCOVER"] == 0.5
+    with fits.open(path) as hdul:
+        del hdul[0].header["LITCOVER"]
+        hdul[0].header["SCHEMAV"] = 0                      # a schema that never lacked it: refused
+        hdul.writeto(tmp_path / "odd.fits", checksum=True)
+    with pytest.raises(ReferenceFileError, match="LITCOVER"):
+        load_thresholds(tmp_path / "odd.fits")

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..simulation.simulate import TRAINING_VARIATIONS, SimOptions
+from ..simulation.simulate import TRAINING_VARIATIONS, SimOptions, band_snr
 from .metrics import binned, coverage, outlier_fraction, sigma_nmad
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def score_set(zt, snr_gi, summ, zwarn, z_cnn=None) -> dict:
 def predict_and_flag(regen, data, seed):
     """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet."""
     from ..calibration import calibrated_summary
-    from ..quality import zwarn_bits
+    from ..quality import ZwarnInputs, zwarn_bits
     from ..refdata import load_calibration, load_thresholds
     from .data import BatchMaker
     from ..preprocess import normalise
@@ -99,22 +99,24 @@ def predict_and_flag(regen, data, seed):
     th = load_thresholds(regen.work / "thresholds.fits")
     summ = calibrated_summary(cal.beta, pred.mean, pred.sigma)
     gv, gi = data.band_slices
-    zwarn = zwarn_bits(ok[:, gv].sum(1), ok[:, gi].sum(1), ok.mean(1), data.snr_gi, summ["Z"], summ["Z_LO"],
-                       summ["Z_HI"], summ["ZERR"], np.zeros(len(data), bool),
-                       th.ood_distance(pred.features.astype(np.float64)), th)
-    return summ, zwarn, pred.z_cnn, flux, err
+    # The SNR of the pixels scored, not of the simulator's own noise draw.
+    snr_gi = band_snr(flux[:, gi], np.where(ok[:, gi], err[:, gi], 0.0))
+    zwarn = zwarn_bits(ZwarnInputs(npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok.mean(1),
+                                   snr_gi=snr_gi, z=summ["Z"], z_lo=summ["Z_LO"], z_hi=summ["Z_HI"], zerr=summ["ZERR"],
+                                   ood_distance=th.ood_distance(pred.features.astype(np.float64))), th)
+    return summ, zwarn, pred.z_cnn, flux, err, snr_gi
 
 
 def _simulate(regen, n, seed, families, options):
     from ..simulation import simulate_arrays
     from .data import from_simulation
-    from .regenerate import _concat_sets, _concat_truth
+    from .steps.data import concat_sets, concat_truth
     sims, sets = [], []
     for c, start in enumerate(range(0, n, 20000)):
         sim = simulate_arrays(min(20000, n - start), seed * 1000 + c, "test", regen.instrument, families, options)
         sims.append(sim)
         sets.append(from_simulation(sim, regen.instrument))
-    return _concat_sets(sets), _concat_truth(sims)
+    return concat_sets(sets), concat_truth(sims)
 
 
 def evaluate_generalisation(regen) -> dict:
@@ -130,8 +132,8 @@ def evaluate_generalisation(regen) -> dict:
     for k, name in enumerate(regen.families().names):
         fam = regen.families(only=name)
         data, truth = _simulate(regen, rc.n_family_test, base + 10 * k, fam, SimOptions())
-        summ, zwarn, z_cnn, flux, err = predict_and_flag(regen, data, base + 10 * k + 1)
-        rec = score_set(data.z.astype(float), data.snr_gi, summ, zwarn, z_cnn)
+        summ, zwarn, z_cnn, flux, err, snr_gi = predict_and_flag(regen, data, base + 10 * k + 1)
+        rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
         n_or = min(rc.n_family_oracle, len(data))
         if n_or > 0:
             from ..simulation.population import Population
@@ -139,7 +141,7 @@ def evaluate_generalisation(regen) -> dict:
             z_or = oracle_redshifts(sub, flux[:n_or], err[:n_or], regen.instrument, fam, regen.cfg.z_max,
                                     regen.progress)
             zt = data.z[:n_or].astype(float)
-            hi = data.snr_gi[:n_or] > HIGH_SNR
+            hi = snr_gi[:n_or] > HIGH_SNR
             rec["oracle"] = point_metrics(z_or, zt)
             rec["oracle"]["snr_gt3"] = point_metrics(z_or[hi], zt[hi]) if hi.sum() > 2 else {}
             rec["bnn_on_oracle_subset"] = point_metrics(summ["Z"][:n_or], zt)
@@ -151,8 +153,8 @@ def evaluate_generalisation(regen) -> dict:
         for side, options in sides.items():
             seed = base + 1000 + 10 * j + (side == "beyond")
             data, _ = _simulate(regen, rc.n_family_test, seed, regen.families(), options)
-            summ, zwarn, z_cnn, _, _ = predict_and_flag(regen, data, seed + 5)
-            rec = score_set(data.z.astype(float), data.snr_gi, summ, zwarn, z_cnn)
+            summ, zwarn, z_cnn, _, _, snr_gi = predict_and_flag(regen, data, seed + 5)
+            rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
             value = [getattr(options, f) for f in options.__dataclass_fields__
                      if getattr(options, f) != getattr(SimOptions(), f)]
             v = value[0] if value else None
