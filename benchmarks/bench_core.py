@@ -180,7 +180,7 @@ def numpy_preprocess(bands: dict, grid, n: int):
                 var_num += np.bincount(idx, weights=o * o * iv_s, minlength=n * n_dst)
                 cover += np.bincount(idx, weights=o, minlength=n * n_dst)
             num, den, var_num, cover = (a.reshape(n, n_dst) for a in (num, den, var_num, cover))
-            good = (den > 0) & (cover >= 0.5 * np.diff(edges)[None, :])
+            good = (den > 0) & (cover >= grid.min_cover * np.diff(edges)[None, :])
             with np.errstate(divide="ignore", invalid="ignore"):
                 f_out = np.where(good, num / np.where(good, den, 1.0), 0.0)
                 e_out = np.where(good, np.sqrt(var_num) / np.where(good, den, 1.0)
@@ -196,8 +196,7 @@ def numpy_preprocess(bands: dict, grid, n: int):
         scale = np.nanmedian(np.where(ok, err, np.nan), axis=1) if length else np.ones(n)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     # Pixels noisier than MAX_REL_ERR x the scale are zeroed in x (the valid mask keeps them), as the kernel does.
-    from csst_sls_z import preprocess as _pp
-    keep = ok & (err <= getattr(_pp, "MAX_REL_ERR", np.inf) * scale[:, None])
+    keep = ok & (err <= grid.max_rel_err * scale[:, None])
     x = np.zeros((n, length, 2), dtype=np.float32)
     x[..., 0] = np.where(keep, flux / scale[:, None], 0.0)
     x[..., 1] = np.where(keep, err / scale[:, None], 0.0)

@@ -128,8 +128,15 @@ def per_family_rates(n, seed, population, instrument, sedlib, sps_n: int = 5000)
                  f"{time.perf_counter() - t0:.1f} s")]
     except SPSUnavailable:
         library, rows = None, [("SPS library", "not measured: the sps extra is not installed")]
-    sets = [(name, FamilySet(sedlib, name, sps_library=library), None) for name in FAMILIES
-            if library is not None or name != "SPS"]
+    from csst_sls_z.simulation.families import FamilyUnavailable
+    sets = []
+    for name in FAMILIES:
+        if name == "SPS" and library is None:
+            continue
+        try:
+            sets.append((name, FamilySet(sedlib, name, sps_library=library), None))
+        except FamilyUnavailable:
+            rows.append((name, "not measured: its data is not installed"))
     if library is not None:
         sets.append(("SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2, training variations",
                      FamilySet(sedlib, "SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2", sps_library=library),

@@ -43,7 +43,7 @@ def train(config, families, out, args):
 
 def cnn_on_family(regen, family, args):
     """Z_CNN on a nominal test set of ``family`` alone, fresh noise fixed by the seed; with the oracle."""
-    from csst_sls_z.network.backbone import z_from_output
+    from csst_sls_z.network.objectives import z_from_output
     from csst_sls_z.simulation import SimOptions
     from csst_sls_z.training.evaluate import oracle_redshifts, point_metrics
     from csst_sls_z.training.evaluate_generalisation import _simulate
@@ -52,7 +52,7 @@ def cnn_on_family(regen, family, args):
     fam = regen.families(only=family)
     data, truth = _simulate(regen, args.n_test, args.seed, fam, SimOptions())
     x, z = BatchMaker(data, seed=args.seed + 1).fixed()
-    backbone, cfg = regen._load_backbone()
+    backbone, cfg = regen.load_backbone()
     zc = np.concatenate([z_from_output(cfg, backbone(x[s:s + 512], training=False)["output"]).numpy()
                          for s in range(0, len(z), 512)])
     zt = z.astype(float)

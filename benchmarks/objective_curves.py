@@ -29,14 +29,14 @@ OBJECTIVES = ("zbins", "logcosh")
 def run(budget_s: float, n_train: int, n_val: int, eval_every_s: float, workdir: Path, seed: int = 20241125,
         progress: bool = True) -> dict:
     from csst_sls_z.training.data import BatchMaker
-    from csst_sls_z.training.regenerate import Regeneration, _configure_tf
+    from csst_sls_z.training.regenerate import Regeneration, configure_tf
     from csst_sls_z.training.train_backbone import train_backbone
     regen = Regeneration("cpu", workdir, progress=progress,
                          overrides={"n_train": n_train, "n_val": n_val, "n_test": 200, "seed": seed})
     t0 = time.time()
     data = regen.data()
     simulate_s = time.time() - t0
-    tf = _configure_tf()
+    tf = configure_tf()
     x_val, z_val = BatchMaker(data["val"], seed=regen.seeds["val"] + 17).fixed()
     curves = {}
     for objective in OBJECTIVES:

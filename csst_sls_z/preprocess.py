@@ -8,12 +8,17 @@ Per object and band:
 3. resampling onto the network's fixed grid (stored in the ``wavegrid`` reference file),
    flux-conserving and inverse-variance weighted: each output pixel is the mean of the
    input flux densities weighted by overlap x ivar, with the propagated error; an output
-   pixel is valid when valid input covers at least half of it;
+   pixel is valid when valid input covers at least ``min_cover`` (0.5) of it;
 4. one robust scale per object, the median error of its valid output pixels over both
-   bands, divides flux and error; pixels whose error exceeds MAX_REL_ERR times that
-   scale (the band ends, where the throughput falls to nothing) carry under 1/400 of a
-   typical pixel's information and are masked, so their huge values cannot swamp the
+   bands, divides flux and error; pixels whose error exceeds ``max_rel_err`` (20) times
+   that scale (the band ends, where the throughput falls to nothing) carry under 1/400 of
+   a typical pixel's information and are masked, so their huge values cannot swamp the
    network's first layers.
+
+``min_cover`` and ``max_rel_err`` change results, so they belong to the network's input
+convention: they are recorded in the ``wavegrid`` reference file with the grid (keywords
+MINCOVER and MAXRELER) and travel on ``WaveGrid``. Files written before they were
+recorded load with the values below, the ones those sets were made with.
 
 The input convention the network was trained with: channel 0 = flux / scale,
 channel 1 = error / scale, and **masked pixels are 0 in both channels**.
@@ -25,17 +30,20 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-MIN_COVER = 0.5      # an output pixel needs valid input over half its width
-MAX_REL_ERR = 20.0   # pixels noisier than this many times the object's median error are masked
-
 
 @dataclass(frozen=True)
 class WaveGrid:
-    """The network's input grid: GV pixels then GI pixels (centres and edges per band)."""
+    """The network's input grid (GV pixels then GI pixels) and its input convention's numbers.
+
+    The defaults of ``min_cover`` and ``max_rel_err`` are the values of every wavegrid file
+    of schema version 1 that does not record them (sets up to 0004).
+    """
     starts: tuple
     steps: tuple
     sizes: tuple
     bands: tuple = ("GV", "GI")
+    min_cover: float = 0.5       # an output pixel needs valid input over this fraction of its width
+    max_rel_err: float = 20.0    # pixels noisier than this many times the object's median error are masked
 
     @property
     def length(self) -> int:
@@ -59,7 +67,7 @@ class WaveGrid:
 
 
 @numba.njit(cache=True)
-def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
+def _resample_one(wave, flux, err, dst_edges, min_cover, out_flux, out_err, out_ok):
     """Resample one object's band; returns (n_valid_native, snr, repaired)."""
     n = wave.size
     repaired = False
@@ -146,7 +154,7 @@ def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
             j += 1
     for j in range(n_dst):
         width = dst_edges[j + 1] - dst_edges[j]
-        if den[j] > 0 and cover[j] >= MIN_COVER * width:
+        if den[j] > 0 and cover[j] >= min_cover * width:
             out_flux[j] = num[j] / den[j]
             out_err[j] = np.sqrt(var_num[j]) / den[j] * e_min
             out_ok[j] = True
@@ -158,7 +166,7 @@ def _resample_one(wave, flux, err, dst_edges, out_flux, out_err, out_ok):
 
 
 @numba.njit(cache=True, parallel=True)
-def _resample_band(wave, flux, err, offsets, present, dst_edges, out_flux, out_err, out_ok,
+def _resample_band(wave, flux, err, offsets, present, dst_edges, min_cover, out_flux, out_err, out_ok,
                    npix, snr, repaired):
     n_obj = offsets.size - 1
     for o in numba.prange(n_obj):
@@ -173,19 +181,25 @@ def _resample_band(wave, flux, err, offsets, present, dst_edges, out_flux, out_e
             snr[o] = 0.0
             repaired[o] = False
             continue
-        nv, s, r = _resample_one(wave[a:b], flux[a:b], err[a:b], dst_edges,
+        nv, s, r = _resample_one(wave[a:b], flux[a:b], err[a:b], dst_edges, min_cover,
                                  out_flux[o], out_err[o], out_ok[o])
         npix[o] = nv
         snr[o] = s
         repaired[o] = r
 
 
-@numba.njit(cache=True, nogil=True)
-def normalise(flux, err, ok, out):
+def normalise(flux, err, ok, out, max_rel_err: float = WaveGrid.max_rel_err):
     """Divide each object's flux and error by the median error of its valid pixels; masked -> 0.
 
     flux, err: (N, L) float; ok: (N, L) bool; out: (N, L, 2) float32. Returns the scales.
+    Pixels with an error above ``max_rel_err`` times the scale are masked (the wavegrid's
+    value; the default is that of every set the training has made so far).
     """
+    return _normalise(flux, err, ok, out, float(max_rel_err))
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise(flux, err, ok, out, max_rel_err):
     n, length = flux.shape
     scales = np.zeros(n)
     # Serial on purpose: ~4 ms per 256 spectra, while numba's thread pool costs more than
@@ -206,7 +220,7 @@ def normalise(flux, err, ok, out):
             scale = 1.0
         scales[o] = scale
         for j in range(length):
-            if ok[o, j] and err[o, j] <= MAX_REL_ERR * scale:
+            if ok[o, j] and err[o, j] <= max_rel_err * scale:
                 out[o, j, 0] = flux[o, j] / scale
                 out[o, j, 1] = err[o, j] / scale
             else:
@@ -248,7 +262,7 @@ def preprocess_bands(bands: dict, grid: WaveGrid, n: int) -> Preprocessed:
                            np.ascontiguousarray(data.flux, dtype=np.float64),
                            np.ascontiguousarray(data.err, dtype=np.float64),
                            np.asarray(data.offsets, dtype=np.int64), np.asarray(data.present, dtype=np.bool_),
-                           grid.edges(band), f_out, e_out, ok_out, b_npix, b_snr, b_rep)
+                           grid.edges(band), float(grid.min_cover), f_out, e_out, ok_out, b_npix, b_snr, b_rep)
             flux[:, lo:hi] = f_out
             err[:, lo:hi] = e_out
             ok[:, lo:hi] = ok_out
@@ -256,7 +270,7 @@ def preprocess_bands(bands: dict, grid: WaveGrid, n: int) -> Preprocessed:
         npix[band] = b_npix.astype(np.int32)
         repaired |= b_rep
     x = np.zeros((n, length, 2), dtype=np.float32)
-    normalise(flux, err, ok, x)
+    normalise(flux, err, ok, x, grid.max_rel_err)
     # The network gets finite numbers only: a pixel whose normalised value overflows (absurd
     # flux / error ratios) is masked like any bad pixel, and its object reported as repaired.
     unusable = ~np.isfinite(x).all(axis=2)
@@ -268,9 +282,9 @@ def preprocess_bands(bands: dict, grid: WaveGrid, n: int) -> Preprocessed:
                         coverage=ok.mean(axis=1) if length else np.zeros(n))
 
 
-def preprocess_gridded(flux: np.ndarray, err: np.ndarray) -> np.ndarray:
+def preprocess_gridded(flux: np.ndarray, err: np.ndarray, max_rel_err: float = WaveGrid.max_rel_err) -> np.ndarray:
     """The same normalisation for spectra already on the network grid (training, simulation)."""
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
     x = np.empty(flux.shape + (2,), dtype=np.float32)
-    normalise(np.asarray(flux, np.float64), np.asarray(err, np.float64), ok, x)
+    normalise(np.asarray(flux, np.float64), np.asarray(err, np.float64), ok, x, max_rel_err)
     return x

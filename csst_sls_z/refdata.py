@@ -22,6 +22,8 @@ def write_wavegrid(path, grid: WaveGrid, pedigree: str, history=(), overwrite=Fa
         "pixels on this grid over both bands; masked pixels are 0 in both channels."])
     hdr["NORMCONV"] = ("median_valid_err", "per-object normalisation")
     hdr["MASKVAL"] = (0.0, "value of masked pixels in both channels")
+    hdr["MINCOVER"] = (grid.min_cover, "valid input needed over this fraction of a pixel")
+    hdr["MAXRELER"] = (grid.max_rel_err, "mask pixels with ERR above this x median ERR")
     tab = fits.BinTableHDU.from_columns([
         fits.Column("BAND", "2A", array=list(grid.bands)),
         fits.Column("START", "D", unit="Angstrom", array=list(grid.starts)),
@@ -30,13 +32,29 @@ def write_wavegrid(path, grid: WaveGrid, pedigree: str, history=(), overwrite=Fa
     write_fits_atomic(fits.HDUList([fits.PrimaryHDU(header=hdr), tab]), path, overwrite=overwrite)
 
 
+# Values a wavegrid file holds since a later version, by the file's SCHEMAV: what a file of that
+# schema version written before the value was stored in it implies (WaveGrid's defaults, the
+# values in use then).
+WAVEGRID_SCHEMA_DEFAULTS = {1: {"MINCOVER": WaveGrid.min_cover, "MAXRELER": WaveGrid.max_rel_err}}
+
+
 def load_wavegrid(path) -> WaveGrid:
     with open_reference_file(path, "wavegrid") as hdul:
         t = hdul["GRID"].data
+        h = hdul[0].header
+        try:
+            numbers = {"min_cover": float(_value_or_schema_default(h, "MINCOVER", WAVEGRID_SCHEMA_DEFAULTS)),
+                       "max_rel_err": float(_value_or_schema_default(h, "MAXRELER", WAVEGRID_SCHEMA_DEFAULTS))}
+        except KeyError as exc:
+            raise ReferenceFileError(f"wavegrid file {path} lacks {exc}") from None
         grid = WaveGrid(starts=tuple(float(v) for v in t["START"]), steps=tuple(float(v) for v in t["STEP"]),
-                        sizes=tuple(int(v) for v in t["NPIX"]), bands=tuple(str(b).strip() for b in t["BAND"]))
+                        sizes=tuple(int(v) for v in t["NPIX"]), bands=tuple(str(b).strip() for b in t["BAND"]),
+                        **numbers)
     if grid.bands != ("GV", "GI") or min(grid.sizes) <= 0:
         raise ReferenceFileError(f"wavegrid file {path} must hold positive GV then GI grids")
+    if not (0 < grid.min_cover <= 1 and grid.max_rel_err > 0):
+        raise ReferenceFileError(f"wavegrid file {path} has MINCOVER = {grid.min_cover} (must be in (0, 1]) "
+                                 f"or MAXRELER = {grid.max_rel_err} (must be > 0)")
     return grid
 
 
@@ -77,6 +95,11 @@ def load_calibration(path) -> CalibrationFile:
             raise ReferenceFileError(f"calibration file {path} lacks a value ({exc})") from None
 
 
+# Values a thresholds file holds since a later version, by the file's SCHEMAV: what a file of
+# that schema version written before the value was stored in it implies (the value in use then).
+THRESHOLDS_SCHEMA_DEFAULTS = {1: {"LITCOVER": 0.5}}
+
+
 @dataclass(frozen=True)
 class Thresholds:
     low_snr: float                 # LOW_SNR when SNR_GI < this
@@ -86,6 +109,7 @@ class Thresholds:
     ood_precision: np.ndarray      # (F, F) inverse covariance of training features
     z_min: float                   # trained redshift range, for Z_FITLIMIT
     z_max: float
+    min_coverage: float = THRESHOLDS_SCHEMA_DEFAULTS[1]["LITCOVER"]   # LITTLE_COVERAGE below this grid fraction
 
     def ood_distance(self, feats: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of backbone features from the training set, per dimension."""
@@ -100,9 +124,20 @@ def write_thresholds(path, th: Thresholds, pedigree: str, history=(), overwrite=
     hdr["OODMAX"] = (th.ood_max, "OUT_OF_DISTRIBUTION: feature distance above this")
     hdr["ZMIN"] = (th.z_min, "trained redshift range, lower end")
     hdr["ZMAX"] = (th.z_max, "trained redshift range, upper end")
+    hdr["LITCOVER"] = (th.min_coverage, "LITTLE_COVERAGE: valid grid fraction below this")
     hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(th.ood_mean.astype(np.float64), name="OOD_MEAN"),
             fits.ImageHDU(th.ood_precision.astype(np.float64), name="OOD_PRECISION")]
     write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+
+
+def _value_or_schema_default(h, key, defaults=THRESHOLDS_SCHEMA_DEFAULTS):
+    """``h[key]``, else what a file of ``h``'s schema version written before ``key`` existed implies."""
+    if key in h:
+        return h[key]
+    try:
+        return defaults[h.get("SCHEMAV")][key]
+    except (KeyError, TypeError):
+        raise KeyError(key) from None
 
 
 def load_thresholds(path) -> Thresholds:
@@ -112,6 +147,7 @@ def load_thresholds(path) -> Thresholds:
             return Thresholds(low_snr=float(h["LOWSNR"]), large_zerr=float(h["LARGEZER"]), ood_max=float(h["OODMAX"]),
                               ood_mean=np.array(hdul["OOD_MEAN"].data, float),
                               ood_precision=np.array(hdul["OOD_PRECISION"].data, float),
-                              z_min=float(h["ZMIN"]), z_max=float(h["ZMAX"]))
+                              z_min=float(h["ZMIN"]), z_max=float(h["ZMAX"]),
+                              min_coverage=float(_value_or_schema_default(h, "LITCOVER")))
         except KeyError as exc:
             raise ReferenceFileError(f"thresholds file {path} lacks {exc}") from None

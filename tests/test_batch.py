@@ -309,7 +309,7 @@ def test_only_abandoned_temporary_files_are_removed(tmp_path):
     """Issue 16 case 7: the batch removes a killed write's leftover temporary file, never one a live
     writer holds (every writer keeps an flock on its temporary file until it renames or removes it)."""
     from csst_sls_z.batch import _remove_stale_temps
-    from csst_sls_z.products import TempFile
+    from csst_sls_z.durable import TempFile
     target = tmp_path / "a_slsz.fits"
     live = TempFile(target)                                  # another run, still writing
     live.path.write_bytes(b"half of another run's output")

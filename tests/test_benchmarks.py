@@ -147,7 +147,7 @@ def test_numpy_reference_matches_numba_on_damaged_input():
 
 
 def test_flop_count_of_the_paper_backbone():
-    """About 1.0 GFLOP per spectrum forward for the paper's widths (design/training.md)."""
+    """About 1.0 GFLOP per spectrum forward for the paper's widths."""
     bc = _bench_core()
     from csst_sls_z.network.config import CONFIGS
     flops = 2 * sum(bc.conv_macs(CONFIGS["paper"]).values())

@@ -23,7 +23,7 @@ def test_backbone_shapes_and_parameter_counts():
 
 def test_z_from_output_uses_the_recorded_objective():
     import tensorflow as tf
-    from csst_sls_z.network.backbone import bin_centres, smoothed_labels, z_from_output
+    from csst_sls_z.network.objectives import bin_centres, smoothed_labels, z_from_output
     cfg = CONFIGS["cpu"]
     z = np.array([0.1234, 0.8, 1.55], np.float32)
     logits = tf.math.log(smoothed_labels(cfg, z) + 1e-12)
@@ -51,3 +51,57 @@ def test_weights_round_trip_and_shape_mismatch(tmp_path):
     wider = build_backbone(replace(cfg, widths=(8, 8, 8, 8, 16, 16, 32, 32)))
     with pytest.raises(ReferenceFileError, match="holds 112 weight arrays"):
         load_weights(wider, tmp_path / "b.fits", "backbone")
+
+
+def test_a_new_objective_is_one_registry_entry(monkeypatch):
+    """Builder, loss and Z_CNN all follow the registry; an unknown name is refused."""
+    import keras
+    import tensorflow as tf
+    from csst_sls_z.network import objectives
+    from csst_sls_z.network.backbone import build_backbone
+    entry = objectives.Objective("l2", output_layer=lambda cfg: keras.layers.Dense(1, name="z_l2"),
+                                 loss=lambda cfg, out, z: tf.square(out[:, 0] - z),
+                                 z_from_output=lambda cfg, out: out[:, 0] + 0.0, binned=False)
+    monkeypatch.setitem(objectives.OBJECTIVES, "l2", entry)
+    cfg = replace(CONFIGS["smoke"], input_length=64, objective="l2")
+    model = build_backbone(cfg)
+    out = model(np.zeros((2, 64, 2), np.float32))["output"]
+    assert out.shape == (2, 1)
+    z = tf.constant([0.5, 1.0])
+    np.testing.assert_allclose(objectives.per_example_loss(cfg, out, z).numpy(), (out[:, 0] - z).numpy() ** 2)
+    np.testing.assert_allclose(objectives.z_from_output(cfg, out).numpy(), out[:, 0].numpy())
+    with pytest.raises(ValueError, match="unknown objective 'nope'"):
+        build_backbone(replace(cfg, objective="nope"))
+
+
+def test_one_builder_checks_the_head_against_the_backbone(tmp_path):
+    from csst_sls_z.network.loader import build_network
+    from csst_sls_z.network.weights import save_weights
+    from csst_sls_z.reffile import ReferenceFileError
+    cfg = replace(CONFIGS["smoke"], input_length=64)
+    backbone, head, _ = build_network(cfg)
+    save_weights(backbone, tmp_path / "b.fits", "backbone", cfg, "DUMMY", "test backbone")
+    save_weights(head, tmp_path / "h.fits", "bnnhead", cfg, "DUMMY", "test head")
+    net = build_network(backbone_file=tmp_path / "b.fits", head_file=tmp_path / "h.fits")
+    assert net.cfg == cfg
+    for a, b in zip(head.weights, net.head.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    only = build_network(backbone_file=tmp_path / "b.fits", head=False)
+    assert only.head is None and only.backbone.count_params() == backbone.count_params()
+    other = replace(cfg, head_units=(8, 4))
+    save_weights(build_network(other, backbone=False).head, tmp_path / "h2.fits", "bnnhead", other, "DUMMY", "x")
+    with pytest.raises(ReferenceFileError, match="trained for another backbone"):
+        build_network(backbone_file=tmp_path / "b.fits", head_file=tmp_path / "h2.fits")
+
+
+def test_head_output_map_comes_from_the_configuration():
+    import tensorflow as tf
+    from csst_sls_z.network.loader import build_network
+    cfg = replace(CONFIGS["smoke"], input_length=64)
+    assert (cfg.head_mu_scale, cfg.head_sigma_offset) == (0.05, -4.6)
+    head = build_network(replace(cfg, head_sigma_offset=0.0), backbone=False).head
+    mu, sigma = head(tf.zeros((3, 16)), tf.constant([0.1, 0.2, 0.3]))
+    np.testing.assert_allclose(mu.numpy(), [0.1, 0.2, 0.3])             # zero output layer: mu = Z_CNN
+    np.testing.assert_allclose(sigma.numpy(), 1e-4 + np.log(2.0), rtol=1e-6)
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith("head_") or k == "head_units"}
+    assert type(cfg).from_dict(old) == cfg                              # files without them: today's values

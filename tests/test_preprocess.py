@@ -83,7 +83,7 @@ def test_absurd_flux_scales_give_the_same_input(scale):
 
 
 def test_pixels_far_noisier_than_the_median_are_masked():
-    from csst_sls_z.preprocess import MAX_REL_ERR
+    MAX_REL_ERR = GRID.max_rel_err
     w = GRID.centres("GV")
     f = np.ones(w.size)
     e = np.ones(w.size)
@@ -93,3 +93,53 @@ def test_pixels_far_noisier_than_the_median_are_masked():
     assert np.all(pp.x[0, :3] == 0)
     assert pp.x[0, 3, 1] == pytest.approx(0.5 * MAX_REL_ERR)
     assert pp.npix["GV"][0] == w.size              # NPIX and SNR still describe the input
+
+
+def test_the_grid_carries_the_input_convention_numbers():
+    """A stricter MAXRELER masks more; a stricter MINCOVER drops the half-covered end pixels."""
+    from dataclasses import replace
+    w = GRID.centres("GV")
+    f, e = np.ones(w.size), np.ones(w.size)
+    e[3] = 5.0
+    strict = preprocess_bands({"GV": _band([w], [f], [e])}, replace(GRID, max_rel_err=4.0), 1)
+    assert np.all(strict.x[0, 3] == 0) and strict.x[0, 4, 1] == 1.0
+    wh = w[:10] + 5.0                              # the two end output pixels are half covered
+    half = {"GV": _band([wh], [np.ones(10)], [np.ones(10)])}
+    assert preprocess_bands(half, GRID, 1).valid.sum() == 11
+    assert preprocess_bands(half, replace(GRID, min_cover=0.6), 1).valid.sum() == 9
+
+
+def test_wavegrid_file_records_its_numbers_and_old_files_load_with_defaults(tmp_path, monkeypatch):
+    from astropy.io import fits
+    from dataclasses import replace
+    from csst_sls_z.refdata import load_wavegrid, write_wavegrid
+    from csst_sls_z.reffile import ReferenceFileError
+    new = replace(GRID, min_cover=0.6, max_rel_err=15.0)
+    write_wavegrid(tmp_path / "w.fits", new, "DUMMY")
+    assert load_wavegrid(tmp_path / "w.fits") == new
+    # A schema-1 file written before the numbers were recorded: today's values.
+    with fits.open(tmp_path / "w.fits") as hdul:
+        for key in ("MINCOVER", "MAXRELER"):
+            del hdul[0].header[key]
+        hdul.writeto(tmp_path / "old.fits", checksum=True)
+    old = load_wavegrid(tmp_path / "old.fits")
+    assert (old.min_cover, old.max_rel_err) == (0.5, 20.0)
+    # A later schema must record them.
+    with fits.open(tmp_path / "old.fits") as hdul:
+        hdul[0].header["SCHEMAV"] = 2
+        hdul.writeto(tmp_path / "v2.fits", checksum=True)
+    monkeypatch.setattr("csst_sls_z.reffile.REFFILE_SCHEMA_VERSION", 2)
+    with pytest.raises(ReferenceFileError, match="lacks 'MINCOVER'"):
+        load_wavegrid(tmp_path / "v2.fits")
+
+
+def test_shipped_sets_load_with_the_numbers_they_were_made_with():
+    from pathlib import Path
+    from csst_sls_z.network.weights import read_config
+    from csst_sls_z.refdata import load_wavegrid
+    root = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0003"
+    grid = load_wavegrid(root / "wavegrid.fits")
+    assert (grid.min_cover, grid.max_rel_err) == (0.5, 20.0)
+    for reftype in ("backbone", "bnnhead"):
+        cfg = read_config(root / f"{reftype}.fits", reftype)
+        assert (cfg.head_mu_scale, cfg.head_sigma_offset) == (0.05, -4.6)

@@ -141,3 +141,36 @@ def test_resume_refuses_another_configuration(tmp_path):
     Regeneration("smoke", tmp_path / "r", progress=False)                 # same options: resumes
     with pytest.raises(ValueError, match="calibration_target"):
         Regeneration("smoke", tmp_path / "r", progress=False, overrides={"calibration_target": "validation"})
+
+
+def test_threshold_choice_follows_its_named_rules():
+    from csst_sls_z.training import threshold_choice as tc
+    rng = np.random.default_rng(5)
+    n = 4000
+    zt = rng.uniform(0, 1.5, n)
+    snr = rng.uniform(0.5, 50, n)
+    z = zt.copy()
+    faint = snr < 4.0
+    z[faint & (rng.random(n) < 0.6)] += 0.5                 # 60% outliers below SNR 4
+    zerr = np.where(snr < 4.0, 0.2, 0.005) * (1 + z)
+    feats = rng.normal(size=(3000, 4))
+    th, why = tc.choose_thresholds(z, zerr, zt, snr, rng.normal(size=(n, 4)), feats, 0.0, 1.6)
+    from csst_sls_z.training.metrics import outlier_fraction
+    # The largest scanned SNR_GI percentile below which >= 25% are outliers.
+    scanned = np.percentile(snr, tc.LOW_SNR_SCAN)
+    k = int(np.flatnonzero(scanned == th.low_snr)[0])
+    assert outlier_fraction(z[snr < th.low_snr], zt[snr < th.low_snr]) >= tc.LOW_SNR_ETA
+    assert k == 0 or outlier_fraction(z[snr < scanned[k - 1]], zt[snr < scanned[k - 1]]) < tc.LOW_SNR_ETA
+    assert th.large_zerr < 0.2                              # the outliers' ZERR/(1+Z) is flagged
+    assert 1.0 < th.ood_max < 2.5                           # sqrt(chi2_4 / 4) at 99.9%: 2.15
+    assert "25%" in why[0] and "50%" in why[1] and "99.9th" in why[2]
+    # No selection of MIN_SELECTED objects qualifies: the fallback percentiles.
+    clean = tc.choose_thresholds(zt, 0.005 * (1 + zt), zt, snr, feats, feats, 0.0, 1.6)[0]
+    assert clean.low_snr == pytest.approx(np.percentile(snr, tc.LOW_SNR_FALLBACK))
+    assert clean.large_zerr == pytest.approx(np.percentile(0.005 * np.ones(n), tc.LARGE_ZERR_FALLBACK))
+
+
+def test_regeneration_refuses_to_train_on_the_check_family(tmp_path):
+    from csst_sls_z.training.regenerate import Regeneration
+    with pytest.raises(ValueError, match="reserved for independent checks"):
+        Regeneration("smoke", tmp_path / "r", progress=False, overrides={"families": "KCORRECT:0.5,FSPS_QSF12:0.5"})

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-OBJECTIVES = ("zbins", "logcosh")
-
-
 @dataclass(frozen=True)
 class NetworkConfig:
     name: str
@@ -13,7 +10,7 @@ class NetworkConfig:
     kernel: int = 7
     stem_filters: int = 32
     dropout: float = 0.2
-    objective: str = "zbins"
+    objective: str = "zbins"   # a key of objectives.OBJECTIVES
     z_min: float = 0.0
     z_max: float = 1.6
     n_bins: int = 400          # bins of (z_max - z_min) / n_bins = 0.004
@@ -24,6 +21,11 @@ class NetworkConfig:
     n_flows_q: int = 2
     n_flows_r: int = 2
     flow_hidden: int = 50
+    # The head's output map (head.BNNHead): mu = Z_CNN + head_mu_scale * raw_0 and
+    # sigma = 1e-4 + softplus(raw_1 + head_sigma_offset). Network files written before these
+    # were recorded (schema 1) load with these defaults, the values they were trained with.
+    head_mu_scale: float = 0.05
+    head_sigma_offset: float = -4.6
     input_length: int = 913
     extra: dict = field(default_factory=dict)
 

@@ -1,8 +1,10 @@
 """The Bayesian head: MNFDense(256), BN, LeakyReLU, MNFDense(128), BN, LeakyReLU, Dense(2).
 
 It reads the frozen backbone features and the CNN's own estimate Z_CNN, and predicts
-mu = Z_CNN + MU_SCALE * raw_0 (so the head refines the CNN's estimate rather than
-re-learning it) and sigma = 1e-4 + softplus(raw_1 + SIGMA_OFFSET). The authors' code uses
+mu = Z_CNN + mu_scale * raw_0 (so the head refines the CNN's estimate rather than
+re-learning it) and sigma = 1e-4 + softplus(raw_1 + sigma_offset), with mu_scale and
+sigma_offset from the network configuration (``head_mu_scale`` 0.05 and
+``head_sigma_offset`` -4.6, recorded in the network files). The authors' code uses
 softplus(0.01 raw), which starts at sigma ~ 0.7; the offset starts sigma near 0.01, the
 scale of the errors, which the head reaches in far fewer steps on a CPU.
 """
@@ -13,9 +15,6 @@ import keras
 
 from .config import NetworkConfig
 from .mnf import MNFDense
-
-MU_SCALE = 0.05
-SIGMA_OFFSET = -4.6
 
 
 class BNNHead(keras.Model):
@@ -51,8 +50,8 @@ class BNNHead(keras.Model):
             h = tf.reshape(self.bn[i](tf.reshape(h, (-1, layer.units)), training=training), shape)
             h = self.act(h)
         raw = self.out_layer(h)
-        mu = z_cnn + MU_SCALE * raw[..., 0]
-        sigma = 1e-4 + tf.nn.softplus(raw[..., 1] + SIGMA_OFFSET)
+        mu = z_cnn + self.cfg.head_mu_scale * raw[..., 0]
+        sigma = 1e-4 + tf.nn.softplus(raw[..., 1] + self.cfg.head_sigma_offset)
         return mu, sigma
 
     def kl_divergence(self):

@@ -2,7 +2,7 @@
 
 The backbone is frozen, so its features are computed once and only the small head is
 sampled S times (default 200): a 200-sample BNN costs about as much as a few forward
-passes. ``sample_naive`` runs S full forward passes with the same noise, for tests and
+passes. ``predict_naive`` runs S full forward passes with the same noise, for tests and
 benchmarks: both give the same numbers up to float rounding.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .backbone import z_from_output
+from .objectives import z_from_output
 
 
 @dataclass

@@ -22,7 +22,6 @@ from :mod:`csst_sls_z.datamodel`. The package:
 """
 from __future__ import annotations
 
-from ..durable import TempFile  # noqa: F401  (older callers import it from here; csst_sls_z.durable is its home)
 from .fitsutil import ProductError, _stem_of, stable_objid  # noqa: F401  (_stem_of: stage.output_name)
 from .layout import Layout, detect_layout, registered
 from .layout_a import LAYOUT_A, LayoutA

@@ -1,6 +1,6 @@
 """A seeded library of stellar-population rest-frame galaxy SEDs with separate emission lines.
 
-The third SED family of the simulator (see ``shared/design/galaxies.md``). Each entry is a
+The third SED family of the simulator (docs/simulation.md, "SED families"). Each entry is a
 dust-attenuated stellar + nebular continuum on :func:`sedlib.rest_grid` (smoothed to
 FWHM = lambda / 1000) and a vector of emission-line fluxes relative to H-alpha. The line
 equivalent width is *not* set here: the simulator draws EW(H-alpha) on its own and scales

@@ -17,9 +17,8 @@ def write_dummy_set(out_dir: Path, source_refdir=None, network: str = "smoke", s
     from ..tfenv import import_tensorflow
     tf = import_tensorflow()
     from ..calibration import BetaCalibration, ScaleCalibration
-    from ..network.backbone import build_backbone
     from ..network.config import CONFIGS
-    from ..network.head import BNNHead
+    from ..network.loader import build_network
     from ..network.weights import save_weights
     from ..refdata import Thresholds, grid_from_instrument, write_calibration, write_thresholds, write_wavegrid
     from ..reference import write_manifest
@@ -30,10 +29,8 @@ def write_dummy_set(out_dir: Path, source_refdir=None, network: str = "smoke", s
     grid = grid_from_instrument(instrument)
     cfg = replace(CONFIGS[network], input_length=grid.length)
     tf.random.set_seed(seed)
-    backbone = build_backbone(cfg)
-    head = BNNHead(cfg)
+    backbone, head, _ = build_network(cfg)
     n_feat = backbone.output["features"].shape[-1]
-    head(tf.zeros((2, n_feat)), tf.zeros((2,)))
     # The trained head starts from a zero output layer; a dummy one needs some spread.
     rng = np.random.default_rng(seed)
     head.out_layer.kernel.assign(rng.normal(0, 0.3, head.out_layer.kernel.shape).astype(np.float32))

@@ -169,7 +169,7 @@ def evaluate(regen) -> dict:
         block["bnn"]["cov68"] = binned(coverage, x, edges, zt, cal_summ["Z_LO"], cal_summ["Z_HI"])
         res["bins"][axis] = block
     res["wall_s"] = {"total": time.time() - t0, "oracle": t2 - t1, "template_fit": t3 - t2}
-    res["backbone_histories"] = regen._load_json("backbone_histories.json", {})
+    res["backbone_histories"] = regen.load_json("backbone_histories.json", {})
     res["calibration"] = {"beta": cal.beta.to_dict(), "scale": cal.scale.to_dict()}
     np.savez(regen.work / "eval_arrays.npz", z_true=zt, z_cnn=p["z_cnn"], z_bnn=cal_summ["Z"], zerr=cal_summ["ZERR"],
              z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], mean=p["mean"], sigma=p["sigma"], snr_gi=snr,

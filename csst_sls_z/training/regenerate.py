@@ -12,29 +12,32 @@ rerun; the backbone checkpoints while it trains):
              to the survey's n(z) by default), choose the ZWARN thresholds;
   evaluate   metrics for cnn, bnn, oracle and template_fit on the test set, figures;
   write      the manifest of the new set (never edits an existing one).
+
+Each step is a function in its own module of ``training/steps/``; this module holds the
+configurations, the driver (``Regeneration``: the work directory, resumption markers, the
+pinned configuration, seeds, the simulated sets and the SED families) and the command.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from .. import __version__
-from ..cli import LOG_LEVELS, _Parser, setup_logging
+from ..commands import LOG_LEVELS, Parser as _Parser, setup_logging
 from ..datamodel import EXIT_ERROR, EXIT_OK
+from .steps import STEPS as _STEP_FUNCTIONS, TF_STEPS
+from .steps.calibrate import CALIBRATION_TARGETS
 
 log = logging.getLogger(__name__)
 
-STEPS = ("data", "backbone", "head", "calibrate", "evaluate", "write")
-FEATURE_SAMPLE = 20000      # training feature vectors kept for the out-of-distribution statistic
+STEPS = tuple(_STEP_FUNCTIONS)
+# Seed of each random stream, as an offset from the configuration's seed (recorded in the manifest).
+SEED_OFFSETS = {"train": 0, "val": 1, "test": 2, "batches": 3, "head": 4, "sampler": 5, "features": 6,
+                "sps_library": 7, "generalisation": 8}
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ REGEN_CONFIGS = {
 }
 
 
-def _configure_tf():
+def configure_tf():
+    """TensorFlow with its thread pools sized to this machine (before the first TF step)."""
     from ..tfenv import import_tensorflow
     tf = import_tensorflow()
     cores = os.cpu_count() or 2
@@ -95,10 +99,19 @@ def _configure_tf():
     return tf
 
 
-CALIBRATION_TARGETS = ("survey", "validation")
 
 
 class Regeneration:
+    """The driver: owns the work directory and resumption; each step is ``steps.<name>.run(self)``.
+
+    Public to the steps and to the evaluations and benchmarks built on a regeneration:
+    ``name``, ``rc`` (the RegenConfig), ``out``, ``work``, ``progress``, ``instrument``,
+    ``sedlib``, ``source_set``, ``seeds``, ``timings``, ``network_source``, ``cfg``,
+    ``families()``, ``sim_options()``, ``data()``, ``load_backbone()``, ``sampler()``,
+    ``predict_set()``, ``calibration_weights()``, ``load_json()`` / ``save_json()``,
+    ``done()`` / ``mark()`` and ``run(until=...)``.
+    """
+
     def __init__(self, config: str, out: Path, source_refdir=None, progress=True, overrides=None,
                  reuse_network=None):
         self.name = config
@@ -111,17 +124,17 @@ class Regeneration:
         self.progress = progress
         from ..simulation import load_models
         self.instrument, self.sedlib, self.source_set = load_models(source_refdir)
-        self.seeds = {"train": self.rc.seed, "val": self.rc.seed + 1, "test": self.rc.seed + 2,
-                      "batches": self.rc.seed + 3, "head": self.rc.seed + 4, "sampler": self.rc.seed + 5,
-                      "features": self.rc.seed + 6, "sps_library": self.rc.seed + 7,
-                      "generalisation": self.rc.seed + 8}
+        from ..simulation.families import parse_families, refuse_check_only
+        refuse_check_only(parse_families(self.rc.families))        # before any work
+        self.seeds = {k: self.rc.seed + v for k, v in SEED_OFFSETS.items()}
         self._pin_config()
-        self.timings = self._load_json("timings.json", {})
-        self.network_source = self._load_json("network_source.json", None)
+        self.timings = self.load_json("timings.json", {})
+        self.network_source = self.load_json("network_source.json", None)
         self._data = None
         self._families = None
         if reuse_network is not None and not self.done("head"):
-            self._adopt_network(Path(reuse_network))
+            from .steps.reuse import adopt_network
+            adopt_network(self, Path(reuse_network))
 
     def config_record(self) -> dict:
         """The configuration as the manifest records it (JSON types: lists, not tuples)."""
@@ -129,63 +142,22 @@ class Regeneration:
 
     def _pin_config(self):
         """A resumed run must use the configuration it started with (recorded in work/config.json)."""
-        started = self._load_json("config.json", None)
+        started = self.load_json("config.json", None)
         now = self.config_record()
         if started is None:
-            self._save_json("config.json", now)
+            self.save_json("config.json", now)
         elif started != now:
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise ValueError(f"{self.out} was started with another configuration ({', '.join(changed)} differ: "
                              f"{ {k: started.get(k) for k in changed} }); resume it with the same options "
                              "or choose a new --out")
 
-    def _adopt_network(self, refdir: Path):
-        """Take the trained backbone and head of an existing, verified set; later steps rerun.
-
-        The data step still runs (the calibration, the thresholds and the evaluation need
-        the same simulated sets), so the new set must use the same configuration and seeds.
-        """
-        from ..reference import load_reference_set
-        from ..network.weights import read_config
-        refset = load_reference_set(refdir)
-        manifest = json.loads((refdir / "manifest.json").read_text())
-        prov = manifest.get("provenance", {})
-        source_config = {k: v for k, v in prov.get("config", {}).items() if k != "calibration_target"}
-        mine = {k: v for k, v in self.config_record().items() if k != "calibration_target"}
-        if source_config != mine:
-            changed = sorted(k for k in set(source_config) | set(mine) if source_config.get(k) != mine.get(k))
-            raise ValueError(f"{refdir} was not trained with --config {self.name} as it stands ({', '.join(changed)} "
-                             "differ); its network cannot be reused here")
-        for reftype in ("backbone", "bnnhead"):
-            src = refset.path(reftype)
-            if src.parent.resolve() != Path(refdir).resolve():
-                raise ValueError(f"{reftype} of {refdir} is overridden by {src}; unset the override to reuse the set")
-            shutil.copy2(src, self.work / f"{reftype}.fits")
-        for stale in ("train_features_sample.npy", "pred_val.npz", "pred_test.npz"):
-            (self.work / stale).unlink(missing_ok=True)
-        if read_config(self.work / "backbone.fits", "backbone").name != self.rc.network:
-            raise ValueError(f"{refdir}'s backbone is not the {self.rc.network} network")
-        # The training curves belong to the network: carry them into the new evaluation.
-        evaluation = refdir / "evaluation.json"
-        if evaluation.exists():
-            self._save_json("backbone_histories.json",
-                            json.loads(evaluation.read_text()).get("backbone_histories", {}))
-        self.network_source = {"set": refset.manifest_id, "path": str(refdir),
-                               "training_data_sha256": prov.get("training_data_sha256", {}),
-                               "step_wall_s": {k: v for k, v in prov.get("step_wall_s", {}).items()
-                                               if k in ("backbone", "head")}}
-        self._save_json("network_source.json", self.network_source)
-        for step in ("backbone", "head"):
-            self.mark(step, 0.0)
-        log.info("reusing the backbone and MNF head of %s; steps from calibrate on rerun",
-                 refset.manifest_id)
-
-    # ------------------------------------------------------------ helpers
-    def _load_json(self, name, default):
+    # ------------------------------------------------------------ the work directory
+    def load_json(self, name, default):
         p = self.work / name
         return json.loads(p.read_text()) if p.exists() else default
 
-    def _save_json(self, name, obj):
+    def save_json(self, name, obj):
         p = self.work / name
         p.write_text(json.dumps(obj, indent=1, default=float))
 
@@ -194,12 +166,14 @@ class Regeneration:
 
     def mark(self, step, seconds):
         self.timings[step] = seconds
-        self._save_json("timings.json", self.timings)
+        self.save_json("timings.json", self.timings)
         (self.work / f"{step}.done").write_text(f"{seconds:.1f}\n")
         log.info("step %s finished in %.1f s", step, seconds)
 
+    # ------------------------------------------------------------ what the steps share
     @property
     def cfg(self):
+        """The network configuration, its input length that of the instrument's grid."""
         from ..network.config import CONFIGS
         from ..refdata import grid_from_instrument
         return replace(CONFIGS[self.rc.network], input_length=grid_from_instrument(self.instrument).length)
@@ -210,8 +184,9 @@ class Regeneration:
         The SPS library is built once, from its recorded seed, into work/sps_library.fits;
         its sha256 goes into the manifest. It is not shipped: the stage never needs it.
         """
-        from ..simulation.families import FamilySet, parse_families
+        from ..simulation.families import FamilySet, parse_families, refuse_check_only
         names = parse_families(self.rc.families)
+        refuse_check_only(names)            # the independent check family is never trained on
         if only is not None and only in names:
             return self.families().only(only)
         wanted = names if only is None else {only: None}
@@ -243,282 +218,44 @@ class Regeneration:
         """Simulated sets, each made when first used; deterministic from the seeds, so a rerun
         (a resumed regeneration) rebuilds exactly the sets its remaining steps need."""
         if self._data is None:
-            self._data = _LazySets(self._simulate_set)
+            from .steps.data import LazySets, simulate_set
+            self._data = LazySets(lambda name: simulate_set(self, name))
         return self._data
 
-    def _simulate_set(self, name):
-        from ..simulation import simulate_arrays
-        from .data import from_simulation
-        sizes = {"train": (self.rc.n_train, "train"), "val": (self.rc.n_val, "train"), "test": (self.rc.n_test, "test")}
-        n, pop = sizes[name]
-        t0 = time.time()
-        chunks = []
-        options = self.sim_options("nominal" if name == "test" else None)
-        for c, start in enumerate(range(0, n, 20000)):
-            sim = simulate_arrays(min(20000, n - start), self.seeds[name] * 1000 + c, pop,
-                                  self.instrument, self.families(), options)
-            chunks.append((sim, from_simulation(sim, self.instrument)))
-        log.info("simulated %s: %d objects in %.0f s", name, n, time.time() - t0)
-        return _concat_sets([c[1] for c in chunks]), _concat_truth([c[0] for c in chunks])
-
-    # ------------------------------------------------------------ steps
-    def step_data(self):
-        d = self.data()
-        summary = {k: {"n": len(d[k]), "sha256_sample": d[k].digest()} for k in ("train", "val", "test")}
-        summary["families"] = self.families().provenance()
-        expected = (self.network_source or {}).get("training_data_sha256") or {}
-        differ = sorted(k for k, v in expected.items() if k in summary and isinstance(summary[k], dict)
-                        and summary[k].get("sha256_sample") != v)
-        if differ:
-            raise ValueError(f"the simulated {', '.join(differ)} set(s) differ from those the reused network was "
-                             f"made with ({self.network_source['set']}): the simulator or its reference files "
-                             "changed since; retrain instead of reusing the network")
-        self._save_json("data.json", summary)
-
-    def _fixed(self, name, seed_key):
-        from .data import BatchMaker
-        maker = BatchMaker(self.data()[name], seed=self.seeds[seed_key] + 17)
-        return maker.fixed()
-
-    def step_backbone(self):
-        from ..network.weights import save_weights
-        from .data import BatchMaker
-        from .train_backbone import train_backbone
-        x_val, z_val = self._fixed("val", "val")
-        results = {}
-        for objective, budget in (("zbins", self.rc.backbone_budget_s), ("logcosh", self.rc.logcosh_budget_s)):
-            if budget <= 0:
-                continue
-            cfg = replace(self.cfg, objective=objective)
-            maker = BatchMaker(self.data()["train"], seed=self.seeds["batches"])
-            model, history = train_backbone(cfg, maker.stream(self.rc.batch_size), x_val, z_val, budget,
-                                            self.work / f"backbone_{objective}", batch_size=self.rc.batch_size,
-                                            eval_every_s=self.rc.eval_every_s, progress=self.progress)
-            results[objective] = history
-            if objective == "zbins":
-                save_weights(model, self.work / "backbone.fits", "backbone", cfg, "SIMULATION",
-                             "CNN backbone, trained on simulated CSST spectra", overwrite=True,
-                             history=[f"regenerate --config {self.name}: {len(history)} evaluations, "
-                                      f"budget {budget:.0f} s, objective {objective}"])
-        self._save_json("backbone_histories.json", results)
-
-    def _load_backbone(self):
-        from ..network.backbone import build_backbone
-        from ..network.weights import load_weights, read_config
-        cfg = read_config(self.work / "backbone.fits", "backbone")
-        model = build_backbone(cfg)
-        load_weights(model, self.work / "backbone.fits", "backbone")
-        return model, cfg
-
-    def step_head(self):
-        from ..network.weights import save_weights
-        from .train_head import train_head
-        backbone, cfg = self._load_backbone()
-        train = self.data()["train"]
-        n = min(self.rc.n_head_features, len(train))
-        feats, zc, zt = self._frozen_features(backbone, cfg, n)
-        head = train_head(cfg, feats, zc, zt, self.rc.head_budget_s, seed=self.seeds["head"], progress=self.progress)
-        save_weights(head, self.work / "bnnhead.fits", "bnnhead", cfg, "SIMULATION",
-                     "MNF Bayesian head on the frozen backbone", overwrite=True,
-                     history=[f"regenerate --config {self.name}: {n} feature vectors, budget {self.rc.head_budget_s:.0f} s"])
-        np.save(self.work / "train_features_sample.npy", feats[:FEATURE_SAMPLE])
-
-    def _frozen_features(self, backbone, cfg, n):
-        """Backbone features of the first n training objects for one fixed set of noise draws.
-
-        Computed once and reused by the head; deterministic from the "features" seed, so the
-        thresholds' feature sample can be rebuilt when the network was adopted.
-        """
-        from .data import BatchMaker
-        from .train_head import extract_features
-        maker = BatchMaker(self.data()["train"], seed=self.seeds["features"])
-        feats, zc, zt = [], [], []
-        for start in range(0, n, 10000):
-            idx = np.arange(start, min(n, start + 10000))
-            x, z = maker.batch(idx)
-            f, c = extract_features(backbone, cfg, x)
-            feats.append(f), zc.append(c), zt.append(z)
-        return np.concatenate(feats), np.concatenate(zc), np.concatenate(zt).astype(np.float32)
-
-    def _train_feature_sample(self):
-        path = self.work / "train_features_sample.npy"
-        if not path.exists():
-            backbone, cfg = self._load_backbone()
-            # The first FEATURE_SAMPLE of the features step_head computed (same chunks, same draws).
-            n = min(FEATURE_SAMPLE, self.rc.n_head_features, len(self.data()["train"]))
-            feats, _, _ = self._frozen_features(backbone, cfg, n)
-            np.save(path, feats)
-        return np.load(path)
-
-    def calibration_weights(self, z_true):
-        """Per-object weights that carry the validation set (training population) to the target."""
-        from ..simulation.population import redshift_pdf
-        if self.rc.calibration_target == "validation":
-            return None
-        if self.rc.calibration_target != "survey":
-            raise ValueError(f"calibration_target must be one of {CALIBRATION_TARGETS}")
-        return redshift_pdf(z_true, "test") / redshift_pdf(z_true, "train", self.cfg.z_max)
+    def load_backbone(self):
+        """(backbone, cfg) from work/backbone.fits."""
+        from ..network.loader import build_network
+        net = build_network(backbone_file=self.work / "backbone.fits", head=False)
+        return net.backbone, net.cfg
 
     def sampler(self, n_samples=None):
-        from ..network.head import BNNHead
-        from ..network.sampler import Sampler
-        from ..network.weights import load_weights
-        import tensorflow as tf
-        backbone, cfg = self._load_backbone()
-        head = BNNHead(cfg)
-        head(tf.zeros((2, backbone.output["features"].shape[-1])), tf.zeros((2,)))
-        load_weights(head, self.work / "bnnhead.fits", "bnnhead")
-        return Sampler(backbone, head, cfg, n_samples=n_samples or self.rc.n_samples, seed=self.seeds["sampler"]), cfg
+        """(Sampler, cfg) on work/backbone.fits and work/bnnhead.fits, checked like a set's."""
+        from ..network.loader import sampler_from_files
+        return sampler_from_files(self.work / "backbone.fits", self.work / "bnnhead.fits",
+                                  n_samples or self.rc.n_samples, self.seeds["sampler"])
 
     def predict_set(self, name):
-        cache = self.work / f"pred_{name}.npz"
-        if cache.exists():
-            with np.load(cache) as d:
-                return {k: d[k] for k in d.files}
-        sampler, cfg = self.sampler()
-        x, z = self._fixed(name, name)
-        pred = sampler.predict(x)
-        feats = []
-        import tensorflow as tf
-        for s in range(0, x.shape[0], 512):
-            feats.append(sampler.backbone(tf.convert_to_tensor(x[s:s + 512]), training=False)["features"].numpy())
-        out = {"z_true": z, "z_cnn": pred.z_cnn, "mean": pred.mean, "sigma": pred.sigma,
-               "aleatoric": pred.aleatoric, "epistemic": pred.epistemic, "features": np.concatenate(feats),
-               "snr_gi": self.data()[name].snr_gi}
-        np.savez(cache, **out)
-        return out
+        from .steps.predict import predict_set
+        return predict_set(self, name)
 
-    def step_calibrate(self):
-        from ..calibration import calibrated_summary, effective_sample_size, fit_beta, fit_scale
-        from ..refdata import Thresholds, write_calibration, write_thresholds
-        from .metrics import outlier_fraction
-        p = self.predict_set("val")
-        weights = self.calibration_weights(p["z_true"])
-        beta = fit_beta(p["mean"], p["sigma"], p["z_true"], weights=weights)
-        scale = fit_scale(p["mean"], p["sigma"], p["z_true"], weights=weights)
-        how = ("unweighted" if weights is None else
-               f"weighted to the CSST-like n(z) of the test population "
-               f"(effective size {effective_sample_size(weights):.0f})")
-        write_calibration(self.work / "calibration.fits", beta, scale, "SIMULATION", overwrite=True,
-                          history=[f"Fitted on {p['z_true'].size} validation spectra (seed {self.seeds['val']}), {how}."])
-        log.info("calibration fitted %s", how)
-        summ = calibrated_summary(beta, p["mean"], p["sigma"])
-        z, zt = summ["Z"], p["z_true"]
-        rel_err = summ["ZERR"] / (1 + z)
-        # LOW_SNR: the largest SNR_GI below which a quarter of validation objects are outliers.
-        low_snr = float(np.percentile(p["snr_gi"], 5))
-        for s in np.percentile(p["snr_gi"], np.arange(50, 0, -1)):
-            sel = p["snr_gi"] < s
-            if sel.sum() >= 20 and outlier_fraction(z[sel], zt[sel]) >= 0.25:
-                low_snr = float(s)
-                break
-        # LARGE_ZERR: the smallest ZERR/(1+Z) above which half the validation objects are outliers.
-        large = float(np.percentile(rel_err, 99))
-        for t in np.percentile(rel_err, np.arange(50, 100, 0.5)):
-            sel = rel_err > t
-            if sel.sum() >= 20 and outlier_fraction(z[sel], zt[sel]) >= 0.5:
-                large = float(t)
-                break
-        feats = self._train_feature_sample().astype(np.float64)
-        cov = np.cov(feats, rowvar=False) + 1e-6 * np.eye(feats.shape[1])
-        th = Thresholds(low_snr=low_snr, large_zerr=large, ood_max=0.0, ood_mean=feats.mean(axis=0),
-                        ood_precision=np.linalg.inv(cov), z_min=self.cfg.z_min, z_max=self.cfg.z_max)
-        # OUT_OF_DISTRIBUTION: beyond the 99.9th percentile of validation feature distances.
-        ood_max = float(np.percentile(th.ood_distance(p["features"].astype(np.float64)), 99.9))
-        th = replace(th, ood_max=ood_max)
-        why = [f"LOW_SNR {low_snr:.3f}: largest SNR_GI below which >= 25% of validation objects are outliers.",
-               f"LARGE_ZERR {large:.5f}: smallest ZERR/(1+Z) above which >= 50% of validation objects are outliers.",
-               f"OOD {ood_max:.3f}: 99.9th percentile of validation feature Mahalanobis distance (per dim)."]
-        write_thresholds(self.work / "thresholds.fits", th, "SIMULATION", history=why, overwrite=True)
-        self._save_json("thresholds_why.json", why)
-        log.info("thresholds: %s", " ".join(why))
+    def calibration_weights(self, z_true):
+        from .steps.calibrate import calibration_weights
+        return calibration_weights(self, z_true)
 
-    def step_evaluate(self):
-        from .evaluate import evaluate
-        evaluation = evaluate(self)
-        (self.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1, default=float))
-
-    def step_write(self):
-        from ..tfenv import import_tensorflow
-        tf = import_tensorflow()
-        from ..reference import write_manifest
-        from ..refdata import grid_from_instrument, write_wavegrid
-        files = {}
-        for reftype in ("backbone", "bnnhead", "calibration", "thresholds"):
-            shutil.copy2(self.work / f"{reftype}.fits", self.out / f"{reftype}.fits")
-            files[reftype] = f"{reftype}.fits"
-        for reftype in ("instrument", "sedlib"):
-            src = self.source_set.path(reftype)
-            shutil.copy2(src, self.out / src.name)
-            files[reftype] = src.name
-        write_wavegrid(self.out / "wavegrid.fits", grid_from_instrument(self.instrument), "SIMULATION", overwrite=True)
-        files["wavegrid"] = "wavegrid.fits"
-        data = self._load_json("data.json", {})
-        provenance = {
-            "command": f"csst-sls-z regenerate --config {self.name} --out {self.out}",
-            "config": self.rc.__dict__, "network": self.cfg.to_dict(), "objective": self.cfg.objective,
-            "seeds": self.seeds,
-            "training_data_sha256": {k: v["sha256_sample"] for k, v in data.items() if "sha256_sample" in v},
-            "sed_families": data.get("families", {}), "variations": self.rc.variations,
-            "source_reference_set": self.source_set.manifest_id, "code_version": __version__,
-            "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores", "step_wall_s": self.timings,
-        }
-        if self.network_source:
-            provenance["network_from"] = self.network_source
-            provenance["command"] += f" --reuse-network {self.network_source['path']}"
-        if self.rc.calibration_target != RegenConfig.calibration_target:
-            provenance["command"] += f" --calibration-target {self.rc.calibration_target}"
-        write_manifest(self.out, files, "SIMULATION", provenance=provenance)
-
+    # ------------------------------------------------------------ resumption
     def run(self, until=None):
-        for step in STEPS:
+        for step, function in _STEP_FUNCTIONS.items():
             if self.done(step):
                 log.info("step %s already done; skipping", step)
             else:
-                if step in ("backbone", "head", "calibrate", "evaluate"):
-                    _configure_tf()
+                if step in TF_STEPS:
+                    configure_tf()
                 t0 = time.time()
                 log.info("step %s starting", step)
-                getattr(self, f"step_{step}")()
+                function(self)
                 self.mark(step, time.time() - t0)
             if until and step == until:
                 break
-
-
-class _LazySets(dict):
-    """{"train", "val", "test"} -> TrainingSet and "<name>_truth" -> Population, simulated on first access."""
-
-    def __init__(self, make):
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, key):
-        name = key[:-len("_truth")] if key.endswith("_truth") else key
-        data, truth = self._make(name)
-        self[name], self[name + "_truth"] = data, truth
-        return self[key]
-
-
-def _concat_sets(parts):
-    from .data import TrainingSet
-    if len(parts) == 1:
-        return parts[0]
-    return TrainingSet(z=np.concatenate([p.z for p in parts]), model=np.concatenate([p.model for p in parts]),
-                       conv=parts[0].conv, background=np.concatenate([p.background for p in parts]),
-                       readvar=np.concatenate([p.readvar for p in parts]), band_slices=parts[0].band_slices,
-                       noisy_flux=np.concatenate([p.noisy_flux for p in parts]),
-                       noisy_err=np.concatenate([p.noisy_err for p in parts]),
-                       snr_gi=np.concatenate([p.snr_gi for p in parts]),
-                       err_scale=np.concatenate([p.err_scale for p in parts]),
-                       flux_tilt=np.concatenate([p.flux_tilt for p in parts]), tilt_shape=parts[0].tilt_shape)
-
-
-def _concat_truth(sims):
-    """Truth needed by the oracle: the population of every object, concatenated."""
-    from ..simulation.population import Population
-    pops = [s.population for s in sims]
-    return Population(**{k: np.concatenate([getattr(p, k) for p in pops]) for k in pops[0].__dict__})
 
 
 def parser():

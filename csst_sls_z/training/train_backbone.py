@@ -1,4 +1,4 @@
-"""Train the CNN backbone: softmax over redshift bins (default) or the paper's log-cosh.
+"""Train the CNN backbone on its configuration's objective (``network.objectives``).
 
 Adam with a cosine learning-rate decay over a wall-clock budget; the weights with the
 best validation loss are kept (and checkpointed, so an interrupted run resumes).
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ..network.backbone import build_backbone, smoothed_labels, z_from_output
+from ..network.loader import build_network
+from ..network.objectives import per_example_loss, z_from_output
 from .metrics import outlier_fraction, sigma_nmad
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,6 @@ def _prefetch(gen, depth=3):
     threading.Thread(target=work, daemon=True).start()
     while True:
         yield q.get()
-
-
-def per_example_loss(cfg, output, z):
-    if cfg.objective == "zbins":
-        labels = smoothed_labels(cfg, z)
-        return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=output)
-    d = output[:, 0] - tf.cast(z, tf.float32)
-    # log(cosh(d)) written stably.
-    return d + tf.nn.softplus(-2.0 * d) - math.log(2.0)
 
 
 def loss_fn(cfg, output, z):
@@ -111,7 +103,7 @@ def train_backbone(cfg, batches, x_val, z_val, budget_s: float, ckpt_dir: Path, 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or training_strategy()
     with strategy.scope():
-        model = build_backbone(cfg)
+        model = build_network(cfg, head=False).backbone
         opt = tf.keras.optimizers.Adam(learning_rate=lr)
         # Slots made now, under the strategy, not lazily inside the replicated step.
         opt.build(model.trainable_variables)

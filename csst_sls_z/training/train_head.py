@@ -8,13 +8,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ..network.head import BNNHead
+from ..network.loader import build_network
+from ..network.objectives import z_from_output
 
 log = logging.getLogger(__name__)
 
 
 def extract_features(backbone, cfg, x, batch=512):
-    from ..network.backbone import z_from_output
     feats, zc = [], []
     f = tf.function(lambda xb: backbone(xb, training=False), reduce_retracing=True)
     for s in range(0, x.shape[0], batch):
@@ -28,9 +28,8 @@ def train_head(cfg, feats, z_cnn, z_true, budget_s: float, seed: int = 0, batch_
                lr: float = 1e-3, progress: bool = True):
     from tqdm import tqdm
     tf.random.set_seed(seed)
-    head = BNNHead(cfg)
+    head = build_network(cfg, backbone=False).head
     n = feats.shape[0]
-    head(tf.zeros((2, feats.shape[1])), tf.zeros((2,)), training=False)
     opt = tf.keras.optimizers.Adam(learning_rate=lr)
 
     @tf.function(reduce_retracing=True)

@@ -83,9 +83,21 @@ def parse_families(text: str) -> dict:
     return out
 
 
-def make_family(name: str, sedlib, **options) -> SEDFamily:
+def family_class(name: str) -> type:
     module, cls = FAMILIES[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(sedlib, **options)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def make_family(name: str, sedlib, **options) -> SEDFamily:
+    return family_class(name)(sedlib, **options)
+
+
+def refuse_check_only(names):
+    """Raise where a family reserved for independent checks would be trained on."""
+    reserved = [n for n in names if family_class(n).check_only]
+    if reserved:
+        raise ValueError(f"the SED family {', '.join(reserved)} is reserved for independent checks: "
+                         "never train on it (use it only to test a finished reference set)")
 
 
 class FamilySet:
@@ -115,11 +127,7 @@ class FamilySet:
         return tuple(self.families)
 
     def refuse_check_only(self):
-        """Raise where a family reserved for independent checks would be trained on."""
-        reserved = [n for n, f in self.families.items() if f.check_only]
-        if reserved:
-            raise ValueError(f"the SED family {', '.join(reserved)} is reserved for independent checks: "
-                             "never train on it (use it only to test a finished reference set)")
+        refuse_check_only(self.names)
 
     def only(self, name) -> "FamilySet":
         """This set reduced to one of its families (the same objects, so a library loads once)."""
