@@ -336,7 +336,7 @@ def bench_bnn(refdir, x: np.ndarray, n_naive: int, n_samples: int = 200, repeats
     baseline); ``Sampler.predict_naive`` (eager head calls) is timed too, and both are checked
     against ``Sampler.predict`` (``eager=False`` skips the slow eager run)."""
     from csst_sls_z.network.loader import load_sampler
-    from csst_sls_z.reference import load_reference_set
+    from csst_sls_z.reffiles.sets import load_reference_set
     refset = load_reference_set(refdir, required=("backbone", "bnnhead"))
     sampler, cfg = load_sampler(refset, n_samples, 0)
     xs = np.ascontiguousarray(x[:n_naive])

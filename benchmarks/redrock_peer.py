@@ -175,7 +175,7 @@ def fit_fallback(product, grid, instrument, sedlib, n_max=None) -> dict:
 
 
 def run_peer(product, reference_dir=None, n_max=None, procs=1, dlog10z=DLOG10Z, allow_fallback=True) -> dict:
-    from csst_sls_z.refdata import grid_from_instrument
+    from csst_sls_z.reffiles.tables import grid_from_instrument
     from csst_sls_z.simulation import load_models
     instrument, sedlib, _ = load_models(reference_dir)
     grid = grid_from_instrument(instrument)

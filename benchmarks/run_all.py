@@ -82,7 +82,7 @@ def verdict(ok: bool, quick: bool) -> str:
 # ----------------------------------------------------------------------------- reference sets
 def stage_reference(explicit=None):
     """(directory, is_trained, label) of the set the accuracy comparison should use."""
-    from csst_sls_z.reference import read_manifest, resolve_reference_dir
+    from csst_sls_z.reffiles.sets import read_manifest, resolve_reference_dir
     try:
         d = resolve_reference_dir(explicit)
         man = read_manifest(d)
@@ -157,7 +157,7 @@ def run(args) -> dict:
     t_all = time.perf_counter()
 
     # --- products (no TensorFlow needed)
-    from csst_sls_z.refdata import grid_from_instrument
+    from csst_sls_z.reffiles.tables import grid_from_instrument
     from csst_sls_z.simulation import load_models, simulate_products
     instrument, sedlib, _ = load_models()
     grid = grid_from_instrument(instrument)

@@ -161,7 +161,7 @@ def process_one(input_path: str, out_path: str, params: dict) -> dict:
 
     Returns a summary row (dict). Never raises for a bad input: the reason is in the row.
     """
-    from .reference import sha256_file
+    from .reffiles.sets import sha256_file
     t0 = time.time()
     out = Path(out_path)
     row = {"input": str(input_path), "output": str(out_path), "action": "failed", "status": "ERROR",
@@ -434,8 +434,8 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
 
 def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler_address, client, progress,
                       log_level, stage_params) -> BatchResult:
-    from .reference import resolve_reference_dir
-    from .reffile import ReferenceFileError
+    from .reffiles.sets import resolve_reference_dir
+    from .reffiles.header import ReferenceFileError
     from .stage import RedshiftStage, output_paths
     paths = expand_inputs(inputs, output_dir)
     if not paths:

@@ -278,8 +278,8 @@ def _spectra(path: Path, objids, reference_dir):
     from .products import ProductError, open_product
     grid = None
     try:
-        from .refdata import load_wavegrid
-        from .reference import load_reference_set
+        from .reffiles.tables import load_wavegrid
+        from .reffiles.sets import load_reference_set
         grid = load_wavegrid(load_reference_set(reference_dir, required=("wavegrid",)).path("wavegrid"))
     except Exception:     # no usable reference set: show the native pixels instead
         grid = None

@@ -1,7 +1,7 @@
 """ZWARN: every rule that sets a bit, in one place.
 
 The bits and their meanings are ``datamodel.ZWarn`` / ``ZWARN_MEANINGS``; the numbers the
-rules compare against are the ``thresholds`` reference file (``refdata.Thresholds``). What
+rules compare against are the ``thresholds`` reference file (``reffiles.tables.Thresholds``). What
 the rules read about each object is one record, :class:`ZwarnInputs`. A new bit is a member
 of ``ZWarn`` with its meaning, and its rule here (with a field of ``ZwarnInputs`` if it needs
 a new measurement).

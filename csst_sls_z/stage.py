@@ -33,7 +33,7 @@ def input_cards(path, sha256: str | None = None) -> list[tuple[str, object, str]
     """The input product's identity, so an output can be traced to (and checked against) its input.
 
     ``sha256``: the digest of the file as opened (``ProductReader.sha256``), else the path is hashed."""
-    from .reference import sha256_file
+    from .reffiles.sets import sha256_file
     # FITS headers hold ASCII only: a non-ASCII file name is kept with backslash escapes.
     name = Path(path).name.encode("ascii", "backslashreplace").decode("ascii")
     return [(KW_INPUT_NAME, name[:68], "input product"),
@@ -138,8 +138,8 @@ class RedshiftStage:
     def load_references(self):
         """Validate (sha256, schema) and load every reference file, before any spectrum is read."""
         if self._refs is None:
-            from .reference import load_reference_set
-            from .refdata import load_calibration, load_thresholds, load_wavegrid
+            from .reffiles.sets import load_reference_set
+            from .reffiles.tables import load_calibration, load_thresholds, load_wavegrid
             refset = load_reference_set(self.params["reference_dir"], required=self.reference_types,
                                         overrides=self.params["reference_overrides"])
             for reftype in self.reference_types:
@@ -155,7 +155,7 @@ class RedshiftStage:
             self._sampler, cfg = load_sampler(self.load_references()["set"], int(self.params["samples"]),
                                               int(self.params["seed"]))
             if cfg.input_length != self.load_references()["grid"].length:
-                from .reffile import ReferenceFileError
+                from .reffiles.header import ReferenceFileError
                 raise ReferenceFileError(
                     f"backbone expects {cfg.input_length} input pixels, the wavegrid file has "
                     f"{self.load_references()['grid'].length}")
@@ -260,7 +260,7 @@ class RedshiftStage:
     def run(self, inputs, output) -> StageResult:
         """Process ``inputs`` (paths); ``output`` is a file (one input) or a directory."""
         from .products import ProductError
-        from .reffile import ReferenceFileError
+        from .reffiles.header import ReferenceFileError
         inputs = [Path(p) for p in inputs]
         t0 = time.time()
         try:

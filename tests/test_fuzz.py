@@ -459,7 +459,7 @@ def base(sim_product):
 
 @pytest.fixture(scope="module")
 def refs(dummy_refset):
-    from csst_sls_z.refdata import load_thresholds, load_wavegrid
+    from csst_sls_z.reffiles.tables import load_thresholds, load_wavegrid
     return load_wavegrid(dummy_refset / "wavegrid.fits"), load_thresholds(dummy_refset / "thresholds.fits")
 
 

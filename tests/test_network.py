@@ -36,7 +36,7 @@ def test_z_from_output_uses_the_recorded_objective():
 def test_weights_round_trip_and_shape_mismatch(tmp_path):
     from csst_sls_z.network.backbone import build_backbone
     from csst_sls_z.network.weights import load_weights, read_config, save_weights
-    from csst_sls_z.reffile import ReferenceFileError
+    from csst_sls_z.reffiles.header import ReferenceFileError
     cfg = replace(CONFIGS["smoke"], input_length=100)
     a = build_backbone(cfg)
     save_weights(a, tmp_path / "b.fits", "backbone", cfg, "DUMMY", "test weights")
@@ -77,7 +77,7 @@ def test_a_new_objective_is_one_registry_entry(monkeypatch):
 def test_one_builder_checks_the_head_against_the_backbone(tmp_path):
     from csst_sls_z.network.loader import build_network
     from csst_sls_z.network.weights import save_weights
-    from csst_sls_z.reffile import ReferenceFileError
+    from csst_sls_z.reffiles.header import ReferenceFileError
     cfg = replace(CONFIGS["smoke"], input_length=64)
     backbone, head, _ = build_network(cfg)
     save_weights(backbone, tmp_path / "b.fits", "backbone", cfg, "DUMMY", "test backbone")

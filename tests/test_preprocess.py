@@ -112,8 +112,8 @@ def test_the_grid_carries_the_input_convention_numbers():
 def test_wavegrid_file_records_its_numbers_and_old_files_load_with_defaults(tmp_path, monkeypatch):
     from astropy.io import fits
     from dataclasses import replace
-    from csst_sls_z.refdata import load_wavegrid, write_wavegrid
-    from csst_sls_z.reffile import ReferenceFileError
+    from csst_sls_z.reffiles.tables import load_wavegrid, write_wavegrid
+    from csst_sls_z.reffiles.header import ReferenceFileError
     new = replace(GRID, min_cover=0.6, max_rel_err=15.0)
     write_wavegrid(tmp_path / "w.fits", new, "DUMMY")
     assert load_wavegrid(tmp_path / "w.fits") == new
@@ -128,7 +128,7 @@ def test_wavegrid_file_records_its_numbers_and_old_files_load_with_defaults(tmp_
     with fits.open(tmp_path / "old.fits") as hdul:
         hdul[0].header["SCHEMAV"] = 2
         hdul.writeto(tmp_path / "v2.fits", checksum=True)
-    monkeypatch.setattr("csst_sls_z.reffile.REFFILE_SCHEMA_VERSION", 2)
+    monkeypatch.setattr("csst_sls_z.reffiles.header.REFFILE_SCHEMA_VERSION", 2)
     with pytest.raises(ReferenceFileError, match="lacks 'MINCOVER'"):
         load_wavegrid(tmp_path / "v2.fits")
 
@@ -136,7 +136,7 @@ def test_wavegrid_file_records_its_numbers_and_old_files_load_with_defaults(tmp_
 def test_shipped_sets_load_with_the_numbers_they_were_made_with():
     from pathlib import Path
     from csst_sls_z.network.weights import read_config
-    from csst_sls_z.refdata import load_wavegrid
+    from csst_sls_z.reffiles.tables import load_wavegrid
     root = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0003"
     grid = load_wavegrid(root / "wavegrid.fits")
     assert (grid.min_cover, grid.max_rel_err) == (0.5, 20.0)

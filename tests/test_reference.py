@@ -8,9 +8,9 @@ import pytest
 from astropy.io import fits
 
 from csst_sls_z.datamodel import ENV_REFERENCE_DIR, REF_HEADER_KEYS
-from csst_sls_z.reference import (SHIPPED_ROOT, load_reference_set, next_set_dir, resolve_reference_dir,
+from csst_sls_z.reffiles.sets import (SHIPPED_ROOT, load_reference_set, next_set_dir, resolve_reference_dir,
                                   shipped_set_dir, write_manifest)
-from csst_sls_z.reffile import ReferenceFileError
+from csst_sls_z.reffiles.header import ReferenceFileError
 
 
 def test_lookup_order(tmp_path, monkeypatch, dummy_refset):
@@ -64,7 +64,7 @@ def test_wrong_reftype_refused(tmp_path, dummy_refset):
     shutil.copy(bad / "calibration.fits", bad / "thresholds.fits")
     files = {e["reftype"]: e["name"] for e in json.loads((bad / "manifest.json").read_text())["files"]}
     write_manifest(bad, files, "DUMMY")
-    from csst_sls_z.refdata import load_thresholds
+    from csst_sls_z.reffiles.tables import load_thresholds
     with pytest.raises(ReferenceFileError, match="REFTYPE='calibration', expected 'thresholds'"):
         load_thresholds(load_reference_set(bad).path("thresholds"))
 
@@ -89,7 +89,7 @@ def _flip_one_bit(path):
 def test_override_is_validated_like_any_reference_file(tmp_path, dummy_refset, monkeypatch):
     """Issue 16 case 8: an override has no manifest entry, so it is checked on its own: REFTYPE,
     schema version and the CHECKSUM/DATASUM of every HDU (present, and holding)."""
-    from csst_sls_z.reference import sha256_file
+    from csst_sls_z.reffiles.sets import sha256_file
     good = tmp_path / "backbone_copy.fits"
     shutil.copy(dummy_refset / "backbone.fits", good)
     refset = load_reference_set(dummy_refset, overrides={"backbone": good})

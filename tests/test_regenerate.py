@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from csst_sls_z.reference import load_reference_set
+from csst_sls_z.reffiles.sets import load_reference_set
 
 
 @pytest.fixture(scope="module")

@@ -540,7 +540,7 @@ def wrong_shape_set(dummy_refset, tmp_path_factory):
     import json as _json
     from csst_sls_z.network.backbone import build_backbone
     from csst_sls_z.network.weights import read_config, save_weights
-    from csst_sls_z.reference import write_manifest
+    from csst_sls_z.reffiles.sets import write_manifest
     out = tmp_path_factory.mktemp("wrongshape") / "set"
     shutil.copytree(dummy_refset, out)
     cfg = read_config(out / "backbone.fits", "backbone")

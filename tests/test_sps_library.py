@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from csst_sls_z.reffile import ReferenceFileError
+from csst_sls_z.reffiles.header import ReferenceFileError
 from csst_sls_z.simulation import sps_library as S
 from csst_sls_z.simulation.sedlib import rest_grid
 

@@ -158,8 +158,8 @@ def test_backbone_once_is_exact(dummy_refset, product_copy):
     from csst_sls_z.network.loader import load_sampler
     from csst_sls_z.products import open_product
     from csst_sls_z.preprocess import preprocess_bands
-    from csst_sls_z.refdata import load_wavegrid
-    from csst_sls_z.reference import load_reference_set
+    from csst_sls_z.reffiles.tables import load_wavegrid
+    from csst_sls_z.reffiles.sets import load_reference_set
     refset = load_reference_set(dummy_refset)
     sampler, cfg = load_sampler(refset, n_samples=12, seed=5, batch=8)
     with open_product(product_copy) as reader:
@@ -235,7 +235,7 @@ def test_provenance_keywords_are_the_datamodel_names(dummy_refset):
 
 
 def _thresholds(**kw):
-    from csst_sls_z.refdata import Thresholds
+    from csst_sls_z.reffiles.tables import Thresholds
     return Thresholds(low_snr=1.0, large_zerr=0.1, ood_max=5.0, ood_mean=np.zeros(2), ood_precision=np.eye(2),
                       z_min=0.0, z_max=1.6, **kw)
 
@@ -258,8 +258,8 @@ def test_zwarn_rules_read_one_record():
 
 def test_thresholds_without_min_coverage_load_with_the_schema_default(dummy_refset, tmp_path):
     """Sets written before LITCOVER was stored (schema 1) load with the value then in the code."""
-    from csst_sls_z.refdata import THRESHOLDS_SCHEMA_DEFAULTS, load_thresholds, write_thresholds
-    from csst_sls_z.reffile import ReferenceFileError
+    from csst_sls_z.reffiles.tables import THRESHOLDS_SCHEMA_DEFAULTS, load_thresholds, write_thresholds
+    from csst_sls_z.reffiles.header import ReferenceFileError
     path = tmp_path / "thresholds.fits"
     write_thresholds(path, _thresholds(min_coverage=0.3), "DUMMY")
     assert load_thresholds(path).min_coverage == 0.3

@@ -30,7 +30,7 @@ def build_network(cfg=None, backbone_file=None, head_file=None, *, backbone: boo
     (``None`` in the result).
     """
     import tensorflow as tf
-    from ..reffile import ReferenceFileError
+    from ..reffiles.header import ReferenceFileError
     from .backbone import build_backbone
     from .head import BNNHead
     from .weights import load_weights, read_config

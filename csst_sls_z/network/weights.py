@@ -11,7 +11,7 @@ import json
 import numpy as np
 from astropy.io import fits
 
-from ..reffile import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
+from ..reffiles.header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 from .config import NetworkConfig
 
 

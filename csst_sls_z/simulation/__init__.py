@@ -26,7 +26,7 @@ CHUNK = 2000      # objects per random-number chunk of a product file
 
 def load_models(refdir=None, overrides=None):
     """The instrument and SED library of a reference set."""
-    from ..reference import load_reference_set
+    from ..reffiles.sets import load_reference_set
     refset = load_reference_set(refdir, required=("instrument", "sedlib"), overrides=overrides)
     return load_instrument(refset.path("instrument")), load_sedlib(refset.path("sedlib")), refset
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..reference import write_manifest
+from ..reffiles.sets import write_manifest
 from .instrument import build_instrument_file
 from .sedlib import build_sedlib_file
 

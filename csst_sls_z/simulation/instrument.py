@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..reffile import open_reference_file, reference_header, write_fits_atomic
+from ..reffiles.header import open_reference_file, reference_header, write_fits_atomic
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,6 @@ def load_instrument(path: Path) -> Instrument:
                 throughput=np.array(tp["SENSITIVITY"], dtype=float))
     missing = set(INSTRUMENT_PARAMETERS) - set(params)
     if missing:
-        from ..reffile import ReferenceFileError
+        from ..reffiles.header import ReferenceFileError
         raise ReferenceFileError(f"instrument file {path} lacks parameters {sorted(missing)}")
     return Instrument(bands=bands, params=params, path=str(path))

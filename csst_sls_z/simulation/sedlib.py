@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 from scipy.ndimage import gaussian_filter1d
 
-from ..reffile import open_reference_file, reference_header, write_fits_atomic
+from ..reffiles.header import open_reference_file, reference_header, write_fits_atomic
 
 log = logging.getLogger(__name__)
 

@@ -83,7 +83,7 @@ def simulation_options(args):
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
-    from ..reffile import ReferenceFileError
+    from ..reffiles.header import ReferenceFileError
     from . import load_models, simulate_products
     from .families import DEFAULT_FAMILIES, FamilySet, FamilyUnavailable
     for name in ("mask_run_prob", "missing_band_prob"):

@@ -67,7 +67,7 @@ from astropy.io import fits
 from scipy.special import erf
 
 from ..datamodel import REFTYPES
-from ..reffile import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
+from ..reffiles.header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 from .sedlib import LOG_STEP, SMOOTH_R, _reduce, rest_grid
 
 log = logging.getLogger(__name__)

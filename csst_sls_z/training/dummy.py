@@ -20,8 +20,8 @@ def write_dummy_set(out_dir: Path, source_refdir=None, network: str = "smoke", s
     from ..network.config import CONFIGS
     from ..network.loader import build_network
     from ..network.weights import save_weights
-    from ..refdata import Thresholds, grid_from_instrument, write_calibration, write_thresholds, write_wavegrid
-    from ..reference import write_manifest
+    from ..reffiles.tables import Thresholds, grid_from_instrument, write_calibration, write_thresholds, write_wavegrid
+    from ..reffiles.sets import write_manifest
     from ..simulation import load_models
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,7 @@ def point_metrics(z_pred, z_true):
 def evaluate(regen) -> dict:
     """All metrics and figures for a Regeneration whose calibrate step is done."""
     from ..calibration import calibrated_summary
-    from ..refdata import load_calibration
+    from ..reffiles.tables import load_calibration
     from .data import BatchMaker
     from .figures import make_figures
     t0 = time.time()

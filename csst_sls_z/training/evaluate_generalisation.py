@@ -84,7 +84,7 @@ def predict_and_flag(regen, data, seed):
     """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet."""
     from ..calibration import calibrated_summary
     from ..quality import ZwarnInputs, zwarn_bits
-    from ..refdata import load_calibration, load_thresholds
+    from ..reffiles.tables import load_calibration, load_thresholds
     from .data import BatchMaker
     from ..preprocess import normalise
     maker = BatchMaker(data, seed=seed)

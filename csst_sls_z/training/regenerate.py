@@ -175,7 +175,7 @@ class Regeneration:
     def cfg(self):
         """The network configuration, its input length that of the instrument's grid."""
         from ..network.config import CONFIGS
-        from ..refdata import grid_from_instrument
+        from ..reffiles.tables import grid_from_instrument
         return replace(CONFIGS[self.rc.network], input_length=grid_from_instrument(self.instrument).length)
 
     def families(self, only=None):
@@ -282,7 +282,7 @@ def parser():
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
-    from ..reffile import ReferenceFileError
+    from ..reffiles.header import ReferenceFileError
     if (args.out / "manifest.json").exists():
         print(f"csst-sls-z regenerate: error: {args.out} already holds a finished reference set; "
               "sets are never edited in place, choose a new --out", file=sys.stderr)

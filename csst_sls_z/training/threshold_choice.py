@@ -57,7 +57,7 @@ def choose_thresholds(z, zerr, z_true, snr_gi, val_features, train_features, z_m
     z, zerr: calibrated Z and ZERR of the validation objects; z_true, snr_gi: theirs;
     val_features: their backbone features; train_features: the training feature sample.
     """
-    from ..refdata import Thresholds
+    from ..reffiles.tables import Thresholds
     rel_err = zerr / (1 + z)
     low_snr = choose_low_snr(z, z_true, snr_gi)
     large = choose_large_zerr(z, z_true, rel_err)

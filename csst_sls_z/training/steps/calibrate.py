@@ -25,7 +25,7 @@ def calibration_weights(regen, z_true):
 
 def run(regen):
     from ...calibration import calibrated_summary, effective_sample_size, fit_beta, fit_scale
-    from ...refdata import write_calibration, write_thresholds
+    from ...reffiles.tables import write_calibration, write_thresholds
     from ..threshold_choice import choose_thresholds
     from .head import train_feature_sample
     from .predict import predict_set

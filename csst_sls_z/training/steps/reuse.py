@@ -18,7 +18,7 @@ STALE = ("train_features_sample.npy", "pred_val.npz", "pred_test.npz")
 
 def adopt_network(regen, refdir: Path):
     from ...network.weights import read_config
-    from ...reference import load_reference_set
+    from ...reffiles.sets import load_reference_set
     refdir = Path(refdir)
     refset = load_reference_set(refdir)
     manifest = json.loads((refdir / "manifest.json").read_text())

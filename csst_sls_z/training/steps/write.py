@@ -15,8 +15,8 @@ def run(regen):
     from ... import __version__
     from ...tfenv import import_tensorflow
     tf = import_tensorflow()
-    from ...reference import write_manifest
-    from ...refdata import grid_from_instrument, write_wavegrid
+    from ...reffiles.sets import write_manifest
+    from ...reffiles.tables import grid_from_instrument, write_wavegrid
     out = regen.out
     files = {}
     for reftype in TRAINED:

@@ -20,15 +20,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .durable import TempFile
-from .datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
+from .. import __version__
+from ..durable import TempFile
+from ..datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
                         MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
-from .reffile import ReferenceFileError, verify_reference_file
+from .header import ReferenceFileError, verify_reference_file
 
 log = logging.getLogger(__name__)
 
-SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "reference_files"
+SHIPPED_ROOT = Path(__file__).resolve().parents[2] / "reference_files"
 CURRENT_NAME = "CURRENT"
 SET_PREFIX = "csst_sls_z_"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from . import __version__
-from .durable import TempFile
-from .datamodel import PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES
+from .. import __version__
+from ..durable import TempFile
+from ..datamodel import PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES
 
 DEFAULT_AUTHOR = "csst_sls_z developers"
 

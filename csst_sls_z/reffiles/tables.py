@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
-from .calibration import BetaCalibration, ScaleCalibration
-from .preprocess import WaveGrid
-from .reffile import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
+from ..calibration import BetaCalibration, ScaleCalibration
+from ..preprocess import WaveGrid
+from .header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 
 
 def write_wavegrid(path, grid: WaveGrid, pedigree: str, history=(), overwrite=False):
