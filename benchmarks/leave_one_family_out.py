@@ -41,31 +41,47 @@ def train(config, families, out, args):
     return regen
 
 
-def cnn_on_family(regen, family, args):
+def cnn_on_family(regen, family, args, oracle=True):
     """Z_CNN on a nominal test set of ``family`` alone, fresh noise fixed by the seed; with the oracle."""
     from csst_sls_z.network.objectives import z_from_output
+    from csst_sls_z.preprocess import normalise
     from csst_sls_z.simulation import SimOptions
+    from csst_sls_z.simulation.simulate import band_snr
     from csst_sls_z.training.evaluate import oracle_redshifts, point_metrics
     from csst_sls_z.training.evaluate_generalisation import _simulate
     from csst_sls_z.training.data import BatchMaker
     from csst_sls_z.simulation.population import Population
     fam = regen.families(only=family)
     data, truth = _simulate(regen, args.n_test, args.seed, fam, SimOptions())
-    x, z = BatchMaker(data, seed=args.seed + 1).fixed()
+    flux, err = BatchMaker(data, seed=args.seed + 1).noisy(np.arange(len(data)))
+    ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
+    x = np.empty(flux.shape + (2,), dtype=np.float32)
+    normalise(flux, err, ok, x)
     backbone, cfg = regen.load_backbone()
     zc = np.concatenate([z_from_output(cfg, backbone(x[s:s + 512], training=False)["output"]).numpy()
-                         for s in range(0, len(z), 512)])
-    zt = z.astype(float)
-    hi = data.snr_gi > 3
+                         for s in range(0, len(data), 512)])
+    zt = data.z.astype(float)
+    gi = data.band_slices[1]
+    hi = band_snr(flux[:, gi], np.where(ok[:, gi], err[:, gi], 0.0)) > 3      # the SNR of the pixels scored
     rec = {"all": point_metrics(zc, zt), "snr_gt3": point_metrics(zc[hi], zt[hi])}
-    if args.n_oracle:
+    if oracle and args.n_oracle:
         n = min(args.n_oracle, len(zt))
-        flux, err = BatchMaker(data, seed=args.seed + 1).noisy(np.arange(n))
         sub = Population(**{k: getattr(truth, k)[:n] for k in truth.__dict__})
-        z_or = oracle_redshifts(sub, flux, err, regen.instrument, fam, cfg.z_max, progress=False)
+        z_or = oracle_redshifts(sub, flux[:n], err[:n], regen.instrument, fam, cfg.z_max, progress=False)
         rec["oracle"] = point_metrics(z_or, zt[:n])
         rec["cnn_on_oracle_subset"] = point_metrics(zc[:n], zt[:n])
     return rec
+
+
+def check_family_available(name) -> bool:
+    from csst_sls_z.simulation import load_models
+    from csst_sls_z.simulation.families import FamilySet, FamilyUnavailable
+    try:
+        FamilySet(load_models()[1], name)
+        return True
+    except FamilyUnavailable as exc:
+        log.warning("check family %s skipped: %s", name, exc)
+        return False
 
 
 def table(results) -> str:
@@ -82,6 +98,14 @@ def table(results) -> str:
                     f"{pct(al['all']['eta'])} / {al['all']['sigma_nmad']:.4f} | {ratio:.2f} | "
                     f"{pct(wo['snr_gt3']['eta'])} / {pct(al['snr_gt3']['eta'])} | "
                     + (f"{pct(o['eta'])} / {o['sigma_nmad']:.4f} (n = {o['n']}) |" if o else "- |"))
+    if results.get("check"):
+        rows += ["", f"On {results['check_family']}, the check family no network trained on:", "",
+                 "| network | eta / sigma_NMAD | GI SNR > 3 eta | bound: eta / sigma_NMAD |", "|---|---|---|---|"]
+        for name, r in results["check"].items():
+            o = r.get("oracle")
+            rows.append(f"| {name} | {pct(r['all']['eta'])} / {r['all']['sigma_nmad']:.4f} | "
+                        f"{pct(r['snr_gt3']['eta'])} | "
+                        + (f"{pct(o['eta'])} / {o['sigma_nmad']:.4f} (n = {o['n']}) |" if o else "- |"))
     return "\n".join(rows)
 
 
@@ -97,12 +121,17 @@ def run(args) -> dict:
     spec = lambda names: ",".join(f"{n}:{weights[n]}" if weights[n] else n for n in names)   # noqa: E731
     everyone = train(args.config, spec(weights), work / "ALL", args)
     results = {"config": args.config, "budget_s": args.budget_s, "n_train": args.n_train, "n_test": args.n_test,
-               "families": {}}
+               "families": {}, "check_family": args.check_family, "check": {}}
+    check = bool(args.check_family) and check_family_available(args.check_family)
     for fam in weights:
         without = train(args.config, spec([n for n in weights if n != fam]), work / f"without_{fam}", args)
-        results["families"][fam] = {"without": cnn_on_family(without, fam, args),
+        results["families"][fam] = {"without": cnn_on_family(without, fam, args, oracle=False),
                                     "all": cnn_on_family(everyone, fam, args)}
         log.info("%s: %s", fam, json.dumps(results["families"][fam]))
+        if check:
+            results["check"][f"without {fam}"] = cnn_on_family(without, args.check_family, args, oracle=False)
+    if check:
+        results["check"]["all families"] = cnn_on_family(everyone, args.check_family, args)
     results["wall_s"] = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "lofo.json").write_text(json.dumps(results, indent=1, default=float))
@@ -122,6 +151,8 @@ def parser():
     p.add_argument("--n-oracle", type=int, default=150, help="objects of each family scored by the bound (0: none)")
     p.add_argument("--sps-library-n", type=int, default=0, help="SPS library size (default: the configuration's)")
     p.add_argument("--seed", type=int, default=777, help="seed of the test sets")
+    p.add_argument("--check-family", default="FSPS_QSF12",
+                   help="a family no network trains on, scored for every network ('' to skip; skipped if absent)")
     p.add_argument("--out", type=Path, default=Path("docs/lofo"))
     p.add_argument("--progress", action="store_true")
     return p

@@ -228,11 +228,16 @@ def test_calibration_variants_runs_on_cached_predictions(tmp_path):
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
-def test_leave_one_family_out_has_one_row_per_family(tmp_path):
+def test_leave_one_family_out_has_one_row_per_family(tmp_path, monkeypatch):
     """The leave-one-family-out benchmark at a tiny size: one network per left-out family plus the
-    all-families one, each scored on the left-out family; the table has one row per family."""
+    all-families one, each scored on the left-out family; the table has one row per family.
+    Every network is also scored on the check family (here stand-in templates) none trained on."""
     sys.path.insert(0, str(BENCH))
     import leave_one_family_out as lofo
+    from csst_sls_z.simulation.families.fsps_check import ENV_TEMPLATE_DIR
+    from test_families import _fake_fsps_templates
+    (tmp_path / "fsps").mkdir()
+    monkeypatch.setenv(ENV_TEMPLATE_DIR, str(_fake_fsps_templates(tmp_path / "fsps")))
     argv = ["--config", "smoke", "--budget-s", "3", "--n-train", "600", "--n-val", "100", "--n-test", "40",
             "--n-oracle", "2", "--sps-library-n", "60", "--out", str(tmp_path)]
     assert lofo.main(argv) == 0
@@ -247,3 +252,5 @@ def test_leave_one_family_out_has_one_row_per_family(tmp_path):
         assert fam not in cfg["families"] and len(cfg["families"].split(",")) == 2
     md = (tmp_path / "lofo.md").read_text()
     assert sum(line.startswith(f"| {f} |") for f in res["families"] for line in md.splitlines()) == 3
+    assert set(res["check"]) == {"all families"} | {f"without {f}" for f in res["families"]}
+    assert res["check"]["all families"]["oracle"]["n"] == 2 and "FSPS_QSF12" in md
