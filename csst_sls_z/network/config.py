@@ -61,7 +61,7 @@ class NetworkConfig:
 CONFIGS = {
     # The published architecture: widths 64-512, kernel 7 (Zhou et al. 2024).
     "paper": NetworkConfig(name="paper", widths=(64, 64, 128, 128, 256, 256, 512, 512)),
-    # Compact: trains on two cores (docs/validation.md, ../design/training.md).
+    # Compact: trains on two cores (docs/validation.md, docs/generalisation.md).
     "cpu": NetworkConfig(name="cpu"),
     # The cpu network with 640 bins equal in ln(1 + z) (0.0015 wide): bins 2.7 to 1.0 times
     # finer than cpu's 0.004 in z, for the precision at high SNR (docs/validation.md).
