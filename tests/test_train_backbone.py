@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
         while True:
             yield make(64)
     x_val, z_val = make(128)
-    model, history = train_backbone(cfg, stream(), x_val, z_val, budget_s=12, ckpt_dir=sys.argv[1],
+    model, history = train_backbone(cfg, stream(), x_val, z_val, budget_s=20, ckpt_dir=sys.argv[1],
                                     batch_size=64, eval_every_s=2, progress=False, strategy=mirrored)
     kernel = model.get_layer("stem_conv").kernel
     replicas = [v.numpy() for v in mirrored.experimental_local_results(kernel)]
