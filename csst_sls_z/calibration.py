@@ -86,6 +86,11 @@ a biased mean; Beta calibration (through c and a != b) can.
 ``reliability_curve`` follows the authors' reliability diagram (paper Fig. 10):
 expected confidence level of the central interval against the observed fraction
 of truths inside it.
+
+``TemperatureCalibration`` / ``fit_temperature`` calibrate the other distribution the stage
+writes, the binned p(z) of a ``zbins`` network (issue 15, docs/pz.md): softmax(logits / T),
+T fitted on the validation set by the log-score of the true bin (notes at the end of this
+module). ``cdf`` of the two Gaussian calibrations gives the p(z) of a ``logcosh`` set.
 """
 from __future__ import annotations
 
@@ -213,6 +218,13 @@ class BetaCalibration:
         """
         return _gaussian_quantiles(mean, sigma, self._inverse_x(q))
 
+    def cdf(self, mean, sigma, z):
+        """The calibrated CDF of z, G(Phi((z - mean) / sigma)), from the standardised residual so the
+        tails keep their precision; broadcasts like numpy (the p(z) of a logcosh set, ``pz.py``)."""
+        mean, sigma, z = (np.asarray(v, dtype=float) for v in (mean, sigma, z))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return expit(self._logit_map_x((z - mean) / sigma))
+
     def to_dict(self) -> dict:
         return {"kind": "beta", "a": float(self.a), "b": float(self.b), "c": float(self.c),
                 "scale": float(self.scale)}
@@ -249,6 +261,12 @@ class ScaleCalibration:
         return _gaussian_quantiles(mean, self.scale * np.asarray(sigma, dtype=float),
                                    ndtri(np.asarray(q, dtype=float)))
 
+    def cdf(self, mean, sigma, z):
+        """The calibrated CDF of z, Phi((z - mean) / (scale * sigma)); broadcasts like numpy."""
+        mean, sigma, z = (np.asarray(v, dtype=float) for v in (mean, sigma, z))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ndtr((z - mean) / (self.scale * sigma))
+
     def to_dict(self) -> dict:
         return {"kind": "scale", "scale": float(self.scale)}
 
@@ -269,6 +287,8 @@ def calibration_from_dict(d: dict):
         return BetaCalibration.from_dict(d)
     if kind == "scale":
         return ScaleCalibration.from_dict(d)
+    if kind == "temperature":
+        return TemperatureCalibration.from_dict(d)
     raise ValueError(f"unknown calibration kind {kind!r}")
 
 
@@ -453,3 +473,116 @@ def reliability_curve(F_values, n_bins: int = 20, kind: str = "central"):
     else:
         raise ValueError(f"unknown reliability kind {kind!r} (use 'central' or 'cdf')")
     return expected, observed.astype(float)
+
+
+# ----------------------------------------------------------------------------- p(z): temperature
+# The calibration of the binned p(z) (issue 15, docs/pz.md). A network trained with the ``zbins``
+# objective gives a softmax over its redshift bins; its width is whatever the cross-entropy
+# against labels smoothed one bin wide made it, which is not a calibrated probability.
+# Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks", ICML)
+# divides the logits by one number T > 0 fitted on the validation set:
+#
+#     p_T(i) = exp(l_i / T) / sum_j exp(l_j / T)  =  p(i)^(1/T) / sum_j p(j)^(1/T).
+#
+# For every object the map p(i) -> p_T(i) is strictly increasing in p(i) (the order of the bins
+# by probability, hence every mode, is kept) and T > 1 widens p(z), T < 1 narrows it; T = 1 is
+# the identity. T is fitted by the (weighted) mean negative log-likelihood of the bin holding
+# the true redshift, a proper scoring rule: the T that minimises it makes the probabilities
+# honest on average over the validation set. One parameter cannot fix a biased or mis-shaped
+# p(z); it fixes the width, which is the common failure (docs/pz.md says what else was weighed).
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)    # the fit searches ln T between the logs of these
+
+
+def _log_softmax(logits, temperature: float = 1.0):
+    """log p_T, rows of ``logits`` (float64); a row with a non-finite logit gives NaN."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    with np.errstate(invalid="ignore"):
+        z = z - np.max(z, axis=-1, keepdims=True)
+        return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class TemperatureCalibration:
+    """p(z) = softmax(logits / temperature) over the network's bins (module notes above)."""
+
+    temperature: float
+
+    IDENTITY: ClassVar["TemperatureCalibration"]
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperature", float(self.temperature))
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+
+    @classmethod
+    def identity(cls) -> "TemperatureCalibration":
+        return cls(1.0)
+
+    def probabilities(self, logits) -> np.ndarray:
+        """(N, B) float64 rows that sum to 1: softmax(logits / T); NaN rows where a logit is not finite."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            p = np.exp(_log_softmax(logits, self.temperature))
+        bad = ~np.all(np.isfinite(np.asarray(logits, dtype=np.float64)), axis=-1)
+        p[bad] = np.nan
+        return p
+
+    def map_probabilities(self, p) -> np.ndarray:
+        """The same map applied to probabilities instead of logits: p^(1/T), renormalised per row."""
+        return self.probabilities(_log_or_floor(np.asarray(p, dtype=np.float64)))
+
+    def to_dict(self) -> dict:
+        return {"kind": "temperature", "temperature": float(self.temperature)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TemperatureCalibration":
+        if d.get("kind", "temperature") != "temperature":
+            raise ValueError(f"not a temperature calibration: kind={d.get('kind')!r}")
+        return cls(float(d["temperature"]))
+
+
+TemperatureCalibration.IDENTITY = TemperatureCalibration.identity()
+
+
+def _log_or_floor(p):
+    """ln p with zeros at the smallest float64 log, so a zero stays (numerically) zero after the map."""
+    tiny = np.finfo(np.float64).tiny
+    return np.log(np.maximum(p, tiny))
+
+
+def fit_temperature(logits, truth_bin, weights=None, bounds=TEMPERATURE_BOUNDS) -> TemperatureCalibration:
+    """The temperature minimising the weighted mean -ln p_T(truth bin) over a validation set.
+
+    logits: (N, B) backbone output; truth_bin: (N,) index of the bin holding the true redshift,
+    negative where the truth is off the grid (those objects are left out); weights: optional
+    per-object weights (as in ``fit_beta``: the survey's n(z) over the training one).
+    """
+    from scipy.optimize import minimize_scalar
+    logits = np.asarray(logits, dtype=np.float64)
+    truth_bin = np.asarray(truth_bin, dtype=np.int64).ravel()
+    if logits.ndim != 2 or logits.shape[0] != truth_bin.size:
+        raise ValueError(f"fit_temperature needs (N, B) logits and N truth bins, got {logits.shape} "
+                         f"and {truth_bin.size}")
+    w = np.ones(truth_bin.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    with np.errstate(invalid="ignore"):
+        ok = ((truth_bin >= 0) & (truth_bin < logits.shape[1]) & np.all(np.isfinite(logits), axis=1)
+              & np.isfinite(w) & (w > 0))
+    if ok.sum() < MIN_FIT_OBJECTS:
+        raise ValueError(f"temperature fit needs at least {MIN_FIT_OBJECTS} usable objects, got {int(ok.sum())}")
+    if (~ok).any():
+        log.warning("fit_temperature: ignoring %d of %d objects off the grid, with non-finite logits "
+                    "or no weight", int((~ok).sum()), ok.size)
+    logits, truth_bin, w = logits[ok], truth_bin[ok], w[ok] / w[ok].sum()
+    rows = np.arange(truth_bin.size)
+
+    def nll(log_t):
+        return -float(np.sum(w * _log_softmax(logits, np.exp(log_t))[rows, truth_bin]))
+
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
+    t = float(np.exp(res.x))
+    if min(abs(res.x - lo), abs(res.x - hi)) < 1e-3:
+        log.warning("fit_temperature: T = %.4g is at the edge of the search range %s", t, bounds)
+    log.info("fit_temperature on %d objects: T=%.4f (mean -ln p: %.4f at T=1, %.4f at T)",
+             truth_bin.size, t, nll(0.0), float(res.fun))
+    return TemperatureCalibration(t)

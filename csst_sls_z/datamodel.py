@@ -52,6 +52,7 @@ class Column:
     unit: str
     doc: str
     comment: str = ""   # the header comment where ``doc`` would not fit a card whole (TTYPE: 47 characters)
+    vector: bool = False  # one value per p(z) grid bin: its length is the PZ_NBIN keyword (``redshift_columns``)
 
     @property
     def header_comment(self) -> str:
@@ -80,8 +81,40 @@ REDSHIFT_COLUMNS = (
     Column("NPIX_GV", "i4", "J", "", "valid pixels used"),
     Column("NPIX_GI", "i4", "J", "", "valid pixels used"),
     Column("ZWARN", "i4", "J", "", "bitmask, 0 = usable"),
+    # Added with the p(z) (issue 15, docs/pz.md): the second solution of p(z), written whether or
+    # not the PZ column is (``--no-pz``). NaN / 0 where p(z) has no second peak.
+    Column("Z_ALT", "f4", "E", "", "second-highest mode of p(z); NaN if p(z) has one peak",
+           comment="second-highest mode of p(z), NaN if none"),
+    Column("P_ALT", "f4", "E", "", "probability in the peak of Z_ALT; 0 if p(z) has one peak, NaN if Z is NaN",
+           comment="probability in the peak of Z_ALT (0 if none)"),
 )
-REDSHIFT_DTYPE = np.dtype([(c.name, c.dtype) for c in REDSHIFT_COLUMNS])
+# Columns written unless a stage parameter leaves them out. PZ is a vector of PZ_NBIN values per
+# object on the grid the PZ_* keywords describe (``pz.PzGrid``); ``--no-pz`` leaves it out. It
+# always comes after REDSHIFT_COLUMNS, so they keep their positions either way.
+PZ_COLUMN = Column("PZ", "f4", "E", "", "p(z): probability in each bin of the PZ_* grid, each row sums to 1; "
+                   "NaN where Z is NaN", comment="probability per bin of the PZ_* grid, sums to 1",
+                   vector=True)
+OPTIONAL_REDSHIFT_COLUMNS = (PZ_COLUMN,)
+
+
+def redshift_columns(n_pz: int | None = None) -> tuple:
+    """The SLS_REDSHIFT columns of an output, in order: ``REDSHIFT_COLUMNS``, then PZ with ``n_pz``
+    values per object (its TFORM ``<n_pz>E``) when ``n_pz`` is given, else no PZ column."""
+    if n_pz is None:
+        return REDSHIFT_COLUMNS
+    if int(n_pz) < 1:
+        raise ValueError(f"a PZ column needs at least one bin, not {n_pz}")
+    from dataclasses import replace
+    return REDSHIFT_COLUMNS + (replace(PZ_COLUMN, fits_format=f"{int(n_pz)}{PZ_COLUMN.fits_format}"),)
+
+
+def redshift_dtype(n_pz: int | None = None) -> np.dtype:
+    """The numpy dtype of an SLS_REDSHIFT table (with a PZ column of ``n_pz`` values, if given)."""
+    return np.dtype([(c.name, c.dtype, (int(n_pz),)) if c.vector else (c.name, c.dtype)
+                     for c in redshift_columns(n_pz)])
+
+
+REDSHIFT_DTYPE = redshift_dtype()      # without the optional columns
 
 
 class ZWarn(enum.IntFlag):
@@ -96,6 +129,7 @@ class ZWarn(enum.IntFlag):
     LARGE_ZERR = 1 << 5
     BAD_INPUT = 1 << 6
     OUT_OF_DISTRIBUTION = 1 << 7
+    MULTIPLE_PEAKS = 1 << 8            # added with the p(z) (issue 15)
 
     @property
     def bit(self) -> int:
@@ -121,7 +155,32 @@ ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/p
     "LARGE_ZERR": "ZERR / (1 + Z) above the stored threshold",
     "BAD_INPUT": "input had to be repaired",
     "OUT_OF_DISTRIBUTION": "input unlike the training set (stored statistic)",
+    "MULTIPLE_PEAKS": "P_ALT above the stored threshold: a second solution",
 }
+KW_ZWARN_BIT = "ZWBIT"             # + 2-digit bit number: the name of that ZWARN bit (output headers)
+
+
+def zwarn_cards() -> list[tuple[str, object, str]]:
+    """One card per ZWARN bit this package sets, ``ZWBITnn = NAME / meaning``: the output says
+    what its ZWARN values mean without the documentation (40 = LARGE_ZERR + LOW_SNR)."""
+    return [(indexed_keyword(KW_ZWARN_BIT, flag.bit), flag.name, ZWARN_MEANINGS[flag.name]) for flag in ZWarn]
+
+# ---------------------------------------------------------------- p(z) keywords (docs/pz.md)
+# SLS_REDSHIFT header keywords that describe p(z): the grid of the PZ column (and of Z_ALT/P_ALT,
+# which are written with or without it) and how p(z) was made. Bin i (0-based) of PZ is centred on
+# x_i = PZ_Z0 + i * PZ_DZ in the variable PZ_SPACE ('z', or 'ln1pz' for x = ln(1 + z)) and spans
+# x_i +- PZ_DZ / 2; PZ[i] is the probability in that bin (not a density).
+KW_PZ_SPACE = "PZ_SPACE"           # 'z' or 'ln1pz'
+KW_PZ_Z0 = "PZ_Z0"                 # centre of the first bin, in PZ_SPACE
+KW_PZ_DZ = "PZ_DZ"                 # bin width, in PZ_SPACE
+KW_PZ_NBIN = "PZ_NBIN"             # number of bins (the PZ column's length)
+KW_PZ_KIND = "PZ_KIND"             # one of PZ_KINDS: what p(z) is made from
+KW_PZ_CALIBRATED = "PZ_CALIB"      # T: calibrated on the validation set; F: raw network output
+KW_PZ_METHOD = "PZ_METH"           # the calibration applied to p(z): 'temperature', 'beta', 'scale' or 'none'
+KW_PZ_TEMPERATURE = "PZ_TEMP"      # the temperature, when PZ_METH = 'temperature'
+KW_PZ_COLUMN = "PZ_COL"            # T: the PZ column is written; F: left out (--no-pz)
+PZ_SPACES = ("z", "ln1pz")
+PZ_KINDS = ("SOFTMAX", "GAUSSIAN")   # the backbone's softmax (zbins), or the BNN's Gaussian (logcosh)
 
 # ---------------------------------------------------------------- output provenance
 # Keywords of the SLS_REDSHIFT header that say how it was made (stage.provenance_cards writes
@@ -214,10 +273,11 @@ EXIT_ERROR = 1
 EXIT_NOTHING_TO_DO = 3    # "no spectra in input" / nothing to process
 
 
-def empty_redshift_table(n: int) -> np.ndarray:
-    """An SLS_REDSHIFT table of n rows with every measurement unset (NaN / 0)."""
-    table = np.zeros(n, dtype=REDSHIFT_DTYPE)
-    for col in REDSHIFT_COLUMNS:
+def empty_redshift_table(n: int, n_pz: int | None = None) -> np.ndarray:
+    """An SLS_REDSHIFT table of n rows with every measurement unset (NaN; 0 for integers),
+    with a PZ column of ``n_pz`` values per row when ``n_pz`` is given."""
+    table = np.zeros(n, dtype=redshift_dtype(n_pz))
+    for col in redshift_columns(n_pz):
         if col.dtype.startswith("f"):
             table[col.name] = np.nan
     return table

@@ -32,6 +32,7 @@ class ZwarnInputs:
     ood_distance: np.ndarray       # feature distance from the training set (NaN where not measured)
     repaired: np.ndarray | None = None          # bool: the input had to be repaired
     duplicate_objid: np.ndarray | None = None   # bool: the OBJID is repeated in the product
+    p_alt: np.ndarray | None = None             # P_ALT: probability in the second peak of p(z) (pz.py)
 
     def __len__(self) -> int:
         return int(np.asarray(self.npix_gv).size)
@@ -64,6 +65,13 @@ def zwarn_bits(inputs: ZwarnInputs, thresholds) -> np.ndarray:
             bad_input |= np.asarray(flag, dtype=bool)
     zwarn |= np.where(bad_input, int(ZWarn.BAD_INPUT), 0)
     zwarn |= np.where(ood, int(ZWarn.OUT_OF_DISTRIBUTION), 0)
+    # MULTIPLE_PEAKS: a second solution holding more than the stored P_ALT. A thresholds file without
+    # the number (every set chosen before the bit existed) disables the bit, so its ZWARN is unchanged.
+    p_alt_max = getattr(thresholds, "multiple_peaks", None)
+    if inputs.p_alt is not None and p_alt_max is not None:
+        p_alt = np.asarray(inputs.p_alt, dtype=float)
+        with np.errstate(invalid="ignore"):
+            zwarn |= np.where(np.isfinite(p_alt) & (p_alt > p_alt_max), int(ZWarn.MULTIPLE_PEAKS), 0)
     return zwarn.astype(np.int32)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from . import datamodel as dm
-from .datamodel import (KW_INPUT_NAME, KW_INPUT_SHA256, REDSHIFT_COLUMNS, StageStatus, ZWarn,
+from .datamodel import (KW_INPUT_NAME, KW_INPUT_SHA256, StageStatus, ZWarn,
                         empty_redshift_table)
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class RedshiftStage:
         Param("reference_dir", Path, None, "reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
         Param("chunk_size", int, 4096, "objects per chunk in memory", minimum=1, recorded=True),
         Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),
+        Param("no_pz", bool, False, "leave the PZ column (p(z) per object) out of SLS_REDSHIFT; Z_ALT, P_ALT and "
+              "MULTIPLE_PEAKS still come from p(z) (docs/pz.md)", recorded=True),
         Param("overwrite", bool, False, "replace existing outputs"),
         Param("ignore_checksum", bool, False, "process inputs whose FITS CHECKSUM/DATASUM fails (refused by "
               "default); the output then says INCHKSUM = 'FAILED'"),
@@ -124,6 +126,7 @@ class RedshiftStage:
         self.params = self.check_params(params)
         self._refs = None
         self._sampler = None
+        self._pz = None
 
     @classmethod
     def check_params(cls, params: dict) -> dict:
@@ -161,21 +164,45 @@ class RedshiftStage:
                     f"{self.load_references()['grid'].length}")
         return self._sampler
 
+    def pz_maker(self):
+        """How this reference set makes p(z) (``pz.PzMaker``): the network's bins, the softmax of a
+        binned objective or the calibrated Gaussian of logcosh, and the calibration file's p(z) part."""
+        if self._pz is None:
+            from .network.objectives import objective_of
+            from .pz import PzGrid, PzMaker
+            cfg = self.sampler().cfg
+            self._pz = PzMaker(PzGrid.from_config(cfg), objective_of(cfg).binned,
+                               self.load_references()["calibration"])
+        return self._pz
+
+    def pz_bins(self):
+        """Values per object of this run's PZ column; None when it is left out (``no_pz``)."""
+        return None if self.params["no_pz"] else self.pz_maker().grid.nbin
+
+    def output_cards(self):
+        """The SLS_REDSHIFT cards that describe its content: the p(z) grid and how p(z) was made
+        (``PZ_*``), and the name of every ZWARN bit (``ZWBITnn``)."""
+        return self.pz_maker().cards(column=not self.params["no_pz"]) + dm.zwarn_cards()
+
     # ------------------------------------------------------------ science on one chunk
     def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> "ChunkMeasurement":
         """The catalogue rows of one chunk (ZWARN not yet set) and what the ZWARN rules read."""
         from .calibration import calibrated_summary
         from .preprocess import preprocess_bands
+        from .pz import alternative_peaks, rows_float32
         from .quality import ZwarnInputs
         refs = self.load_references()
-        cat = empty_redshift_table(n)
+        n_pz = self.pz_bins()
+        cat = empty_redshift_table(n, n_pz)
         pp = preprocess_bands(bands, refs["grid"], n)
         cat["SNR_GV"], cat["SNR_GI"] = pp.snr["GV"], pp.snr["GI"]
         cat["NPIX_GV"], cat["NPIX_GI"] = pp.npix["GV"], pp.npix["GI"]
         measurable = (pp.npix["GV"] > 0) | (pp.npix["GI"] > 0)
         ood = np.full(n, np.nan)
         if measurable.any():
-            pred = self.sampler().predict(pp.x[measurable], chunk_index=chunk_index, return_features=True)
+            maker = self.pz_maker()
+            pred = self.sampler().predict(pp.x[measurable], chunk_index=chunk_index, return_features=True,
+                                          return_output=maker.binned)
             cal = refs["calibration"]
             calib = cal.beta if cal.method == "beta" else cal.scale
             summ = calibrated_summary(calib, pred.mean.astype(np.float64), pred.sigma.astype(np.float64))
@@ -186,9 +213,15 @@ class RedshiftStage:
             cat["Z_CNN"][measurable] = pred.z_cnn
             cat["ZERR_RAW"][measurable] = pred.sigma
             ood[measurable] = refs["thresholds"].ood_distance(pred.features.astype(np.float64))
+            # p(z) on the network's grid (pz.py): its second solution always, the column unless no_pz.
+            pz = maker(output=pred.output, mean=pred.mean.astype(np.float64), sigma=pred.sigma.astype(np.float64))
+            cat["Z_ALT"][measurable], cat["P_ALT"][measurable] = alternative_peaks(pz, maker.grid)
+            if n_pz is not None:
+                cat["PZ"][measurable] = rows_float32(pz)
         inputs = ZwarnInputs(npix_gv=pp.npix["GV"], npix_gi=pp.npix["GI"], coverage=pp.coverage,
                              snr_gi=pp.snr["GI"], z=cat["Z"], z_lo=cat["Z_LO"], z_hi=cat["Z_HI"],
-                             zerr=cat["ZERR"], ood_distance=ood, repaired=pp.repaired)
+                             zerr=cat["ZERR"], ood_distance=ood, repaired=pp.repaired,
+                             p_alt=cat["P_ALT"].astype(np.float64))
         return ChunkMeasurement(cat, inputs)
 
     # ------------------------------------------------------------ one file
@@ -205,20 +238,25 @@ class RedshiftStage:
             n = reader.n_objects
             if n == 0:
                 return {"n_objects": 0}
-            catalog = empty_redshift_table(n)
+            catalog = empty_redshift_table(n, self.pz_bins())
             catalog["OBJID"] = reader.objid
             catalog["RA"], catalog["DEC"] = reader.ra, reader.dec
             duplicate = np.isin(catalog["OBJID"], reader.duplicate_objids)
-            for c, (sl, bands) in enumerate(reader.iter_chunks(int(self.params["chunk_size"]))):
+            # ``stage.prefetch = True`` reads the next chunk in a thread while this one is measured
+            # (issue 17). Off: measured slower (fitsio holds the GIL through its reads, which stalls
+            # the thread driving TensorFlow; docs/performance.md, "Throughput").
+            chunks = reader.iter_chunks(int(self.params["chunk_size"]), prefetch=getattr(self, "prefetch", False))
+            for c, (sl, bands) in enumerate(chunks):
                 chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
-                for col in REDSHIFT_COLUMNS:
-                    if col.name not in ("OBJID", "RA", "DEC", "ZWARN"):
-                        catalog[col.name][sl] = chunk.catalog[col.name]
+                for name in catalog.dtype.names:      # REDSHIFT_COLUMNS, and PZ unless no_pz
+                    if name not in ("OBJID", "RA", "DEC", "ZWARN"):
+                        catalog[name][sl] = chunk.catalog[name]
                 catalog["ZWARN"][sl] = zwarn_bits(replace(chunk.zwarn_inputs, duplicate_objid=duplicate[sl]),
                                                   thresholds)
             counts = zwarn_counts(catalog["ZWARN"])
             status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
-            write_redshift_product(out_path, path, catalog, self.provenance_cards(status) + identity,
+            cards = self.provenance_cards(status) + self.output_cards() + identity
+            write_redshift_product(out_path, path, catalog, cards,
                                    catalog_only=bool(self.params["catalog_only"]),
                                    overwrite=bool(self.params["overwrite"]), source=reader)
         log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)

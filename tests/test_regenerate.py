@@ -174,3 +174,24 @@ def test_regeneration_refuses_to_train_on_the_check_family(tmp_path):
     from csst_sls_z.training.regenerate import Regeneration
     with pytest.raises(ValueError, match="reserved for independent checks"):
         Regeneration("smoke", tmp_path / "r", progress=False, overrides={"families": "KCORRECT:0.5,FSPS_QSF12:0.5"})
+
+
+def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
+    """Issue 15: the calibrate step fits the p(z) temperature and the MULTIPLE_PEAKS threshold
+    (with its reason), and the evaluation reports the p(z) metrics on every test set."""
+    from astropy.io import fits
+    from csst_sls_z.reffiles.tables import load_calibration, load_thresholds
+    cal = load_calibration(smoke_set / "calibration.fits")
+    assert cal.pz is not None and cal.pz.temperature > 0
+    assert load_thresholds(smoke_set / "thresholds.fits").multiple_peaks is not None
+    assert "MULTIPLE_PEAKS" in " ".join(str(h) for h in fits.getheader(smoke_set / "thresholds.fits")["HISTORY"])
+    ev = json.loads((smoke_set / "evaluation.json").read_text())
+    pz = ev["pz"]
+    assert (pz["kind"], pz["calibrated"], pz["method"]) == ("SOFTMAX", True, "temperature")
+    assert 0 <= pz["pit"]["ks"] <= 1 and sum(pz["pit"]["histogram"]) == pz["n"] > 0
+    assert set(pz["hpd_coverage"]) == {"0.68", "0.95"} and "uncalibrated" in pz
+    assert {"completeness_outliers", "flagged_good", "threshold"} <= set(pz["multiple_peaks"])
+    assert set(pz["clean_sample"]["curves"]["zerr"]["at"]) == {"0.5", "0.6", "0.7"}
+    assert (smoke_set / "figures" / "pz_nz.png").exists()
+    for rec in ev["generalisation"]["families"].values():
+        assert "ks" in rec["pz"]["pit"] and "multiple_peaks" in rec["pz"]

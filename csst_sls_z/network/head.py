@@ -54,5 +54,45 @@ class BNNHead(keras.Model):
         sigma = 1e-4 + tf.nn.softplus(raw[..., 1] + self.cfg.head_sigma_offset)
         return mu, sigma
 
+    def sample_moments(self, features, z_cnn, eps, block: int | None = None):
+        """The S-sample moments for features shared by every sample (inference only).
+
+        ``features`` (N, F) and ``z_cnn`` (N,) are one backbone pass; ``eps`` is
+        :meth:`noise` for S samples and N objects. Returns (mean of mu, mean of sigma^2,
+        variance of mu), each (N,): the numbers of ``call`` on the features tiled S times
+        with the same noise, up to float rounding, but the first MNF layer computes its
+        output variance once per object and folds z into its inputs
+        (:meth:`MNFDense.call_shared`), and nothing is tiled. ``block``: run the samples
+        ``block`` at a time (a loop; S must be a multiple), which keeps the per-block
+        tensors small; the moments are taken over all S samples at the end, as without it.
+        """
+        n_samples = eps[0][0].shape[0]
+        std0 = self.mnf[0].shared_std(features)
+        if not block or block >= n_samples or n_samples % block:
+            mu, sigma = self._samples(features, z_cnn, eps, std0)
+        else:
+            nb = n_samples // block
+            split = [tuple(tf.reshape(e, (nb, block) + tuple(e.shape[1:])) for e in pair) for pair in eps]
+            mu, sigma = tf.map_fn(lambda e: self._samples(features, z_cnn, e, std0), split,
+                                  fn_output_signature=(features.dtype, features.dtype))
+            mu = tf.reshape(mu, (n_samples, -1))
+            sigma = tf.reshape(sigma, (n_samples, -1))
+        mean = tf.reduce_mean(mu, axis=0)
+        return mean, tf.reduce_mean(sigma * sigma, axis=0), tf.reduce_mean(tf.square(mu - mean[None]), axis=0)
+
+    def _samples(self, features, z_cnn, eps, std0):
+        """(mu, sigma), each (S, N), of the S samples in ``eps`` on shared features."""
+        h = None
+        for i, layer in enumerate(self.mnf):
+            ez, eo = eps[i]
+            h = layer.call_shared(features, ez, eo, std0) if i == 0 else layer(h, eps_z=ez, eps_out=eo)
+            shape = tf.shape(h)
+            h = tf.reshape(self.bn[i](tf.reshape(h, (-1, layer.units)), training=False), shape)
+            h = self.act(h)
+        raw = self.out_layer(h)
+        mu = z_cnn[None] + self.cfg.head_mu_scale * raw[..., 0]
+        sigma = 1e-4 + tf.nn.softplus(raw[..., 1] + self.cfg.head_sigma_offset)
+        return mu, sigma
+
     def kl_divergence(self):
         return tf.add_n([layer.kl_divergence() for layer in self.mnf])

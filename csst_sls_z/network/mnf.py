@@ -400,6 +400,44 @@ class MNFDense(keras.layers.Layer):
             out = out + self.bias
         return out
 
+    def shared_std(self, x):
+        """``sqrt(x^2 @ sigma^2 + sigma_b^2 + 1e-12)`` for ``x`` (N, in): the standard deviation of
+        the output (local reparameterisation), which does not depend on ``z``."""
+        x = tf.cast(tf.convert_to_tensor(x), self.compute_dtype)
+        var_w, _ = self._kernel_var()
+        var = _last_axis_matmul(tf.square(x), var_w)               # (N, units)
+        if self.bias is not None:
+            var = var + self._clipped_var(self.bias_logvar)[0]
+        return tf.sqrt(var + 1e-12)
+
+    def call_shared(self, x, eps_z, eps_out, std=None):
+        """The layer on one input shared by S samples: the inference fast path.
+
+        ``x`` (N, in), ``eps_z`` (S, 1, in), ``eps_out`` (S, N, units) -> (S, N, units):
+        the same numbers as ``call(broadcast_to(x, (S, N, in)), eps_z, eps_out)`` (up to
+        the matmul's float rounding), at less cost:
+
+        * the output variance ``x^2 @ sigma^2`` does not depend on the sampled ``z``, so
+          it is computed once per row, (N, in) @ (in, units), not S times
+          (:meth:`shared_std`; pass it as ``std`` to reuse it across calls);
+        * each sample's ``z`` is folded into the inputs, ``(x * z_s)``, so the mean of
+          all S samples is one (S*N, in) @ (in, units) matmul, and ``x`` is never tiled.
+
+        The noise layout is that of :meth:`call` for a (S, N, in) input, so the same
+        draws give the same samples.
+        """
+        x = tf.cast(tf.convert_to_tensor(x), self.compute_dtype)
+        if x.shape.rank != 2:
+            raise ValueError("MNFDense.call_shared expects inputs (N, in)")
+        if std is None:
+            std = self.shared_std(x)
+        z = self.flow("q").forward(self._z0(eps_z))               # (S, 1, in)
+        mean = _last_axis_matmul(x[None] * z, self.kernel_mu)      # (S, N, units)
+        out = mean + std[None] * tf.cast(eps_out, mean.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 

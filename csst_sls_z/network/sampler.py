@@ -4,15 +4,37 @@ The backbone is frozen, so its features are computed once and only the small hea
 sampled S times (default 200): a 200-sample BNN costs about as much as a few forward
 passes. ``predict_naive`` runs S full forward passes with the same noise, for tests and
 benchmarks: both give the same numbers up to float rounding.
+
+The head has two paths, the same noise and the same numbers up to float rounding
+(``benchmarks/bench_head.py`` measures both, docs/performance.md "Throughput (issue 17)"):
+
+* ``"fused"`` (the default): the noise is drawn as before (``BNNHead.noise``, stateless,
+  outside XLA, so the draws are bit for bit those of the reference path); the S samples
+  then go through :meth:`BNNHead.sample_moments` (first-layer variance once per object,
+  z folded into the inputs, nothing tiled) in one XLA-compiled function
+  (``jit_compile=True``), which fuses the element-wise work of the S x N x units
+  tensors. Every call has ``batch`` rows (a short last batch is padded, its noise with
+  zeros, and cut again), so XLA compiles once per process, not once per batch length.
+* ``"reference"``: the head called on the features tiled S times (the code before issue
+  17), kept for comparison.
+
+The noise is most of the fused head's time (TensorFlow's stateless normals, S x N x 384 per
+batch); changing how it is drawn would change the recorded numbers, so it is not done here.
+``head_block`` runs the samples in blocks inside XLA (measured: no gain; off by default).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from .objectives import z_from_output
+
+log = logging.getLogger(__name__)
+
+HEAD_PATHS = ("fused", "reference")
 
 
 @dataclass
@@ -22,6 +44,7 @@ class Prediction:
     aleatoric: np.ndarray    # (N,) mean of sigma^2
     epistemic: np.ndarray    # (N,) variance of mu
     features: np.ndarray | None = None
+    output: np.ndarray | None = None   # (N, n_out) backbone output (zbins: logits), with return_output
 
     @property
     def sigma(self):
@@ -29,15 +52,23 @@ class Prediction:
 
 
 class Sampler:
-    def __init__(self, backbone, head, cfg, n_samples: int = 200, seed: int = 0, batch: int = 256):
+    def __init__(self, backbone, head, cfg, n_samples: int = 200, seed: int = 0, batch: int = 256,
+                 head_path: str = "fused", jit_compile: bool = True, head_block: int | None = None):
+        if head_path not in HEAD_PATHS:
+            raise ValueError(f"head_path must be one of {HEAD_PATHS}, not {head_path!r}")
         self.backbone = backbone
         self.head = head
         self.cfg = cfg
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.batch = int(batch)
+        self.head_path = head_path
+        self.jit_compile = bool(jit_compile)
+        self.head_block = head_block          # fused path: samples per block (BNNHead.sample_moments)
         self._fwd = tf.function(self._forward, reduce_retracing=True)
-        self._head = tf.function(self._head_moments, reduce_retracing=True)
+        self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path
+        self._noise = tf.function(self._draw_noise, reduce_retracing=True)
+        self._fused = tf.function(self._fused_moments, jit_compile=self.jit_compile)
 
     def _forward(self, x):
         out = self.backbone(x, training=False)
@@ -51,21 +82,67 @@ class Sampler:
         mean = tf.reduce_mean(mu, axis=0)
         return mean, tf.reduce_mean(sigma * sigma, axis=0), tf.reduce_mean(tf.square(mu - mean[None]), axis=0)
 
+    def _draw_noise(self, feats, seed):
+        return self.head.noise(self.n_samples, tf.shape(feats)[0], seed)
+
+    def _fused_moments(self, feats, z_cnn, eps):
+        return self.head.sample_moments(feats, z_cnn, eps, block=self.head_block)
+
+    def head_moments(self, feats, z_cnn, seed):
+        """(mean, aleatoric, epistemic) of the S head samples on one batch of features
+        (at most ``batch`` rows), by ``head_path``; the noise is ``head.noise(S, N, seed)``."""
+        if self.head_path == "reference":
+            return self._head(feats, z_cnn, seed)
+        eps = self._noise(feats, seed)
+        n = int(feats.shape[0])
+        pad = self.batch - n
+        if pad > 0:        # one shape for XLA: pad the rows (zero features, zero noise), cut them again
+            feats = tf.pad(feats, [[0, pad], [0, 0]])
+            z_cnn = tf.pad(z_cnn, [[0, pad]])
+            eps = [(ez, tf.pad(eo, [[0, 0], [0, pad], [0, 0]])) for ez, eo in eps]
+        try:
+            out = self._fused(feats, z_cnn, eps)
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError, tf.errors.InternalError,
+                tf.errors.NotFoundError) as exc:
+            if not self.jit_compile:
+                raise
+            # XLA missing or refusing the graph on this platform: the same function, uncompiled.
+            log.warning("XLA compilation of the BNN head failed (%s); running it without XLA",
+                        str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            self.jit_compile = False
+            self._fused = tf.function(self._fused_moments)
+            out = self._fused(feats, z_cnn, eps)
+        return tuple(v[:n] for v in out) if pad > 0 else out
+
     def _seed(self, chunk_index: int):
         return tf.constant([self.seed, int(chunk_index)], dtype=tf.int32)
 
-    def predict(self, x: np.ndarray, chunk_index: int = 0, return_features: bool = False) -> Prediction:
-        """x: (N, L, 2) float32. Noise is seeded by (seed, chunk_index, batch index)."""
+    def _forward_output(self, x):
+        out = self.backbone(x, training=False)
+        return out["features"], z_from_output(self.cfg, out["output"]), out["output"]
+
+    def predict(self, x: np.ndarray, chunk_index: int = 0, return_features: bool = False,
+                return_output: bool = False) -> Prediction:
+        """x: (N, L, 2) float32. Noise is seeded by (seed, chunk_index, batch index).
+        ``return_output``: also the backbone output (zbins: the logits p(z) is made from, issue 15)."""
         outs = {k: [] for k in ("z", "m", "a", "e", "f")}
+        output = []
+        if return_output and getattr(self, "_fwd_out", None) is None:
+            self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)
         for b, start in enumerate(range(0, x.shape[0], self.batch)):
             xb = tf.convert_to_tensor(x[start:start + self.batch])
-            feats, z_cnn = self._fwd(xb)
-            m, a, e = self._head(feats, z_cnn, self._seed(chunk_index * 100003 + b))
+            if return_output:
+                feats, z_cnn, o = self._fwd_out(xb)
+                output.append(o.numpy())
+            else:
+                feats, z_cnn = self._fwd(xb)
+            m, a, e = self.head_moments(feats, z_cnn, self._seed(chunk_index * 100003 + b))
             for k, v in zip(("z", "m", "a", "e", "f"), (z_cnn, m, a, e, feats)):
                 outs[k].append(v.numpy())
         cat = {k: (np.concatenate(v) if v else np.zeros(0, np.float32)) for k, v in outs.items()}
         return Prediction(z_cnn=cat["z"], mean=cat["m"], aleatoric=cat["a"], epistemic=cat["e"],
-                          features=cat["f"] if return_features else None)
+                          features=cat["f"] if return_features else None,
+                          output=(np.concatenate(output) if output else None) if return_output else None)
 
     def predict_naive(self, x: np.ndarray, chunk_index: int = 0) -> Prediction:
         """S full forward passes (backbone + head), with exactly the noise ``predict`` uses."""

@@ -79,6 +79,7 @@ class ProductReader:
         self._sources: dict[str, Layout] = {}
         self._tables: dict[int, dict] = {}
         self._sha256 = None
+        self._inflight = None
         self.ignore_checksum = bool(ignore_checksum)
         self.units_assumed: list[str] = []
         self.checksum_state = "ABSENT"
@@ -313,18 +314,59 @@ class ProductReader:
         np.cumsum(counts, out=offsets[1:])
         return BandData(wave, flux, err, offsets, present)
 
-    def iter_chunks(self, chunk_size: int) -> Iterator[tuple[slice, dict[str, BandData]]]:
-        """Yield ``(slice of the object order, {'GV': BandData, 'GI': BandData})`` chunk by chunk."""
+    def iter_chunks(self, chunk_size: int, prefetch: bool = False) -> Iterator[tuple[slice, dict[str, BandData]]]:
+        """Yield ``(slice of the object order, {'GV': BandData, 'GI': BandData})`` chunk by chunk.
+
+        ``prefetch``: from the second chunk on, read chunk k + 1 in a background thread
+        while the caller works on chunk k (the reads are ``pread`` calls, cfitsio and
+        numpy, and TensorFlow releases the GIL while it computes). The same chunks in the
+        same order; at most one chunk is read ahead, so memory holds two chunks, not one.
+        The first two chunks are read in turn: the caller's first chunk is where its
+        one-time work happens (TensorFlow traces its functions), and that may enter
+        ``warnings.catch_warnings``, which is not thread-safe and which the reads use
+        (``fitsutil._warnings_to_log``). :meth:`close` waits for a read in flight before
+        it closes the file.
+        """
         chunk_size = int(chunk_size)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if self._fits is None:
             raise ValueError(f"product {self.path} is closed")
-        for start in range(0, self.n_objects, chunk_size):
-            sl = slice(start, min(start + chunk_size, self.n_objects))
-            yield sl, {band: self.read_band(band, sl) for band in BANDS_USED}
+        slices = [slice(start, min(start + chunk_size, self.n_objects))
+                  for start in range(0, self.n_objects, chunk_size)]
+        pool, ahead = None, None
+        try:
+            for k, sl in enumerate(slices):
+                # a reading error is raised here, in the caller's thread, at the chunk it concerns
+                bands = ahead.result() if ahead is not None else self._read_chunk(sl)
+                ahead = self._inflight = None
+                if prefetch and k >= 1 and k + 1 < len(slices):
+                    if pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+                        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csst_sls_z-read")
+                    ahead = self._inflight = pool.submit(self._read_chunk, slices[k + 1])
+                yield sl, bands
+        finally:
+            self._wait_inflight()
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    def _read_chunk(self, sl: slice) -> dict[str, BandData]:
+        if self._fits is None:
+            raise ValueError(f"product {self.path} is closed")
+        return {band: self.read_band(band, sl) for band in BANDS_USED}
+
+    def _wait_inflight(self) -> None:
+        """Let a chunk read ahead by :meth:`iter_chunks` finish (its result or error is dropped)."""
+        fut, self._inflight = getattr(self, "_inflight", None), None
+        if fut is not None:
+            try:
+                fut.result()
+            except BaseException:   # noqa: BLE001 - the reader is being abandoned; the caller has its own error
+                pass
 
     def close(self) -> None:
+        self._wait_inflight()      # a read ahead still running must not see the file closed under it
         try:
             if self._fits is not None:
                 self._fits.close()

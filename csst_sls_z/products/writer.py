@@ -15,7 +15,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from ..datamodel import EXT_REDSHIFT, REDSHIFT_COLUMNS, REDSHIFT_DTYPE
+from ..datamodel import EXT_REDSHIFT, PZ_COLUMN, redshift_columns
 from ..durable import TempFile, name_max
 from .fitsutil import ProductError, _one_line, _os_reason, _warnings_to_log, log
 from .reader import ProductReader
@@ -42,16 +42,19 @@ def _add_cards(header: fits.Header, cards) -> None:
 def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
     catalog = np.asarray(catalog)
     names = catalog.dtype.names or ()
-    missing = [c.name for c in REDSHIFT_COLUMNS if c.name not in names]
-    extra = [n for n in names if n not in REDSHIFT_DTYPE.names]
+    # The optional PZ column (datamodel.OPTIONAL_REDSHIFT_COLUMNS): its length is the catalogue's.
+    pz_shape = catalog.dtype[PZ_COLUMN.name].shape if PZ_COLUMN.name in names else ()
+    expected = redshift_columns(pz_shape[0] if len(pz_shape) == 1 else None)
+    missing = [c.name for c in expected if c.name not in names]
+    extra = [n for n in names if n not in {c.name for c in expected}]
     if missing or extra:
         raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
                          f"(missing {missing or 'none'}, unknown {extra or 'none'})")
     columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
                            array=np.asarray(catalog[c.name], dtype=c.dtype))
-               for c in REDSHIFT_COLUMNS]
+               for c in expected]
     hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
-    for i, c in enumerate(REDSHIFT_COLUMNS, start=1):
+    for i, c in enumerate(expected, start=1):
         hdu.header.comments[f"TTYPE{i}"] = c.header_comment   # short enough to stay whole in the card
     _add_cards(hdu.header, cards)
     return hdu
@@ -68,6 +71,66 @@ def _write_hdulist(hdul: fits.HDUList, tmp: Path) -> None:
 # What astropy raises for an input HDU it cannot re-read or re-encode (cfitsio may have read it).
 _INPUT_COPY_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, fits.VerifyError)
 _CORRUPTED_HDU = getattr(getattr(fits.hdu, "base", None), "_CorruptedHDU", ())
+
+
+# Input extensions are copied in blocks of this size (a multiple of 4 bytes, the checksum's word).
+_COPY_BLOCK = 1 << 23
+# False: copy through astropy's memory map as before (benchmarks/bench_head.py --memory compares).
+STREAM_COPY = True
+
+
+def _pread_full(fd: int, size: int, offset: int) -> bytes:
+    parts, done = [], 0
+    while done < size:
+        buf = os.pread(fd, size - done, offset + done)
+        if not buf:
+            raise ValueError(f"the input ends {size - done} bytes before the end of an extension's data")
+        parts.append(buf)
+        done += len(buf)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _stream_copy(hdu, fd: int) -> None:
+    """Copy ``hdu``'s data (and compute its DATASUM) by reading the input ``fd`` in blocks.
+
+    astropy copies an unread input HDU through a memory map of its whole data area, and so
+    does its DATASUM; the mapped pages stay resident, so the writer's peak memory (VmHWM)
+    grew by the size of the input. Here the same bytes are read with ``pread`` in 8 MiB
+    blocks and handed to astropy's own writer and checksum (``_compute_checksum`` chains
+    over blocks of whole 32-bit words), so the output is byte for byte what it was and
+    the memory of the copy is one block. Only for plain table and image HDUs whose data was
+    not read (``hdu.data`` untouched); anything else is left to astropy as before.
+    """
+    if (type(hdu) not in (fits.BinTableHDU, fits.TableHDU, fits.ImageHDU) or hdu._data_loaded
+            or getattr(hdu, "_data_needs_rescale", True)
+            or not isinstance(hdu._data_offset, int) or not isinstance(hdu._data_size, int)):
+        return
+    offset, size = hdu._data_offset, hdu._data_size
+    astropy_datasum = hdu._calculate_datasum
+
+    def blocks():
+        for start in range(0, size, _COPY_BLOCK):
+            yield _pread_full(fd, min(_COPY_BLOCK, size - start), offset + start)
+
+    def calculate_datasum():
+        if hdu._data_loaded:             # something read the data meanwhile: astropy writes that
+            return astropy_datasum()
+        if hdu.size <= 0:
+            return 0
+        total = 0
+        for buf in blocks():
+            total = hdu._compute_checksum(np.frombuffer(buf, dtype=np.ubyte), total)
+        return total
+
+    def writedata_direct_copy(fileobj):
+        written = 0
+        for buf in blocks():
+            fileobj.write(buf)
+            written += len(buf)
+        return written
+
+    hdu._calculate_datasum = calculate_datasum
+    hdu._writedata_direct_copy = writedata_direct_copy
 
 
 def missing_directory_reason(directory: Path) -> str:
@@ -163,12 +226,18 @@ def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_c
         data = primary_src.data if int(primary_src.header.get("NAXIS", 0)) > 0 else None
         out = fits.HDUList([fits.PrimaryHDU(data=data, header=header)])
         if not catalog_only:
+            # Uncompressed input: the extensions' data are copied in blocks read from the opened
+            # descriptor, not through a memory map of the whole file (_stream_copy).
+            fd = (source._fh.fileno() if source is not None and not source._compressed and source._fh is not None
+                  else None)
             for i, hdu in enumerate(src[1:], start=1):
                 if isinstance(hdu, _CORRUPTED_HDU):
                     raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
                                        f"copied into the output")
                 if str(hdu.header.get("EXTNAME", "")).strip().upper() == EXT_REDSHIFT:
                     continue   # a previous run's catalogue is replaced, not kept
+                if fd is not None and STREAM_COPY:
+                    _stream_copy(hdu, fd)
                 out.append(hdu)
     except BaseException as exc:
         if src is not None:

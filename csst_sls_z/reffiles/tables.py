@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
-from ..calibration import BetaCalibration, ScaleCalibration
+from ..calibration import BetaCalibration, ScaleCalibration, TemperatureCalibration
 from ..preprocess import WaveGrid
 from .header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 
@@ -69,10 +69,21 @@ class CalibrationFile:
     beta: BetaCalibration
     scale: ScaleCalibration
     method: str                    # which one the stage applies: "beta" or "scale"
+    # The calibration of the binned p(z) (issue 15, docs/pz.md): None where the file holds none
+    # (PZMETH 'none', and every file written before it existed): the stage then writes the raw
+    # softmax and says so in the header (PZ_CALIB = F).
+    pz: TemperatureCalibration | None = None
+
+
+PZ_CALIBRATION_METHODS = ("none", "temperature")
+
+# Values a calibration file holds since a later version, by the file's SCHEMAV: what a file of that
+# schema version written before the value was stored in it implies. PZMETH: no p(z) calibration.
+CALIBRATION_SCHEMA_DEFAULTS = {1: {"PZMETH": "none"}}
 
 
 def write_calibration(path, beta: BetaCalibration, scale: ScaleCalibration, pedigree: str, method="beta",
-                      history=(), overwrite=False):
+                      history=(), overwrite=False, pz: TemperatureCalibration | None = None):
     hdr = reference_header("calibration", pedigree, "Beta calibration of the BNN predictive distribution",
                            history=history)
     hdr["CALMETH"] = (method, "applied by the stage: beta or scale")
@@ -81,6 +92,9 @@ def write_calibration(path, beta: BetaCalibration, scale: ScaleCalibration, pedi
     hdr["BETA_C"] = (beta.c, "Beta calibration c")
     hdr["BETA_S"] = (beta.scale, "width prescale applied before the Beta map")
     hdr["SCALEFAC"] = (scale.scale, "single scale factor on sigma (comparison)")
+    hdr["PZMETH"] = ("temperature" if pz is not None else "none", "p(z) calibration: temperature or none")
+    if pz is not None:
+        hdr["PZTEMP"] = (pz.temperature, "p(z) = softmax(backbone logits / PZTEMP)")
     write_fits_atomic(fits.HDUList([fits.PrimaryHDU(header=hdr)]), path, overwrite=overwrite)
 
 
@@ -88,16 +102,24 @@ def load_calibration(path) -> CalibrationFile:
     with open_reference_file(path, "calibration") as hdul:
         h = hdul[0].header
         try:
+            pz_method = str(_value_or_schema_default(h, "PZMETH", CALIBRATION_SCHEMA_DEFAULTS)).strip()
+            if pz_method not in PZ_CALIBRATION_METHODS:
+                raise ReferenceFileError(f"calibration file {path} has PZMETH = {pz_method!r}, not one of "
+                                         f"{PZ_CALIBRATION_METHODS}")
             return CalibrationFile(beta=BetaCalibration(a=float(h["BETA_A"]), b=float(h["BETA_B"]), c=float(h["BETA_C"]),
                                                                  scale=float(h.get("BETA_S", 1.0))),
-                                   scale=ScaleCalibration(scale=float(h["SCALEFAC"])), method=str(h["CALMETH"]))
+                                   scale=ScaleCalibration(scale=float(h["SCALEFAC"])), method=str(h["CALMETH"]),
+                                   pz=TemperatureCalibration(float(h["PZTEMP"])) if pz_method == "temperature"
+                                   else None)
         except (KeyError, ValueError) as exc:
             raise ReferenceFileError(f"calibration file {path} lacks a value ({exc})") from None
 
 
 # Values a thresholds file holds since a later version, by the file's SCHEMAV: what a file of
 # that schema version written before the value was stored in it implies (the value in use then).
-THRESHOLDS_SCHEMA_DEFAULTS = {1: {"LITCOVER": 0.5}}
+# MPEAKPAL (issue 15): None, the MULTIPLE_PEAKS bit disabled: a set chosen before the bit existed never sets
+# it, so its catalogues keep their ZWARN (tests/test_golden.py).
+THRESHOLDS_SCHEMA_DEFAULTS = {1: {"LITCOVER": 0.5, "MPEAKPAL": None}}
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,8 @@ class Thresholds:
     z_min: float                   # trained redshift range, for Z_FITLIMIT
     z_max: float
     min_coverage: float = THRESHOLDS_SCHEMA_DEFAULTS[1]["LITCOVER"]   # LITTLE_COVERAGE below this grid fraction
+    # MULTIPLE_PEAKS when P_ALT exceeds this; None: the bit is disabled (files without MPEAKPAL)
+    multiple_peaks: float | None = THRESHOLDS_SCHEMA_DEFAULTS[1]["MPEAKPAL"]
 
     def ood_distance(self, feats: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of backbone features from the training set, per dimension."""
@@ -125,6 +149,8 @@ def write_thresholds(path, th: Thresholds, pedigree: str, history=(), overwrite=
     hdr["ZMIN"] = (th.z_min, "trained redshift range, lower end")
     hdr["ZMAX"] = (th.z_max, "trained redshift range, upper end")
     hdr["LITCOVER"] = (th.min_coverage, "LITTLE_COVERAGE: valid grid fraction below this")
+    if th.multiple_peaks is not None:      # absent: the bit is disabled
+        hdr["MPEAKPAL"] = (float(th.multiple_peaks), "MULTIPLE_PEAKS: P_ALT above this")
     hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(th.ood_mean.astype(np.float64), name="OOD_MEAN"),
             fits.ImageHDU(th.ood_precision.astype(np.float64), name="OOD_PRECISION")]
     write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
@@ -148,6 +174,11 @@ def load_thresholds(path) -> Thresholds:
                               ood_mean=np.array(hdul["OOD_MEAN"].data, float),
                               ood_precision=np.array(hdul["OOD_PRECISION"].data, float),
                               z_min=float(h["ZMIN"]), z_max=float(h["ZMAX"]),
-                              min_coverage=float(_value_or_schema_default(h, "LITCOVER")))
+                              min_coverage=float(_value_or_schema_default(h, "LITCOVER")),
+                              multiple_peaks=_optional_float(_value_or_schema_default(h, "MPEAKPAL")))
         except KeyError as exc:
             raise ReferenceFileError(f"thresholds file {path} lacks {exc}") from None
+
+
+def _optional_float(value):
+    return None if value is None else float(value)

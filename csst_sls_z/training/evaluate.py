@@ -171,6 +171,9 @@ def evaluate(regen) -> dict:
     res["wall_s"] = {"total": time.time() - t0, "oracle": t2 - t1, "template_fit": t3 - t2}
     res["backbone_histories"] = regen.load_json("backbone_histories.json", {})
     res["calibration"] = {"beta": cal.beta.to_dict(), "scale": cal.scale.to_dict()}
+    if cal.pz is not None:
+        res["calibration"]["pz"] = cal.pz.to_dict()
+    res["pz"] = pz_evaluation(regen, p, cal, cal_summ, regen.out / "figures")
     np.savez(regen.work / "eval_arrays.npz", z_true=zt, z_cnn=p["z_cnn"], z_bnn=cal_summ["Z"], zerr=cal_summ["ZERR"],
              z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], mean=p["mean"], sigma=p["sigma"], snr_gi=snr,
              z_oracle=z_or, z_template=z_tf)
@@ -180,3 +183,87 @@ def evaluate(regen) -> dict:
     res["wall_s"]["total"] = time.time() - t0
     log.info("evaluation: %s", {k: res[k] for k in ("cnn", "bnn", "oracle", "template_fit")})
     return res
+
+
+def pz_evaluation(regen, p, cal, cal_summ, figures_dir=None) -> dict:
+    """p(z), MULTIPLE_PEAKS and clean-sample metrics of a predicted set (issue 15; ``pz_metrics``).
+
+    p: ``predict_set`` of the set; cal: the calibration file; cal_summ: ``calibrated_summary`` of
+    it. ZWARN is made by ``quality.zwarn_bits`` with the work directory's thresholds, with full
+    coverage and no repairs (what the simulated test spectra have).
+    """
+    from dataclasses import replace
+    from ..datamodel import ZWarn
+    from ..pz import PzMaker
+    from ..quality import ZwarnInputs, zwarn_bits
+    from ..reffiles.tables import load_thresholds
+    from .pz_metrics import flag_metrics, kept_eta_curve, pz_metrics, stacked_nz
+    from .steps.calibrate import pz_of_set
+    zt = p["z_true"]
+    z = cal_summ["Z"]
+    maker, pz, z_alt, p_alt = pz_of_set(regen, p, cal)
+    g = maker.grid
+    out = {"kind": maker.kind, "calibrated": maker.calibrated, "method": maker.method,
+           "temperature": maker.temperature.temperature if maker.temperature is not None else None,
+           "grid": {"space": g.space, "z0": g.z0, "dz": g.dz, "nbin": g.nbin}}
+    out.update(pz_metrics(pz, g, zt))
+    if maker.temperature is not None:        # the raw softmax beside the calibrated one
+        raw = PzMaker(g, maker.binned, replace(cal, pz=None))(output=p["output"])
+        out["uncalibrated"] = pz_metrics(raw, g, zt)
+    th = load_thresholds(regen.work / "thresholds.fits")
+    flagged = (p_alt > th.multiple_peaks) if th.multiple_peaks is not None else np.zeros(zt.size, bool)
+    out["multiple_peaks"] = {"threshold": th.multiple_peaks, **flag_metrics(flagged, z, zt, z_alt)}
+    ones = np.ones(zt.size)
+    zwarn = zwarn_bits(ZwarnInputs(npix_gv=ones, npix_gi=ones, coverage=ones, snr_gi=p["snr_gi"], z=z,
+                                   z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], zerr=cal_summ["ZERR"],
+                                   ood_distance=th.ood_distance(np.asarray(p["features"], np.float64)),
+                                   p_alt=p_alt), th)
+    clean = zwarn == 0
+    rel = cal_summ["ZERR"] / (1.0 + z)
+    out["clean_sample"] = {
+        "kept": float(clean.mean()), "eta_kept": outlier_fraction(z[clean], zt[clean]) if clean.any() else None,
+        "eta_all": outlier_fraction(z, zt),
+        "kept_without_multiple_peaks": float(((zwarn & ~int(ZWarn.MULTIPLE_PEAKS)) == 0).mean()),
+        # Kept fraction against eta, dropping the worst first by: ZERR/(1+Z); P_ALT; flagged objects
+        # first, then ZERR/(1+Z) (the clean sample ZWARN == 0 is a point of this last curve).
+        "curves": {"zerr": kept_eta_curve(rel, z, zt), "p_alt": kept_eta_curve(p_alt, z, zt),
+                   "zwarn_then_zerr": kept_eta_curve(np.where(clean, rel, np.inf), z, zt)}}
+    if figures_dir is not None:
+        try:
+            _pz_figure(figures_dir, g, stacked_nz(pz, g, zt), out["pit"])
+        except Exception as exc:        # a figure never fails the evaluation
+            log.warning("p(z) figure not made (%s)", exc)
+    np.savez(regen.work / "eval_pz.npz", z_alt=z_alt, p_alt=p_alt, zwarn=zwarn)
+    log.info("p(z): PIT KS %.4f, CRPS %.5f, HPD %s, n(z) |diff| %.4f; MULTIPLE_PEAKS %s; clean %s",
+             out["pit"]["ks"], out["crps_mean"], out["hpd_coverage"], out["nz_abs_diff"],
+             out["multiple_peaks"], {k: out["clean_sample"][k] for k in ("kept", "eta_kept")})
+    return out
+
+
+def _pz_figure(figures_dir, grid, nz, pit):
+    """figures/pz_nz.png: stacked p(z) against the true n(z), and the PIT histogram."""
+    from pathlib import Path
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    zc = grid.centres()
+    width = np.diff(grid.edges())
+    a.step(zc, nz["true"] / width, where="mid", label="true n(z) of the test set")
+    a.plot(zc, nz["stacked"] / width, label="stacked p(z)")
+    a.set_xlabel("z")
+    a.set_ylabel("n(z), normalised")
+    a.set_title(f"integrated |difference| {nz['abs_diff']:.3f}")
+    a.legend()
+    hist = np.asarray(pit["histogram"], dtype=float)
+    edges = np.linspace(0, 1, hist.size + 1)
+    b.stairs(hist / max(hist.sum(), 1.0) * hist.size, edges)
+    b.axhline(1.0, color="k", lw=0.8)
+    b.set_xlabel("PIT")
+    b.set_ylabel("density")
+    b.set_title(f"PIT, KS distance {pit['ks']:.3f}")
+    fig.tight_layout()
+    fig.savefig(figures_dir / "pz_nz.png", dpi=110)
+    plt.close(fig)

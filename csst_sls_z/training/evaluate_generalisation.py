@@ -86,7 +86,10 @@ def predict_and_flag(regen, data, seed):
     from ..quality import ZwarnInputs, zwarn_bits
     from ..reffiles.tables import load_calibration, load_thresholds
     from .data import BatchMaker
+    from ..network.objectives import objective_of
     from ..preprocess import normalise
+    from ..pz import PzGrid, PzMaker, alternative_peaks
+    from .pz_metrics import flag_metrics, pz_metrics
     maker = BatchMaker(data, seed=seed)
     flux, err = maker.noisy(np.arange(len(data)))
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
@@ -94,8 +97,13 @@ def predict_and_flag(regen, data, seed):
     normalise(flux, err, ok, x)
     if getattr(regen, "_generalisation_sampler", None) is None:
         regen._generalisation_sampler = regen.sampler()[0]
-    pred = regen._generalisation_sampler.predict(x, return_features=True)
+    sampler = regen._generalisation_sampler
     cal = load_calibration(regen.work / "calibration.fits")
+    # p(z) as the stage makes it (issue 15): its P_ALT sets MULTIPLE_PEAKS where the thresholds have it.
+    pz_maker = PzMaker(PzGrid.from_config(sampler.cfg), objective_of(sampler.cfg).binned, cal)
+    pred = sampler.predict(x, return_features=True, return_output=pz_maker.binned)
+    pz = pz_maker(output=pred.output, mean=pred.mean.astype(np.float64), sigma=pred.sigma.astype(np.float64))
+    z_alt, p_alt = alternative_peaks(pz, pz_maker.grid)
     th = load_thresholds(regen.work / "thresholds.fits")
     summ = calibrated_summary(cal.beta, pred.mean, pred.sigma)
     gv, gi = data.band_slices
@@ -103,8 +111,12 @@ def predict_and_flag(regen, data, seed):
     snr_gi = band_snr(flux[:, gi], np.where(ok[:, gi], err[:, gi], 0.0))
     zwarn = zwarn_bits(ZwarnInputs(npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok.mean(1),
                                    snr_gi=snr_gi, z=summ["Z"], z_lo=summ["Z_LO"], z_hi=summ["Z_HI"], zerr=summ["ZERR"],
-                                   ood_distance=th.ood_distance(pred.features.astype(np.float64))), th)
-    return summ, zwarn, pred.z_cnn, flux, err, snr_gi
+                                   ood_distance=th.ood_distance(pred.features.astype(np.float64)), p_alt=p_alt), th)
+    zt = data.z.astype(float)
+    flagged = p_alt > th.multiple_peaks if th.multiple_peaks is not None else np.zeros(zt.size, bool)
+    pz_rec = {**pz_metrics(pz, pz_maker.grid, zt),
+              "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, z_alt)}}
+    return summ, zwarn, pred.z_cnn, flux, err, snr_gi, pz_rec
 
 
 def _simulate(regen, n, seed, families, options):
@@ -132,8 +144,9 @@ def evaluate_generalisation(regen) -> dict:
     for k, name in enumerate(regen.families().names):
         fam = regen.families(only=name)
         data, truth = _simulate(regen, rc.n_family_test, base + 10 * k, fam, SimOptions())
-        summ, zwarn, z_cnn, flux, err, snr_gi = predict_and_flag(regen, data, base + 10 * k + 1)
+        summ, zwarn, z_cnn, flux, err, snr_gi, pz_rec = predict_and_flag(regen, data, base + 10 * k + 1)
         rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
+        rec["pz"] = pz_rec
         n_or = min(rc.n_family_oracle, len(data))
         if n_or > 0:
             from ..simulation.population import Population
@@ -153,8 +166,9 @@ def evaluate_generalisation(regen) -> dict:
         for side, options in sides.items():
             seed = base + 1000 + 10 * j + (side == "beyond")
             data, _ = _simulate(regen, rc.n_family_test, seed, regen.families(), options)
-            summ, zwarn, z_cnn, _, _, snr_gi = predict_and_flag(regen, data, seed + 5)
+            summ, zwarn, z_cnn, _, _, snr_gi, pz_rec = predict_and_flag(regen, data, seed + 5)
             rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
+            rec["pz"] = pz_rec
             value = [getattr(options, f) for f in options.__dataclass_fields__
                      if getattr(options, f) != getattr(SimOptions(), f)]
             v = value[0] if value else None
