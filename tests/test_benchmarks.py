@@ -254,3 +254,18 @@ def test_leave_one_family_out_has_one_row_per_family(tmp_path, monkeypatch):
     assert sum(line.startswith(f"| {f} |") for f in res["families"] for line in md.splitlines()) == 3
     assert set(res["check"]) == {"all families"} | {f"without {f}" for f in res["families"]}
     assert res["check"]["all families"]["oracle"]["n"] == 2 and "FSPS_QSF12" in md
+
+
+def test_compare_reference_sets_scores_each_set_on_the_same_file(tmp_path):
+    """Two sets on one tiny product of one family: one row per set, the bound beside it."""
+    sys.path.insert(0, str(BENCH))
+    import compare_reference_sets as cmp
+    root = Path(__file__).resolve().parents[1] / "reference_files"
+    argv = ["--refsets", str(root / "csst_sls_z_0003"), str(root / "csst_sls_z_0004"), "--families", "REDROCK2016",
+            "--n", "24", "--n-oracle", "2", "--no-shifts", "--out", str(tmp_path)]
+    assert cmp.main(argv) == 0
+    res = json.loads((tmp_path / "compare.json").read_text())
+    rec = res["sets"]["REDROCK2016"]
+    assert rec["csst_sls_z_0003"]["n"] == rec["csst_sls_z_0004"]["n"] == 24
+    assert rec["oracle"]["n"] == 2 and 0.0 <= rec["csst_sls_z_0004"]["cov68"] <= 1.0
+    assert "| REDROCK2016 |" in (tmp_path / "compare.md").read_text()
