@@ -7,8 +7,7 @@ against TRUTH. Beside each family: the information bound (the oracle fit with ea
 object's true SED and shape, training/evaluate.py) on its first ``--n-oracle`` objects.
 
 The SPS family is drawn from a library built here with its own seed (``--sps-seed``), so
-its galaxies are not those of any regeneration's library. FSPS_QSF12 is the independent
-check family (families/fsps_check.py): no reference set may have trained on it.
+its galaxies are not those of any regeneration's library.
 
     python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0003 \\
         reference_files/csst_sls_z_0004 --n 3000 --out docs/compare
@@ -97,7 +96,7 @@ def oracle(pop, flux, err, instrument, families, n):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--refsets", nargs="+", required=True, help="reference set directories")
-    p.add_argument("--families", default="REDROCK2016,KCORRECT,SPS,FSPS_QSF12")
+    p.add_argument("--families", default="REDROCK2016,KCORRECT,SPS")
     p.add_argument("--n", type=int, default=3000, help="objects per test set")
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--sps-seed", type=int, default=990001, help="seed of the test SPS library")
@@ -122,8 +121,7 @@ def main(argv=None) -> int:
         options["sps_library"] = lib
     sets = [(name, FamilySet(sedlib, {name: None}, **options), SimOptions()) for name in names]
     if not args.no_shifts:
-        trained = {n: None for n in names if n != "FSPS_QSF12"}
-        mix = FamilySet(sedlib, trained, **options)
+        mix = FamilySet(sedlib, {n: None for n in names}, **options)
         for param, sides in shifted_options(instrument["GI"].resolution).items():
             for side, opt in sides.items():
                 sets.append((f"shift:{param}:{side}", mix, opt))

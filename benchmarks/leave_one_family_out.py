@@ -73,17 +73,6 @@ def cnn_on_family(regen, family, args, oracle=True):
     return rec
 
 
-def check_family_available(name) -> bool:
-    from csst_sls_z.simulation import load_models
-    from csst_sls_z.simulation.families import FamilySet, FamilyUnavailable
-    try:
-        FamilySet(load_models()[1], name)
-        return True
-    except FamilyUnavailable as exc:
-        log.warning("check family %s skipped: %s", name, exc)
-        return False
-
-
 def table(results) -> str:
     def pct(x):
         return "-" if x is None or x != x else f"{100 * x:.1f}%"
@@ -98,14 +87,6 @@ def table(results) -> str:
                     f"{pct(al['all']['eta'])} / {al['all']['sigma_nmad']:.4f} | {ratio:.2f} | "
                     f"{pct(wo['snr_gt3']['eta'])} / {pct(al['snr_gt3']['eta'])} | "
                     + (f"{pct(o['eta'])} / {o['sigma_nmad']:.4f} (n = {o['n']}) |" if o else "- |"))
-    if results.get("check"):
-        rows += ["", f"On {results['check_family']}, the check family no network trained on:", "",
-                 "| network | eta / sigma_NMAD | GI SNR > 3 eta | bound: eta / sigma_NMAD |", "|---|---|---|---|"]
-        for name, r in results["check"].items():
-            o = r.get("oracle")
-            rows.append(f"| {name} | {pct(r['all']['eta'])} / {r['all']['sigma_nmad']:.4f} | "
-                        f"{pct(r['snr_gt3']['eta'])} | "
-                        + (f"{pct(o['eta'])} / {o['sigma_nmad']:.4f} (n = {o['n']}) |" if o else "- |"))
     return "\n".join(rows)
 
 
@@ -121,17 +102,12 @@ def run(args) -> dict:
     spec = lambda names: ",".join(f"{n}:{weights[n]}" if weights[n] else n for n in names)   # noqa: E731
     everyone = train(args.config, spec(weights), work / "ALL", args)
     results = {"config": args.config, "budget_s": args.budget_s, "n_train": args.n_train, "n_test": args.n_test,
-               "families": {}, "check_family": args.check_family, "check": {}}
-    check = bool(args.check_family) and check_family_available(args.check_family)
+               "families": {}}
     for fam in weights:
         without = train(args.config, spec([n for n in weights if n != fam]), work / f"without_{fam}", args)
         results["families"][fam] = {"without": cnn_on_family(without, fam, args, oracle=False),
                                     "all": cnn_on_family(everyone, fam, args)}
         log.info("%s: %s", fam, json.dumps(results["families"][fam]))
-        if check:
-            results["check"][f"without {fam}"] = cnn_on_family(without, args.check_family, args, oracle=False)
-    if check:
-        results["check"]["all families"] = cnn_on_family(everyone, args.check_family, args)
     results["wall_s"] = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "lofo.json").write_text(json.dumps(results, indent=1, default=float))
@@ -151,8 +127,6 @@ def parser():
     p.add_argument("--n-oracle", type=int, default=150, help="objects of each family scored by the bound (0: none)")
     p.add_argument("--sps-library-n", type=int, default=0, help="SPS library size (default: the configuration's)")
     p.add_argument("--seed", type=int, default=777, help="seed of the test sets")
-    p.add_argument("--check-family", default="FSPS_QSF12",
-                   help="a family no network trains on, scored for every network ('' to skip; skipped if absent)")
     p.add_argument("--out", type=Path, default=Path("docs/lofo"))
     p.add_argument("--progress", action="store_true")
     return p

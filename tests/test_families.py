@@ -157,37 +157,3 @@ def test_family_set_only_reuses_the_family_objects(models, all_families):
     with pytest.raises(ValueError, match="not among"):
         one.family("KCORRECT")
 
-
-def _fake_fsps_templates(directory):
-    """12 files in grizli's format: a flat continuum with one line at 5007 + 100 k A."""
-    from csst_sls_z.simulation.families.fsps_check import TEMPLATE_FILES
-    wave = np.arange(900.0, 20000.0, 1.0)
-    for k, name in enumerate(TEMPLATE_FILES):
-        flux = 1e-4 * (1 + 50 * np.exp(-0.5 * ((wave - 5007 - 100 * k) / 2.0) ** 2))
-        np.savetxt(directory / name, np.c_[wave, flux], header="wave flux\n\nAv = 0.1")
-    return directory
-
-
-def test_fsps_check_family_mixes_templates_and_is_never_trained_on(models, tmp_path, monkeypatch):
-    from csst_sls_z.simulation.families.fsps_check import ENV_TEMPLATE_DIR
-    monkeypatch.setenv(ENV_TEMPLATE_DIR, str(_fake_fsps_templates(tmp_path)))
-    fs = FamilySet(models[1], "FSPS_QSF12")
-    z = np.full(300, 0.3)
-    lib, index, coeff, params = fs.draw(z, np.random.default_rng(2))
-    assert set(lib) == {"FSPS_QSF12"}
-    used = np.isfinite(params[:, :3])
-    assert set(used.sum(1)) == {1, 2, 3}
-    np.testing.assert_allclose(np.where(used, coeff[:, :3], 0).sum(1), 1.0)
-    flux = fs.family("FSPS_QSF12").rest_flux(index, coeff, params)
-    wave = models[1].wave
-    # Each object's lines are exactly those of the templates it mixes.
-    for i in range(5):
-        for t in params[i][np.isfinite(params[i])].astype(int):
-            k = np.argmin(np.abs(wave - (5007 + 100 * (t - 1))))
-            assert flux[i, k] > 3 * np.median(flux[i])
-    with pytest.raises(ValueError, match="reserved for independent checks"):
-        fs.refuse_check_only()
-    FamilySet(models[1], "KCORRECT").refuse_check_only()          # the others may be trained on
-    monkeypatch.setenv(ENV_TEMPLATE_DIR, str(tmp_path / "nowhere"))
-    with pytest.raises(FamilyUnavailable, match="FSPS check templates"):
-        FamilySet(models[1], "FSPS_QSF12")

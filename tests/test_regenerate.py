@@ -170,12 +170,6 @@ def test_threshold_choice_follows_its_named_rules():
     assert clean.large_zerr == pytest.approx(np.percentile(0.005 * np.ones(n), tc.LARGE_ZERR_FALLBACK))
 
 
-def test_regeneration_refuses_to_train_on_the_check_family(tmp_path):
-    from csst_sls_z.training.regenerate import Regeneration
-    with pytest.raises(ValueError, match="reserved for independent checks"):
-        Regeneration("smoke", tmp_path / "r", progress=False, overrides={"families": "KCORRECT:0.5,FSPS_QSF12:0.5"})
-
-
 def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
     """Issue 15: the calibrate step fits the p(z) temperature and the MULTIPLE_PEAKS threshold
     (with its reason), and the evaluation reports the p(z) metrics on every test set."""

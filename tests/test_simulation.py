@@ -425,10 +425,8 @@ def test_benchmark_runs_tiny():
     table = bench.markdown(rows)
     assert table.startswith("| quantity | value |")
     assert "objects/s" in table and "MiB" in table
-    # 5 general rows, the SPS library row, one per family alone (the check family's measured
-    # where its templates are installed, else said not measured) and the training mixture.
+    # 5 general rows, the SPS library row, one per family alone and the training mixture.
     labels = [r[0] for r in rows]
     for family in ("REDROCK2016", "KCORRECT", "SPS"):
         assert any(label.endswith(f"objects, {family}") for label in labels), family
-    assert any("FSPS_QSF12" in label for label in labels)
-    assert any("training variations" in label for label in labels) and len(rows) == 11
+    assert any("training variations" in label for label in labels) and len(rows) == 10

@@ -124,8 +124,6 @@ class Regeneration:
         self.progress = progress
         from ..simulation import load_models
         self.instrument, self.sedlib, self.source_set = load_models(source_refdir)
-        from ..simulation.families import parse_families, refuse_check_only
-        refuse_check_only(parse_families(self.rc.families))        # before any work
         self.seeds = {k: self.rc.seed + v for k, v in SEED_OFFSETS.items()}
         self._pin_config()
         self.timings = self.load_json("timings.json", {})
@@ -184,9 +182,8 @@ class Regeneration:
         The SPS library is built once, from its recorded seed, into work/sps_library.fits;
         its sha256 goes into the manifest. It is not shipped: the stage never needs it.
         """
-        from ..simulation.families import FamilySet, parse_families, refuse_check_only
+        from ..simulation.families import FamilySet, parse_families
         names = parse_families(self.rc.families)
-        refuse_check_only(names)            # the independent check family is never trained on
         if only is not None and only in names:
             return self.families().only(only)
         wanted = names if only is None else {only: None}

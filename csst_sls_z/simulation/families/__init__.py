@@ -26,7 +26,6 @@ FAMILIES = {
     "REDROCK2016": "pca:Redrock2016Family",
     "KCORRECT": "pca:KcorrectFamily",
     "SPS": "sps:SPSFamily",
-    "FSPS_QSF12": "fsps_check:FspsCheckFamily",     # check_only: reserved for independent tests
 }
 # What `simulate` uses unless --families says otherwise: the families every install can draw.
 DEFAULT_FAMILIES = ("REDROCK2016", "KCORRECT")
@@ -42,7 +41,6 @@ class SEDFamily:
     name: str = ""
     param_names: tuple = ()
     default_weight: float = 1.0
-    check_only: bool = False      # reserved for independent tests: never trained on
 
     def draw(self, z: np.ndarray, rng: np.random.Generator):
         """(index (n,) int32, coeff (n, N_SED_COEFF), params (n, N_SED_PARAM)) for objects at ``z``."""
@@ -92,14 +90,6 @@ def make_family(name: str, sedlib, **options) -> SEDFamily:
     return family_class(name)(sedlib, **options)
 
 
-def refuse_check_only(names):
-    """Raise where a family reserved for independent checks would be trained on."""
-    reserved = [n for n in names if family_class(n).check_only]
-    if reserved:
-        raise ValueError(f"the SED family {', '.join(reserved)} is reserved for independent checks: "
-                         "never train on it (use it only to test a finished reference set)")
-
-
 class FamilySet:
     """The families a run draws from, with their mixture weights.
 
@@ -125,9 +115,6 @@ class FamilySet:
     @property
     def names(self) -> tuple:
         return tuple(self.families)
-
-    def refuse_check_only(self):
-        refuse_check_only(self.names)
 
     def only(self, name) -> "FamilySet":
         """This set reduced to one of its families (the same objects, so a library loads once)."""
