@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..commands import LOG_LEVELS, Parser as _Parser, setup_logging
+from ..commands import LOG_LEVELS, Parser as _Parser, positive_int, setup_logging
 from ..datamodel import EXIT_ERROR, EXIT_OK
 from .steps import STEPS as _STEP_FUNCTIONS, TF_STEPS
 from .steps.calibrate import CALIBRATION_TARGETS
@@ -271,6 +271,9 @@ def parser():
     p.add_argument("--calibration-target", choices=CALIBRATION_TARGETS, default=None,
                    help="survey (default): fit the calibration on the validation set weighted to the CSST-like "
                         "n(z); validation: unweighted")
+    p.add_argument("--backbone-budget-s", type=positive_int, default=None, metavar="SECONDS",
+                   help="wall-clock budget of the backbone training (default: the config's; cpu: 2700); "
+                        "recorded in the set's provenance command")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", help="default: INFO")
     return p
@@ -285,9 +288,13 @@ def main(argv=None) -> int:
               "sets are never edited in place, choose a new --out", file=sys.stderr)
         return EXIT_ERROR
     try:
-        overrides = {"calibration_target": args.calibration_target} if args.calibration_target else None
+        overrides = {}
+        if args.calibration_target:
+            overrides["calibration_target"] = args.calibration_target
+        if args.backbone_budget_s:
+            overrides["backbone_budget_s"] = args.backbone_budget_s
         regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress,
-                             overrides=overrides, reuse_network=args.reuse_network)
+                             overrides=overrides or None, reuse_network=args.reuse_network)
         regen.run(until=args.until)
     except (ReferenceFileError, OSError, ValueError) as exc:
         print(f"csst-sls-z regenerate: error: {exc}", file=sys.stderr)

@@ -42,6 +42,10 @@ def run(regen):
     if regen.network_source:
         provenance["network_from"] = regen.network_source
         provenance["command"] += f" --reuse-network {regen.network_source['path']}"
-    if regen.rc.calibration_target != type(regen.rc).calibration_target:
+    from ..regenerate import REGEN_CONFIGS          # at call time: regenerate imports the steps
+    defaults = REGEN_CONFIGS[regen.name]
+    if regen.rc.calibration_target != defaults.calibration_target:
         provenance["command"] += f" --calibration-target {regen.rc.calibration_target}"
+    if regen.rc.backbone_budget_s != defaults.backbone_budget_s:
+        provenance["command"] += f" --backbone-budget-s {regen.rc.backbone_budget_s:g}"
     write_manifest(out, files, "SIMULATION", provenance=provenance)
