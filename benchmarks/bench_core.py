@@ -315,7 +315,8 @@ def compiled_naive(sampler, x: np.ndarray, chunk_index: int = 0, max_passes: int
     means, sigmas = [], []
     for b, start in enumerate(range(0, x.shape[0], sampler.batch)):
         xb = tf.convert_to_tensor(x[start:start + sampler.batch])
-        eps = sampler.head.noise(sampler.n_samples, xb.shape[0], sampler._seed(chunk_index * 100003 + b))
+        eps = sampler.head.noise(sampler.n_samples, xb.shape[0], sampler._seed(chunk_index * 100003 + b),
+                                   sampler.per_object_noise)
         mus, sig2 = [], []
         for s in range(sampler.n_samples if max_passes is None else min(max_passes, sampler.n_samples)):
             mu, sigma = step(xb, [(ez[s:s + 1], eo[s:s + 1]) for ez, eo in eps])

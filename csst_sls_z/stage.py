@@ -110,6 +110,8 @@ class RedshiftStage:
     spec = {p.name: p for p in (
         Param("samples", int, 200, "BNN samples per spectrum", minimum=1, recorded=True),
         Param("seed", int, 0, "seed of the BNN sampling noise", minimum=0, recorded=True),
+        Param("per_object_noise", bool, False, "draw the BNN head's output noise per object, as before "
+              "issue 17 (slower; the same distribution; reproduces earlier catalogues)", recorded=True),
         Param("reference_dir", Path, None, "reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
         Param("chunk_size", int, 4096, "objects per chunk in memory", minimum=1, recorded=True),
         Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),
@@ -156,7 +158,8 @@ class RedshiftStage:
         if self._sampler is None:
             from .network.loader import load_sampler
             self._sampler, cfg = load_sampler(self.load_references()["set"], int(self.params["samples"]),
-                                              int(self.params["seed"]))
+                                              int(self.params["seed"]),
+                                              per_object_noise=bool(self.params["per_object_noise"]))
             if cfg.input_length != self.load_references()["grid"].length:
                 from .reffiles.header import ReferenceFileError
                 raise ReferenceFileError(

@@ -45,16 +45,19 @@ def test_call_shared_is_call_on_tiled_input():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("jit,block", [(True, None), (False, None), (True, 4)])
-def test_fused_head_gives_the_reference_numbers(jit, block):
+@pytest.mark.parametrize("jit,block,per_object", [(True, None, True), (False, None, True), (True, 4, True),
+                                                (True, None, False), (True, 4, False)])
+def test_fused_head_gives_the_reference_numbers(jit, block, per_object):
     """Same noise, same moments, including a short last batch (padded for XLA and cut again)."""
     from csst_sls_z.network.config import CONFIGS
     from csst_sls_z.network.sampler import Sampler
     cfg = replace(CONFIGS["smoke"], input_length=64)
     net = _stochastic_head(cfg)
     x = np.random.default_rng(1).standard_normal((21, 64, 2)).astype(np.float32)
-    ref = Sampler(net.backbone, net.head, cfg, n_samples=16, seed=3, batch=8, head_path="reference")
-    fused = Sampler(net.backbone, net.head, cfg, n_samples=16, seed=3, batch=8, jit_compile=jit, head_block=block)
+    ref = Sampler(net.backbone, net.head, cfg, n_samples=16, seed=3, batch=8, head_path="reference",
+                  per_object_noise=per_object)
+    fused = Sampler(net.backbone, net.head, cfg, n_samples=16, seed=3, batch=8, jit_compile=jit, head_block=block,
+                    per_object_noise=per_object)
     a, b = ref.predict(x, chunk_index=2), fused.predict(x, chunk_index=2)
     np.testing.assert_array_equal(a.z_cnn, b.z_cnn)
     np.testing.assert_allclose(b.mean, a.mean, rtol=0, atol=2e-6)
@@ -63,6 +66,32 @@ def test_fused_head_gives_the_reference_numbers(jit, block):
     assert np.all(a.epistemic > 1e-8)                    # the noise really matters here
     with pytest.raises(ValueError, match="head_path"):
         Sampler(net.backbone, net.head, cfg, head_path="fast")
+
+
+def test_shared_output_noise_gives_each_object_the_same_distribution():
+    """Issue 17: drawing the output noise once per sample for the whole batch leaves each
+    object's S-sample mean and variance distributed as with noise drawn per object (400
+    seeds, two-sample KS per object and statistic), while the draws really are shared:
+    the Monte-Carlo errors of two objects in one batch become correlated."""
+    from scipy.stats import ks_2samp
+    from csst_sls_z.network.config import CONFIGS
+    from csst_sls_z.network.sampler import Sampler
+    cfg = replace(CONFIGS["smoke"], input_length=64)
+    net = _stochastic_head(cfg)
+    x = np.random.default_rng(5).standard_normal((6, 64, 2)).astype(np.float32)
+    feats, z_cnn = Sampler(net.backbone, net.head, cfg)._forward(tf.convert_to_tensor(x))
+    runs = {}
+    for per_object in (True, False):
+        sampler = Sampler(net.backbone, net.head, cfg, n_samples=8, batch=6, per_object_noise=per_object)
+        draws = [sampler.head_moments(feats, z_cnn, tf.constant([seed, 0], tf.int32)) for seed in range(400)]
+        runs[per_object] = {k: np.array([d[i].numpy() for d in draws]) for i, k in enumerate(("mean", "alea", "epi"))}
+    for key in ("mean", "alea", "epi"):
+        for obj in range(x.shape[0]):
+            p = ks_2samp(runs[True][key][:, obj], runs[False][key][:, obj]).pvalue
+            assert p > 1e-4, (key, obj, p)
+    assert np.all(runs[False]["epi"] > 1e-8)                     # the noise really matters here
+    corr = {k: abs(np.corrcoef(runs[k]["mean"][:, 0], runs[k]["mean"][:, 1])[0, 1]) for k in runs}
+    assert corr[False] > 0.3 > 0.2 > corr[True], corr
 
 
 def test_reading_ahead_gives_the_same_chunks_and_closes_cleanly():

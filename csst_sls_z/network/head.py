@@ -27,16 +27,23 @@ class BNNHead(keras.Model):
         self.act = keras.layers.LeakyReLU(negative_slope=0.2)
         self.out_layer = keras.layers.Dense(2, name="mu_sigma", kernel_initializer="zeros")
 
-    def noise(self, n_samples: int, n_objects: int, seed):
+    def noise(self, n_samples: int, n_objects: int, seed, per_object: bool = True):
         """Standard-normal draws for every MNF layer, from a stateless seed (reproducible).
 
-        z is shared by all objects of one sample; the output noise is per object.
+        z is shared by all objects of one sample. The output noise (local
+        reparameterisation) is drawn per object, (S, N, units), when ``per_object``;
+        otherwise one draw per sample serves every object of the batch, (S, 1, units),
+        broadcast by the layers. Each object's S samples have the same distribution either
+        way (each pre-activation is mean + std * N(0, 1) given z); only the Monte-Carlo
+        errors of objects in one batch become correlated, and the draws cost N times less
+        (docs/performance.md, "Shared output noise").
         """
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
         eps = []
         for i, layer in enumerate(self.mnf):
             eps_z = tf.random.stateless_normal((n_samples, 1, layer.input_dim), seed=seed + [0, 2 * i])
-            eps_o = tf.random.stateless_normal((n_samples, n_objects, layer.units), seed=seed + [0, 2 * i + 1])
+            eps_o = tf.random.stateless_normal((n_samples, n_objects if per_object else 1, layer.units),
+                                               seed=seed + [0, 2 * i + 1])
             eps.append((eps_z, eps_o))
         return eps
 

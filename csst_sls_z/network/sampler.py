@@ -18,8 +18,11 @@ The head has two paths, the same noise and the same numbers up to float rounding
 * ``"reference"``: the head called on the features tiled S times (the code before issue
   17), kept for comparison.
 
-The noise is most of the fused head's time (TensorFlow's stateless normals, S x N x 384 per
-batch); changing how it is drawn would change the recorded numbers, so it is not done here.
+The output noise of the MNF layers is drawn once per sample and shared by the objects of a
+batch (``per_object_noise=False``, the default since issue 17): S x 384 normals per batch
+instead of S x N x 384, which were most of the head's time. Each object's samples have the
+same distribution either way (``BNNHead.noise``); ``per_object_noise=True`` reproduces the
+catalogues made before (the golden test).
 ``head_block`` runs the samples in blocks inside XLA (measured: no gain; off by default).
 """
 from __future__ import annotations
@@ -53,7 +56,8 @@ class Prediction:
 
 class Sampler:
     def __init__(self, backbone, head, cfg, n_samples: int = 200, seed: int = 0, batch: int = 256,
-                 head_path: str = "fused", jit_compile: bool = True, head_block: int | None = None):
+                 head_path: str = "fused", jit_compile: bool = True, head_block: int | None = None,
+                 per_object_noise: bool = False):
         if head_path not in HEAD_PATHS:
             raise ValueError(f"head_path must be one of {HEAD_PATHS}, not {head_path!r}")
         self.backbone = backbone
@@ -65,6 +69,7 @@ class Sampler:
         self.head_path = head_path
         self.jit_compile = bool(jit_compile)
         self.head_block = head_block          # fused path: samples per block (BNNHead.sample_moments)
+        self.per_object_noise = bool(per_object_noise)
         self._fwd = tf.function(self._forward, reduce_retracing=True)
         self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path
         self._noise = tf.function(self._draw_noise, reduce_retracing=True)
@@ -76,21 +81,21 @@ class Sampler:
 
     def _head_moments(self, feats, z_cnn, seed):
         n = tf.shape(feats)[0]
-        eps = self.head.noise(self.n_samples, n, seed)
+        eps = self.head.noise(self.n_samples, n, seed, self.per_object_noise)
         tiled = tf.broadcast_to(feats[None], (self.n_samples, n, feats.shape[-1]))
         mu, sigma = self.head(tiled, tf.broadcast_to(z_cnn[None], (self.n_samples, n)), eps=eps)
         mean = tf.reduce_mean(mu, axis=0)
         return mean, tf.reduce_mean(sigma * sigma, axis=0), tf.reduce_mean(tf.square(mu - mean[None]), axis=0)
 
     def _draw_noise(self, feats, seed):
-        return self.head.noise(self.n_samples, tf.shape(feats)[0], seed)
+        return self.head.noise(self.n_samples, tf.shape(feats)[0], seed, self.per_object_noise)
 
     def _fused_moments(self, feats, z_cnn, eps):
         return self.head.sample_moments(feats, z_cnn, eps, block=self.head_block)
 
     def head_moments(self, feats, z_cnn, seed):
         """(mean, aleatoric, epistemic) of the S head samples on one batch of features
-        (at most ``batch`` rows), by ``head_path``; the noise is ``head.noise(S, N, seed)``."""
+        (at most ``batch`` rows), by ``head_path``; the noise is ``head.noise(S, N, seed, per_object_noise)``."""
         if self.head_path == "reference":
             return self._head(feats, z_cnn, seed)
         eps = self._noise(feats, seed)
@@ -99,7 +104,8 @@ class Sampler:
         if pad > 0:        # one shape for XLA: pad the rows (zero features, zero noise), cut them again
             feats = tf.pad(feats, [[0, pad], [0, 0]])
             z_cnn = tf.pad(z_cnn, [[0, pad]])
-            eps = [(ez, tf.pad(eo, [[0, 0], [0, pad], [0, 0]])) for ez, eo in eps]
+            if self.per_object_noise:
+                eps = [(ez, tf.pad(eo, [[0, 0], [0, pad], [0, 0]])) for ez, eo in eps]
         try:
             out = self._fused(feats, z_cnn, eps)
         except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError, tf.errors.InternalError,
@@ -150,7 +156,7 @@ class Sampler:
         for b, start in enumerate(range(0, x.shape[0], self.batch)):
             xb = tf.convert_to_tensor(x[start:start + self.batch])
             n = xb.shape[0]
-            eps = self.head.noise(self.n_samples, n, self._seed(chunk_index * 100003 + b))
+            eps = self.head.noise(self.n_samples, n, self._seed(chunk_index * 100003 + b), self.per_object_noise)
             mus, sig2 = [], []
             for s in range(self.n_samples):
                 feats, z_cnn = self._fwd(xb)          # the whole network, every sample
