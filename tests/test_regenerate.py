@@ -154,20 +154,50 @@ def test_threshold_choice_follows_its_named_rules():
     z[faint & (rng.random(n) < 0.6)] += 0.5                 # 60% outliers below SNR 4
     zerr = np.where(snr < 4.0, 0.2, 0.005) * (1 + z)
     feats = rng.normal(size=(3000, 4))
-    th, why = tc.choose_thresholds(z, zerr, zt, snr, rng.normal(size=(n, 4)), feats, 0.0, 1.6)
     from csst_sls_z.training.metrics import outlier_fraction
-    # The largest scanned SNR_GI percentile below which >= 25% are outliers.
+    # One flag at a time (used when the validation set has too few outliers to choose the clean
+    # sample on): the largest scanned SNR_GI percentile below which >= 25% are outliers.
+    low_snr = tc.choose_low_snr(z, zt, snr)
     scanned = np.percentile(snr, tc.LOW_SNR_SCAN)
-    k = int(np.flatnonzero(scanned == th.low_snr)[0])
-    assert outlier_fraction(z[snr < th.low_snr], zt[snr < th.low_snr]) >= tc.LOW_SNR_ETA
+    k = int(np.flatnonzero(scanned == low_snr)[0])
+    assert outlier_fraction(z[snr < low_snr], zt[snr < low_snr]) >= tc.LOW_SNR_ETA
     assert k == 0 or outlier_fraction(z[snr < scanned[k - 1]], zt[snr < scanned[k - 1]]) < tc.LOW_SNR_ETA
-    assert th.large_zerr < 0.2                              # the outliers' ZERR/(1+Z) is flagged
+    assert tc.choose_large_zerr(z, zt, zerr / (1 + z)) < 0.2      # the outliers' ZERR/(1+Z) is flagged
+    # Together (issue 15): the clean sample, the most kept with eta <= 3%, here everything but the faint outliers.
+    th, why = tc.choose_thresholds(z, zerr, zt, snr, rng.normal(size=(n, 4)), feats, 0.0, 1.6)
+    keep = ~(snr < th.low_snr) & ~(zerr / (1 + z) > th.large_zerr)
+    assert outlier_fraction(z[keep], zt[keep]) <= tc.CLEAN_ETA and keep.mean() >= 0.9
+    assert th.multiple_peaks is None and "chosen together" in why[0] and "3%" in why[0]
     assert 1.0 < th.ood_max < 2.5                           # sqrt(chi2_4 / 4) at 99.9%: 2.15
-    assert "25%" in why[0] and "50%" in why[1] and "99.9th" in why[2]
+    assert "99.9th" in why[-1]
     # No selection of MIN_SELECTED objects qualifies: the fallback percentiles.
     clean = tc.choose_thresholds(zt, 0.005 * (1 + zt), zt, snr, feats, feats, 0.0, 1.6)[0]
     assert clean.low_snr == pytest.approx(np.percentile(snr, tc.LOW_SNR_FALLBACK))
     assert clean.large_zerr == pytest.approx(np.percentile(0.005 * np.ones(n), tc.LARGE_ZERR_FALLBACK))
+
+
+def test_clean_sample_goal_out_of_reach_keeps_the_minimum_with_the_least_eta():
+    """Issue 15: when no combination keeping CLEAN_MIN_KEPT reaches CLEAN_ETA, the clean sample
+    keeps (about) CLEAN_MIN_KEPT with the smallest eta; the weights count."""
+    from csst_sls_z.training import threshold_choice as tc
+    from csst_sls_z.training.metrics import outlier_fraction
+    rng = np.random.default_rng(11)
+    n = 6000
+    zt = rng.uniform(0.1, 1.5, n)
+    snr = rng.uniform(0.3, 8, n)
+    bad = rng.random(n) < 0.45 * np.exp(-snr / 4) + 0.1           # 10% outliers at any SNR: 3% is out of reach
+    z = np.where(bad, (1 + zt) * 0.76 - 1, zt)
+    rel = 0.01 * rng.uniform(0.5, 1.5, n) * (1 + 4 / snr)          # ZERR says as much as SNR, no more
+    low, large, multiple, why = tc.choose_clean_sample(z, zt, snr, rel)
+    keep = ~(snr < low) & ~(rel > large)
+    assert tc.CLEAN_MIN_KEPT <= keep.mean() < tc.CLEAN_MIN_KEPT + 0.03
+    assert outlier_fraction(z[keep], zt[keep]) < 0.8 * outlier_fraction(z, zt)
+    assert multiple is None and "no combination keeping" in why[0]
+    # Weighting the bright objects up moves the cut: the weighted kept fraction is what is held.
+    w = np.where(snr > 4, 5.0, 1.0)
+    low_w, large_w, _, _ = tc.choose_clean_sample(z, zt, snr, rel, weights=w)
+    keep_w = ~(snr < low_w) & ~(rel > large_w)
+    assert np.average(keep_w, weights=w) >= tc.CLEAN_MIN_KEPT and keep_w.mean() < keep.mean()
 
 
 def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):

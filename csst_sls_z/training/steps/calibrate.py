@@ -71,7 +71,8 @@ def run(regen):
     summ = calibrated_summary(beta, p["mean"], p["sigma"])
     _, _, _, p_alt = pz_of_set(regen, p, CalibrationFile(beta=beta, scale=scale, method="beta", pz=temperature))
     th, why = choose_thresholds(summ["Z"], summ["ZERR"], p["z_true"], p["snr_gi"], p["features"],
-                                train_feature_sample(regen), regen.cfg.z_min, regen.cfg.z_max, p_alt=p_alt)
+                                train_feature_sample(regen), regen.cfg.z_min, regen.cfg.z_max, p_alt=p_alt,
+                                weights=weights)
     write_thresholds(regen.work / "thresholds.fits", th, "SIMULATION", history=why, overwrite=True)
     regen.save_json("thresholds_why.json", why)
     log.info("thresholds: %s", " ".join(why))
