@@ -219,3 +219,8 @@ def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
     assert (smoke_set / "figures" / "pz_nz.png").exists()
     for rec in ev["generalisation"]["families"].values():
         assert "ks" in rec["pz"]["pit"] and "multiple_peaks" in rec["pz"]
+        assert set(rec["pz"]["clean_sample_curve"]["at"]) == {"0.5", "0.6", "0.7"}
+    from csst_sls_z.training.report import pz_table
+    table = pz_table(ev)
+    assert table.count("\n| ") == 1 + 3 + 9 and "| nominal | " in table and "| family SPS | " in table
+    assert "- / - / -" not in table                 # every test set has its clean-sample curve

@@ -89,7 +89,7 @@ def predict_and_flag(regen, data, seed):
     from ..network.objectives import objective_of
     from ..preprocess import normalise
     from ..pz import PzGrid, PzMaker, alternative_peaks
-    from .pz_metrics import flag_metrics, pz_metrics
+    from .pz_metrics import flag_metrics, kept_eta_curve, pz_metrics
     maker = BatchMaker(data, seed=seed)
     flux, err = maker.noisy(np.arange(len(data)))
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
@@ -114,8 +114,12 @@ def predict_and_flag(regen, data, seed):
                                    ood_distance=th.ood_distance(pred.features.astype(np.float64)), p_alt=p_alt), th)
     zt = data.z.astype(float)
     flagged = p_alt > th.multiple_peaks if th.multiple_peaks is not None else np.zeros(zt.size, bool)
+    # The clean sample's curve (issue 15, on every test set): flagged objects dropped first,
+    # then by ZERR/(1+Z); ZWARN == 0 is a point of it.
+    rel = np.where(zwarn == 0, summ["ZERR"] / (1.0 + summ["Z"]), np.inf)
     pz_rec = {**pz_metrics(pz, pz_maker.grid, zt),
-              "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, z_alt)}}
+              "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, z_alt)},
+              "clean_sample_curve": kept_eta_curve(rel, summ["Z"], zt)}
     return summ, zwarn, pred.z_cnn, flux, err, snr_gi, pz_rec
 
 

@@ -102,6 +102,41 @@ def shift_table(ev: dict) -> str:
     return "\n".join(rows)
 
 
+def _pz_row(label, pz, flags=None):
+    """One row of the p(z) table from an evaluation's ``pz`` block (and the set's flags)."""
+    if not pz:
+        return None
+    hpd = pz.get("hpd_coverage", {})
+    mp = pz.get("multiple_peaks", {})
+    clean = pz.get("clean_sample") or {}
+    curve = clean.get("curves", {}).get("zwarn_then_zerr") or pz.get("clean_sample_curve") or {}
+    at = curve.get("at", {})
+    kept = clean.get("kept", flags.get("kept") if flags else None)
+    eta_kept = clean.get("eta_kept", flags.get("eta_kept") if flags else None)
+    return (f"| {label} | {pz['pit']['ks']:.3f} | {pz['crps_mean']:.4f} | {hpd.get('0.68', float('nan')):.3f} / "
+            f"{hpd.get('0.95', float('nan')):.3f} | {pz['nz_abs_diff']:.3f} | "
+            f"{_cell(mp, 'completeness_outliers')} / {_cell(mp, 'flagged_good')} | "
+            f"{_cell({'k': kept}, 'k')}, {_cell({'e': eta_kept}, 'e')} | "
+            + " / ".join(_cell(at, k) for k in ("0.5", "0.6", "0.7")) + " |")
+
+
+def pz_table(ev: dict) -> str:
+    """p(z) and the clean sample on every test set (issue 15; evaluation.json ``pz`` and
+    ``generalisation.*.pz``)."""
+    rows = ["| test set | PIT KS | CRPS | HPD 68% / 95% coverage | n(z) abs diff | MULTIPLE_PEAKS: outliers "
+            "caught / good flagged | kept (ZWARN = 0), eta kept | eta at 50% / 60% / 70% kept |",
+            "|---|---|---|---|---|---|---|---|"]
+    rows.append(_pz_row("nominal", ev.get("pz")))
+    gen = ev.get("generalisation", {})
+    for name, r in gen.get("families", {}).items():
+        rows.append(_pz_row(f"family {name}", r.get("pz"), r.get("flags")))
+    for param, sides in gen.get("shifts", {}).items():
+        for side, r in sides.items():
+            rows.append(_pz_row(f"{param} {side}", r.get("pz"), r.get("flags")))
+    rows = [r for r in rows if r]
+    return "\n".join(rows) if len(rows) > 2 else "(no p(z) evaluation in this set)"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -111,7 +146,7 @@ def main(argv=None) -> int:
     for title, text in (("Summary", summary_table(ev)), ("Coverage", coverage_table(ev)),
                         ("By redshift", binned_table(ev, "z_true")), ("By SNR_GI", binned_table(ev, "snr_gi")),
                         ("Objective curves", curve_table(ev)), ("Per SED family", family_table(ev)),
-                        ("Shifted instrument", shift_table(ev))):
+                        ("Shifted instrument", shift_table(ev)), ("p(z) and the clean sample", pz_table(ev))):
         print(f"### {title}\n\n{text}\n")
     return 0
 
