@@ -105,6 +105,9 @@ class RedshiftStage:
 
     name = "csst_sls_z"
     reference_types = ("wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
+    # How, not what: neither changes a number (docs/performance.md, "Throughput (issue 17)").
+    prefetch = False     # read the next chunk in a thread (measured slower: fitsio holds the GIL)
+    warm_up = True       # run(): trace and compile the network in a thread while the first chunk is read
     # The one place a parameter, its type, default, bounds and help are declared; the
     # commands' options and checks are generated from it (commands.add_stage_options).
     spec = {p.name: p for p in (
@@ -248,7 +251,7 @@ class RedshiftStage:
             # ``stage.prefetch = True`` reads the next chunk in a thread while this one is measured
             # (issue 17). Off: measured slower (fitsio holds the GIL through its reads, which stalls
             # the thread driving TensorFlow; docs/performance.md, "Throughput").
-            chunks = reader.iter_chunks(int(self.params["chunk_size"]), prefetch=getattr(self, "prefetch", False))
+            chunks = reader.iter_chunks(int(self.params["chunk_size"]), prefetch=self.prefetch)
             for c, (sl, bands) in enumerate(chunks):
                 chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
                 for name in catalog.dtype.names:      # REDSHIFT_COLUMNS, and PZ unless no_pz
@@ -307,6 +310,9 @@ class RedshiftStage:
         try:
             self.load_references()
             self.sampler()      # the network weights too (shapes): refused before any spectrum is read
+            if self.warm_up:
+                # The traces and the head's XLA compile overlap reading the first chunk (issue 17).
+                self.sampler().start_warm_up(self.load_references()["grid"].length, self.pz_maker().binned)
         except ReferenceFileError as exc:
             log.error("%s", exc)
             return StageResult(StageStatus.ERROR, message=str(exc))

@@ -68,6 +68,22 @@ def test_fused_head_gives_the_reference_numbers(jit, block, per_object):
         Sampler(net.backbone, net.head, cfg, head_path="fast")
 
 
+def test_warm_up_in_a_thread_changes_no_number():
+    """Issue 17: tracing and compiling in a thread before the first batch gives the same moments."""
+    from csst_sls_z.network.config import CONFIGS
+    from csst_sls_z.network.sampler import Sampler
+    cfg = replace(CONFIGS["smoke"], input_length=64)
+    net = _stochastic_head(cfg)
+    x = np.random.default_rng(2).standard_normal((11, 64, 2)).astype(np.float32)
+    cold = Sampler(net.backbone, net.head, cfg, n_samples=8, seed=1, batch=8).predict(x, return_output=True)
+    warm = Sampler(net.backbone, net.head, cfg, n_samples=8, seed=1, batch=8)
+    warm.start_warm_up(64, return_output=True)
+    got = warm.predict(x, return_output=True)
+    assert warm._warm_thread is None                              # predict waited for it
+    for k in ("z_cnn", "mean", "aleatoric", "epistemic", "output"):
+        np.testing.assert_array_equal(getattr(got, k), getattr(cold, k), err_msg=k)
+
+
 def test_shared_output_noise_gives_each_object_the_same_distribution():
     """Issue 17: drawing the output noise once per sample for the whole batch leaves each
     object's S-sample mean and variance distributed as with noise drawn per object (400

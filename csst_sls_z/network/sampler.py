@@ -28,6 +28,7 @@ catalogues made before (the golden test).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +121,32 @@ class Sampler:
             out = self._fused(feats, z_cnn, eps)
         return tuple(v[:n] for v in out) if pad > 0 else out
 
+    def start_warm_up(self, input_length: int, return_output: bool = False):
+        """Trace the backbone and compile the head (XLA) on a batch of zeros in a thread, so that
+        this one-off cost overlaps what the caller does next (opening, hashing, reading and
+        preprocessing the first chunk); :meth:`predict` waits for it. A failure here is only
+        logged: the first real batch meets the same error and handles it as it would have."""
+        def warm():
+            try:
+                x = tf.zeros((self.batch, int(input_length), 2), tf.float32)
+                if return_output:
+                    if getattr(self, "_fwd_out", None) is None:
+                        self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)
+                    feats, z_cnn, _ = self._fwd_out(x)
+                else:
+                    feats, z_cnn = self._fwd(x)
+                self.head_moments(feats, z_cnn, self._seed(0))[0].numpy()
+            except Exception as exc:            # noqa: BLE001 - the real first batch reports it
+                log.debug("warm-up of the network failed (%s); the first batch pays its cost", exc)
+        self._warm_thread = threading.Thread(target=warm, name="csst_sls_z-warm-up", daemon=True)
+        self._warm_thread.start()
+
+    def _wait_for_warm_up(self):
+        thread = getattr(self, "_warm_thread", None)
+        if thread is not None:
+            thread.join()
+            self._warm_thread = None
+
     def _seed(self, chunk_index: int):
         return tf.constant([self.seed, int(chunk_index)], dtype=tf.int32)
 
@@ -131,6 +158,7 @@ class Sampler:
                 return_output: bool = False) -> Prediction:
         """x: (N, L, 2) float32. Noise is seeded by (seed, chunk_index, batch index).
         ``return_output``: also the backbone output (zbins: the logits p(z) is made from, issue 15)."""
+        self._wait_for_warm_up()
         outs = {k: [] for k in ("z", "m", "a", "e", "f")}
         output = []
         if return_output and getattr(self, "_fwd_out", None) is None:
