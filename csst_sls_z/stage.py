@@ -233,7 +233,7 @@ class RedshiftStage:
     # ------------------------------------------------------------ one file
     def process_file(self, path: Path, out_path: Path) -> dict:
         from dataclasses import replace
-        from .products import open_product, write_redshift_product
+        from .products import new_catalog, open_product, write_redshift_product
         from .quality import zwarn_bits, zwarn_counts
         t0 = time.time()
         thresholds = self.load_references()["thresholds"]
@@ -244,7 +244,7 @@ class RedshiftStage:
             n = reader.n_objects
             if n == 0:
                 return {"n_objects": 0}
-            catalog = empty_redshift_table(n, self.pz_bins())
+            catalog = new_catalog(n, self.pz_bins())       # the output's table, in memory once
             catalog["OBJID"] = reader.objid
             catalog["RA"], catalog["DEC"] = reader.ra, reader.dec
             duplicate = np.isin(catalog["OBJID"], reader.duplicate_objids)

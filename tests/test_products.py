@@ -652,3 +652,30 @@ def test_simulated_product_is_written_through_the_durable_temp_file(tmp_path):
     target.write_text("old")
     with pytest.raises(FileExistsError):
         ProductWriter(target, {})
+
+
+@pytest.mark.parametrize("n_pz", [None, 7])
+def test_new_catalog_is_written_as_the_plain_table_is(tmp_path, n_pz):
+    """Issue 17: the stage fills ``products.new_catalog`` (the output's own table, written without
+    a copy); the file holds what the plain ``empty_redshift_table`` gives, headers included."""
+    src = Path(__file__).parent / "data" / "golden_input.fits"
+    rng = np.random.default_rng(4)
+    plain, own = dm.empty_redshift_table(5, n_pz), products.new_catalog(5, n_pz)
+    assert isinstance(own, fits.FITS_rec) and np.isnan(own["Z"]).all() and (own["ZWARN"] == 0).all()
+    for name in plain.dtype.names:
+        shape = plain[name].shape
+        value = rng.random(shape) if plain.dtype[name].kind == "f" else rng.integers(0, 99, shape)
+        if name == "Z":
+            value[2] = np.nan
+        plain[name], own[name] = value, value
+    outs = []
+    for k, cat in enumerate((plain, own)):
+        outs.append(products.write_redshift_product(tmp_path / f"out{k}.fits", src, cat, [("FOO", 1, "a card")]))
+    with fits.open(outs[0]) as a, fits.open(outs[1]) as b:
+        ha, hb = a[dm.EXT_REDSHIFT].header, b[dm.EXT_REDSHIFT].header
+        skip = ("CHECKSUM", "DATASUM")         # their comments carry the time of writing
+        assert [(k, ha[k], ha.comments[k]) for k in ha if k not in skip] == \
+               [(k, hb[k], hb.comments[k]) for k in hb if k not in skip]
+        for name in plain.dtype.names:
+            np.testing.assert_array_equal(a[dm.EXT_REDSHIFT].data[name], b[dm.EXT_REDSHIFT].data[name])
+        assert b[dm.EXT_REDSHIFT].verify_checksum() == 1

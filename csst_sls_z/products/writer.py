@@ -39,7 +39,35 @@ def _add_cards(header: fits.Header, cards) -> None:
                 header[key] = (_card_value(value), comment)
 
 
+def _column_defs(n_pz: int | None) -> fits.ColDefs:
+    return fits.ColDefs([fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None)
+                         for c in redshift_columns(n_pz)])
+
+
+def new_catalog(n: int, n_pz: int | None = None):
+    """An SLS_REDSHIFT table of ``n`` rows in the output's own layout (an astropy ``FITS_rec``,
+    every measurement unset: NaN, 0 for integers), which :func:`write_redshift_product` writes
+    without copying it: filled chunk by chunk, the catalogue is in memory once, not twice
+    (issue 17; ``datamodel.empty_redshift_table`` is the same table as a plain array)."""
+    data = fits.BinTableHDU.from_columns(_column_defs(n_pz), nrows=int(n)).data
+    for c in redshift_columns(n_pz):
+        if c.dtype.startswith("f"):
+            data[c.name] = np.nan
+    return data
+
+
 def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
+    names = catalog.dtype.names or ()
+    pz_shape = catalog.dtype[PZ_COLUMN.name].shape if PZ_COLUMN.name in names else ()
+    n_pz = pz_shape[0] if len(pz_shape) == 1 else None
+    if isinstance(catalog, fits.FITS_rec) and [c.name for c in redshift_columns(n_pz)] == list(names) and all(
+            a.format == b.format and (a.unit or None) == (b.unit or None)
+            for a, b in zip(catalog.columns, _column_defs(n_pz))):
+        hdu = fits.BinTableHDU(data=catalog, name=EXT_REDSHIFT)          # new_catalog's table: no copy
+        for i, c in enumerate(redshift_columns(n_pz), start=1):
+            hdu.header.comments[f"TTYPE{i}"] = c.header_comment
+        _add_cards(hdu.header, cards)
+        return hdu
     catalog = np.asarray(catalog)
     names = catalog.dtype.names or ()
     # The optional PZ column (datamodel.OPTIONAL_REDSHIFT_COLUMNS): its length is the catalogue's.
