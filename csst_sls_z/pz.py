@@ -308,7 +308,7 @@ class PzMaker:
     def method(self) -> str:
         if not self.binned:
             return str(self.calibration_file.method)
-        return "temperature" if self.temperature is not None else "none"
+        return self.temperature.method if self.temperature is not None else "none"
 
     def __call__(self, output=None, mean=None, sigma=None) -> np.ndarray:
         """(N, nbin) float64 rows summing to 1: from the backbone ``output`` (logits) of a binned
@@ -331,7 +331,7 @@ class PzMaker:
         cards = self.grid.cards() + [
             (dm.KW_PZ_KIND, self.kind, how[self.kind]),
             (dm.KW_PZ_CALIBRATED, self.calibrated, "p(z) calibrated on the validation set"),
-            (dm.KW_PZ_METHOD, self.method, "p(z) calibration: temperature/beta/scale/none")]
+            (dm.KW_PZ_METHOD, self.method, "p(z) calibration: temperature[+pit]/beta/scale/none")]
         if self.temperature is not None:
             cards.append((dm.KW_PZ_TEMPERATURE, float(self.temperature.temperature), "softmax(logits / PZ_TEMP)"))
         cards.append((dm.KW_PZ_COLUMN, bool(column), "PZ column written (F: --no-pz)"))

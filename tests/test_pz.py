@@ -166,6 +166,44 @@ def test_temperature_map_is_monotone_and_widens_a_too_narrow_pz():
     assert np.mean(crps(wide, GRID, z_true)) < np.mean(crps(raw, GRID, z_true))
 
 
+def _heavy_tailed(n, seed):
+    """Logits of Gaussians of width 0.015 about estimates whose errors are 80% N(0, 0.01) and 20%
+    N(0, 0.06): no single width (temperature) makes their PIT uniform."""
+    rng = np.random.default_rng(seed)
+    z_true = rng.uniform(0.3, 1.3, n)
+    err = np.where(rng.random(n) < 0.8, rng.normal(0, 0.01, n), rng.normal(0, 0.06, n))
+    c = GRID.centres()
+    return -0.5 * ((c[None, :] - (z_true + err)[:, None]) / 0.015) ** 2, z_true
+
+
+def test_pit_map_is_monotone_widens_a_too_narrow_pz_and_fixes_what_temperature_cannot():
+    from csst_sls_z.calibration import apply_pit_map, fit_pit_map
+    # Too narrow, T = 1: the PIT map alone widens p(z), rows stay probabilities.
+    logits, z_true = _too_narrow()
+    raw = TemperatureCalibration.IDENTITY.probabilities(logits)
+    knots = fit_pit_map(pit_values(raw, GRID, z_true))
+    assert np.all(np.diff(knots) > 0) and knots[0] == 0.0 and knots[-1] == 1.0      # g is monotone
+    mapped = TemperatureCalibration(1.0, knots).probabilities(logits)
+    assert np.all(mapped >= 0) and np.allclose(mapped.sum(axis=1), 1.0)
+    assert np.median(_row_std(mapped, GRID) / _row_std(raw, GRID)) > 1.5
+    assert pit_summary(pit_values(mapped, GRID, z_true))["ks"] < 0.03
+    np.testing.assert_allclose(apply_pit_map(raw, np.linspace(0, 1, 9)), raw, atol=1e-12)   # identity g
+    # Heavy tails: the fitted temperature leaves the PIT off uniform; the map after it, fitted on one
+    # sample, makes the PIT of another nearly uniform and the HPD coverage right.
+    fit_logits, fit_z = _heavy_tailed(4000, 11)
+    test_logits, test_z = _heavy_tailed(4000, 12)
+    temp = fit_temperature(fit_logits, GRID.bin_index(fit_z))
+    knots = fit_pit_map(pit_values(temp.probabilities(fit_logits), GRID, fit_z))
+    both = TemperatureCalibration(temp.temperature, knots)
+    assert both.method == "temperature+pit" and temp.method == "temperature"
+    ks_t = pit_summary(pit_values(temp.probabilities(test_logits), GRID, test_z))["ks"]
+    ks_both = pit_summary(pit_values(both.probabilities(test_logits), GRID, test_z))["ks"]
+    assert ks_both < 0.03 < ks_t
+    assert hpd_coverage(both.probabilities(test_logits), GRID, test_z)["0.68"] == pytest.approx(0.68, abs=0.04)
+    with pytest.raises(ValueError, match="PIT knots"):
+        TemperatureCalibration(1.0, [0.0, 0.6, 0.5, 1.0])
+
+
 def test_a_calibrated_pz_is_left_nearly_alone():
     logits, z_true = _too_narrow(narrow=1.0)
     assert fit_temperature(logits, GRID.bin_index(z_true)).temperature == pytest.approx(1.0, abs=0.15)
@@ -234,6 +272,10 @@ def test_calibration_and_thresholds_files_keep_the_new_numbers(tmp_path):
     write_calibration(tmp_path / "cal.fits", beta, scale, "DUMMY", pz=TemperatureCalibration(1.7))
     write_calibration(tmp_path / "cal_none.fits", beta, scale, "DUMMY")
     assert load_calibration(tmp_path / "cal.fits").pz == TemperatureCalibration(1.7)
+    knots = tuple(np.linspace(0, 1, 11) ** 1.3)
+    write_calibration(tmp_path / "cal_pit.fits", beta, scale, "DUMMY", pz=TemperatureCalibration(1.7, knots))
+    loaded = load_calibration(tmp_path / "cal_pit.fits").pz
+    assert loaded.method == "temperature+pit" and np.allclose(loaded.pit_knots, knots, rtol=0, atol=1e-12)
     assert load_calibration(tmp_path / "cal_none.fits").pz is None
     assert load_calibration(REFSET_0003 / "calibration.fits").pz is None        # written before p(z)
     write_thresholds(tmp_path / "th.fits", _thresholds(multiple_peaks=0.25), "DUMMY")

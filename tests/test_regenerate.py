@@ -211,7 +211,7 @@ def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
     assert "MULTIPLE_PEAKS" in " ".join(str(h) for h in fits.getheader(smoke_set / "thresholds.fits")["HISTORY"])
     ev = json.loads((smoke_set / "evaluation.json").read_text())
     pz = ev["pz"]
-    assert (pz["kind"], pz["calibrated"], pz["method"]) == ("SOFTMAX", True, "temperature")
+    assert (pz["kind"], pz["calibrated"], pz["method"]) == ("SOFTMAX", True, "temperature+pit")
     assert 0 <= pz["pit"]["ks"] <= 1 and sum(pz["pit"]["histogram"]) == pz["n"] > 0
     assert set(pz["hpd_coverage"]) == {"0.68", "0.95"} and "uncalibrated" in pz
     assert {"completeness_outliers", "flagged_good", "threshold"} <= set(pz["multiple_peaks"])

@@ -75,7 +75,7 @@ class CalibrationFile:
     pz: TemperatureCalibration | None = None
 
 
-PZ_CALIBRATION_METHODS = ("none", "temperature")
+PZ_CALIBRATION_METHODS = ("none", "temperature", "temperature+pit")
 
 # Values a calibration file holds since a later version, by the file's SCHEMAV: what a file of that
 # schema version written before the value was stored in it implies. PZMETH: no p(z) calibration.
@@ -92,9 +92,13 @@ def write_calibration(path, beta: BetaCalibration, scale: ScaleCalibration, pedi
     hdr["BETA_C"] = (beta.c, "Beta calibration c")
     hdr["BETA_S"] = (beta.scale, "width prescale applied before the Beta map")
     hdr["SCALEFAC"] = (scale.scale, "single scale factor on sigma (comparison)")
-    hdr["PZMETH"] = ("temperature" if pz is not None else "none", "p(z) calibration: temperature or none")
+    hdr["PZMETH"] = (pz.method if pz is not None else "none", "p(z) calibration: " + ", ".join(PZ_CALIBRATION_METHODS))
     if pz is not None:
         hdr["PZTEMP"] = (pz.temperature, "p(z) = softmax(backbone logits / PZTEMP)")
+    if pz is not None and pz.pit_knots is not None:
+        hdr["PZPITN"] = (len(pz.pit_knots) - 1, "PIT map: K; PZPITkk = PIT quantile at level kk/K")
+        for k, x in enumerate(pz.pit_knots):
+            hdr[f"PZPIT{k:02d}"] = (x, f"PIT quantile at level {k}/{len(pz.pit_knots) - 1}")
     write_fits_atomic(fits.HDUList([fits.PrimaryHDU(header=hdr)]), path, overwrite=overwrite)
 
 
@@ -109,8 +113,11 @@ def load_calibration(path) -> CalibrationFile:
             return CalibrationFile(beta=BetaCalibration(a=float(h["BETA_A"]), b=float(h["BETA_B"]), c=float(h["BETA_C"]),
                                                                  scale=float(h.get("BETA_S", 1.0))),
                                    scale=ScaleCalibration(scale=float(h["SCALEFAC"])), method=str(h["CALMETH"]),
-                                   pz=TemperatureCalibration(float(h["PZTEMP"])) if pz_method == "temperature"
-                                   else None)
+                                   pz=TemperatureCalibration(
+                                       float(h["PZTEMP"]),
+                                       [float(h[f"PZPIT{k:02d}"]) for k in range(int(h["PZPITN"]) + 1)]
+                                       if pz_method == "temperature+pit" else None)
+                                   if pz_method.startswith("temperature") else None)
         except (KeyError, ValueError) as exc:
             raise ReferenceFileError(f"calibration file {path} lacks a value ({exc})") from None
 

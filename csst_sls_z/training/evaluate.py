@@ -210,6 +210,10 @@ def pz_evaluation(regen, p, cal, cal_summ, figures_dir=None) -> dict:
     if maker.temperature is not None:        # the raw softmax beside the calibrated one
         raw = PzMaker(g, maker.binned, replace(cal, pz=None))(output=p["output"])
         out["uncalibrated"] = pz_metrics(raw, g, zt)
+        if maker.temperature.pit_knots is not None:    # and the temperature without the PIT map
+            from ..calibration import TemperatureCalibration
+            t_only = PzMaker(g, maker.binned, replace(cal, pz=TemperatureCalibration(maker.temperature.temperature)))
+            out["temperature_only"] = pz_metrics(t_only(output=p["output"]), g, zt)
     th = load_thresholds(regen.work / "thresholds.fits")
     flagged = (p_alt > th.multiple_peaks) if th.multiple_peaks is not None else np.zeros(zt.size, bool)
     out["multiple_peaks"] = {"threshold": th.multiple_peaks, **flag_metrics(flagged, z, zt, z_alt)}
