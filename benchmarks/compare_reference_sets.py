@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-oracle", type=int, default=200)
     p.add_argument("--no-shifts", action="store_true", help="skip the instrument-shift sets")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--keep-products", action="store_true",
+                   help="keep the simulated products and the outputs (a temporary folder in --out); default: removed")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from csst_sls_z.simulation import SimOptions, load_models, simulate_products
@@ -150,6 +153,8 @@ def main(argv=None) -> int:
     results["wall_s"] = time.time() - t0
     (args.out / "compare.json").write_text(json.dumps(results, indent=1))
     (args.out / "compare.md").write_text(markdown(results, [Path(r).name for r in args.refsets]))
+    if not args.keep_products:
+        shutil.rmtree(work, ignore_errors=True)
     print(markdown(results, [Path(r).name for r in args.refsets]))
     return 0
 
