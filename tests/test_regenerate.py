@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,17 @@ def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
     table = pz_table(ev)
     assert table.count("\n| ") == 1 + 3 + 9 and "| nominal | " in table and "| family SPS | " in table
     assert "- / - / -" not in table                 # every test set has its clean-sample curve
+
+
+def test_backbone_budget_is_an_override_recorded_in_the_command(capsys):
+    """--backbone-budget-s (how 0005 was trained) is checked like every count and, when it is not the
+    config's, repeated in the provenance command so the set can be rebuilt and reused."""
+    from csst_sls_z.training.regenerate import REGEN_CONFIGS, parser
+    args = parser().parse_args(["--config", "cpu", "--out", "x", "--backbone-budget-s", "4500"])
+    assert args.backbone_budget_s == 4500 and REGEN_CONFIGS["cpu"].backbone_budget_s == 2700
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--config", "cpu", "--out", "x", "--backbone-budget-s", "0"])
+    assert "--backbone-budget-s" in capsys.readouterr().err
+    prov = json.loads((Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0005" / "manifest.json")
+                      .read_text())["provenance"]
+    assert prov["command"].endswith("--backbone-budget-s 4500") and prov["config"]["backbone_budget_s"] == 4500
