@@ -61,7 +61,7 @@ def _env():
     return env
 
 
-def _timed(cmd) -> tuple[float, str]:
+def _timed(cmd) -> tuple[float, str, float]:
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT)
     if proc.returncode != 0:

@@ -72,6 +72,7 @@ class Sampler:
         self.head_block = head_block          # fused path: samples per block (BNNHead.sample_moments)
         self.per_object_noise = bool(per_object_noise)
         self._fwd = tf.function(self._forward, reduce_retracing=True)
+        self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)    # traced on first use
         self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path
         self._noise = tf.function(self._draw_noise, reduce_retracing=True)
         self._fused = tf.function(self._fused_moments, jit_compile=self.jit_compile)
@@ -130,8 +131,6 @@ class Sampler:
             try:
                 x = tf.zeros((self.batch, int(input_length), 2), tf.float32)
                 if return_output:
-                    if getattr(self, "_fwd_out", None) is None:
-                        self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)
                     feats, z_cnn, _ = self._fwd_out(x)
                 else:
                     feats, z_cnn = self._fwd(x)
@@ -161,8 +160,6 @@ class Sampler:
         self._wait_for_warm_up()
         outs = {k: [] for k in ("z", "m", "a", "e", "f")}
         output = []
-        if return_output and getattr(self, "_fwd_out", None) is None:
-            self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)
         for b, start in enumerate(range(0, x.shape[0], self.batch)):
             xb = tf.convert_to_tensor(x[start:start + self.batch])
             if return_output:

@@ -58,30 +58,24 @@ def new_catalog(n: int, n_pz: int | None = None):
 
 def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
     names = catalog.dtype.names or ()
-    pz_shape = catalog.dtype[PZ_COLUMN.name].shape if PZ_COLUMN.name in names else ()
-    n_pz = pz_shape[0] if len(pz_shape) == 1 else None
-    if isinstance(catalog, fits.FITS_rec) and [c.name for c in redshift_columns(n_pz)] == list(names) and all(
-            a.format == b.format and (a.unit or None) == (b.unit or None)
-            for a, b in zip(catalog.columns, _column_defs(n_pz))):
-        hdu = fits.BinTableHDU(data=catalog, name=EXT_REDSHIFT)          # new_catalog's table: no copy
-        for i, c in enumerate(redshift_columns(n_pz), start=1):
-            hdu.header.comments[f"TTYPE{i}"] = c.header_comment
-        _add_cards(hdu.header, cards)
-        return hdu
-    catalog = np.asarray(catalog)
-    names = catalog.dtype.names or ()
     # The optional PZ column (datamodel.OPTIONAL_REDSHIFT_COLUMNS): its length is the catalogue's.
     pz_shape = catalog.dtype[PZ_COLUMN.name].shape if PZ_COLUMN.name in names else ()
     expected = redshift_columns(pz_shape[0] if len(pz_shape) == 1 else None)
-    missing = [c.name for c in expected if c.name not in names]
-    extra = [n for n in names if n not in {c.name for c in expected}]
-    if missing or extra:
-        raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
-                         f"(missing {missing or 'none'}, unknown {extra or 'none'})")
-    columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
-                           array=np.asarray(catalog[c.name], dtype=c.dtype))
-               for c in expected]
-    hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
+    if isinstance(catalog, fits.FITS_rec) and [c.name for c in expected] == list(names) and all(
+            a.format == c.fits_format and (a.unit or None) == (c.unit or None)
+            for a, c in zip(catalog.columns, expected)):
+        hdu = fits.BinTableHDU(data=catalog, name=EXT_REDSHIFT)          # new_catalog's table: no copy
+    else:
+        catalog = np.asarray(catalog)
+        missing = [c.name for c in expected if c.name not in names]
+        extra = [n for n in names if n not in {c.name for c in expected}]
+        if missing or extra:
+            raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
+                             f"(missing {missing or 'none'}, unknown {extra or 'none'})")
+        columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
+                               array=np.asarray(catalog[c.name], dtype=c.dtype))
+                   for c in expected]
+        hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
     for i, c in enumerate(expected, start=1):
         hdu.header.comments[f"TTYPE{i}"] = c.header_comment   # short enough to stay whole in the card
     _add_cards(hdu.header, cards)

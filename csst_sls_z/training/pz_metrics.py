@@ -39,6 +39,11 @@ def _usable(pz, grid, z_true):
     return pz[ok], z_true[ok], b[ok], ok
 
 
+def usable_rows(pz, grid, z_true) -> np.ndarray:
+    """The mask of the rows every metric here uses (a finite p(z), the truth on the grid)."""
+    return _usable(pz, grid, z_true)[3]
+
+
 def pit_values(pz, grid, z_true) -> np.ndarray:
     """PIT of each usable object (module doc), in the order of the usable rows."""
     pz, z_true, b, _ = _usable(pz, grid, z_true)

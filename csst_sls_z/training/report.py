@@ -64,9 +64,13 @@ def curve_table(ev: dict) -> str:
     return "\n".join(rows)
 
 
-def _cell(rec, key="eta", pct=True):
-    v = rec.get(key) if rec else None
+def _value(v, pct=True):
+    """One table cell: '-' for a missing or NaN value."""
     return "-" if v is None or v != v else _f(v, pct)
+
+
+def _cell(rec, key="eta", pct=True):
+    return _value(rec.get(key) if rec else None, pct)
 
 
 def family_table(ev: dict) -> str:
@@ -116,7 +120,7 @@ def _pz_row(label, pz, flags=None):
     return (f"| {label} | {pz['pit']['ks']:.3f} | {pz['crps_mean']:.4f} | {hpd.get('0.68', float('nan')):.3f} / "
             f"{hpd.get('0.95', float('nan')):.3f} | {pz['nz_abs_diff']:.3f} | "
             f"{_cell(mp, 'completeness_outliers')} / {_cell(mp, 'flagged_good')} | "
-            f"{_cell({'k': kept}, 'k')}, {_cell({'e': eta_kept}, 'e')} | "
+            f"{_value(kept)}, {_value(eta_kept)} | "
             + " / ".join(_cell(at, k) for k in ("0.5", "0.6", "0.7")) + " |")
 
 

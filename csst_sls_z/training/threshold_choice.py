@@ -138,12 +138,11 @@ def _weighted_kept_eta(keep_base, rel_sorted_idx, rel_sorted, outlier, w, thresh
 def choose_clean_sample(z, z_true, snr_gi, rel_err, p_alt=None, weights=None):
     """(LOW_SNR, LARGE_ZERR, MULTIPLE_PEAKS or None, why) chosen together (module doc), or None
     when the validation set has too few outliers or good objects to choose on."""
-    from .metrics import OUTLIER_THRESHOLD
+    from .pz_metrics import outliers
     z, z_true, snr_gi, rel_err = (np.asarray(v, dtype=float) for v in (z, z_true, snr_gi, rel_err))
     w = np.ones(z.size) if weights is None else np.asarray(weights, dtype=float)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
-    with np.errstate(invalid="ignore"):
-        outlier = ~(np.abs(z - z_true) / (1.0 + z_true) <= OUTLIER_THRESHOLD)
+    outlier = outliers(z, z_true)
     n_out, n_good = int((outlier & (w > 0)).sum()), int((~outlier & (w > 0)).sum())
     if n_out < MIN_SELECTED or n_good < MIN_SELECTED:
         return None
@@ -213,9 +212,9 @@ def choose_clean_sample(z, z_true, snr_gi, rel_err, p_alt=None, weights=None):
 def choose_multiple_peaks(z, z_true, p_alt) -> tuple[float, str]:
     """(threshold, why): the P_ALT above which MULTIPLE_PEAKS is set (module doc)."""
     from .metrics import OUTLIER_THRESHOLD
+    from .pz_metrics import outliers
     z, z_true, p_alt = (np.asarray(v, dtype=float) for v in (z, z_true, p_alt))
-    with np.errstate(invalid="ignore"):
-        outlier = ~(np.abs(z - z_true) / (1.0 + z_true) <= OUTLIER_THRESHOLD)
+    outlier = outliers(z, z_true)
     p_alt = np.where(np.isfinite(p_alt), p_alt, 0.0)
     n_out, n_good = int(outlier.sum()), int((~outlier).sum())
     if n_out < MIN_SELECTED or n_good < MIN_SELECTED:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 CALIBRATION_TARGETS = ("survey", "validation")
@@ -70,12 +68,12 @@ def run(regen):
         # Then the PIT map (calibration.fit_pit_map): the CDF of each p(z) through the CDF of the
         # validation PITs, so that their PITs are uniform (docs/pz.md).
         from ...calibration import TemperatureCalibration, fit_pit_map
-        from ..pz_metrics import pit_values
+        from ..pz_metrics import pit_values, usable_rows
         pz_t = temperature.probabilities(p["output"])
-        usable = (grid.bin_index(p["z_true"]) >= 0) & np.all(np.isfinite(pz_t), axis=1)   # pit_values' rows
+        usable = usable_rows(pz_t, grid, p["z_true"])              # the rows pit_values returns
         pit = pit_values(pz_t, grid, p["z_true"])
         temperature = TemperatureCalibration(temperature.temperature, fit_pit_map(
-            pit, None if weights is None else np.asarray(weights)[usable]))
+            pit, None if weights is None else weights[usable]))
         history.append(f"p(z): then its CDF mapped through the CDF of the {pit.size} validation PITs (the "
                        f"PIT quantiles at {len(temperature.pit_knots) - 1} levels, PZPITkk), same weights.")
     write_calibration(regen.work / "calibration.fits", beta, scale, "SIMULATION", overwrite=True, pz=temperature,
