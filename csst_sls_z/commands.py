@@ -148,7 +148,8 @@ def add_stage_options(p, stage_cls=None, help=None, exclude=()):
             p.add_argument(_option(param.name), type=lambda s, lo=lo, hi=hi: int_argument(s, lo, hi),
                            default=param.default, help=text)
         else:
-            p.add_argument(_option(param.name), type=param.type, default=param.default, help=text)
+            p.add_argument(_option(param.name), type=param.type, default=param.default, help=text,
+                           choices=param.choices)
     if "reference_overrides" in stage_cls.spec and "reference_overrides" not in exclude:
         g = p.add_argument_group("reference-file overrides (each validated on its own: type, schema, checksums)")
         for reftype in stage_cls.reference_types:

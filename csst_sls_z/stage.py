@@ -44,7 +44,8 @@ def input_cards(path, sha256: str | None = None) -> list[tuple[str, object, str]
 class Param:
     """One stage parameter: its name, type, default, bounds and help.
 
-    ``type`` is ``int``, ``bool``, ``Path`` or ``dict``; ``minimum``/``maximum`` bound an int.
+    ``type`` is ``int``, ``bool``, ``str``, ``Path`` or ``dict``; ``minimum``/``maximum`` bound an
+    int, ``choices`` names the values a str may take.
     ``option``: offered by the commands as ``--name-with-dashes`` (``reference_overrides`` is
     offered as one ``--override-<reftype>`` per reference type instead). ``recorded``: written
     to the output header (``datamodel.param_keyword``) when not the default, so that outputs
@@ -58,6 +59,7 @@ class Param:
     maximum: int | None = None
     option: bool = True
     recorded: bool = False
+    choices: tuple | None = None
 
     def check(self, value):
         """``value`` as this parameter holds it; a ValueError (one sentence) when it is out of bounds."""
@@ -75,6 +77,11 @@ class Param:
             return value
         if self.type is bool:
             return bool(value)
+        if self.type is str:
+            value = str(value)
+            if self.choices is not None and value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+            return value
         if self.type is Path:
             return Path(value)
         if self.type is dict:
@@ -115,6 +122,10 @@ class RedshiftStage:
         Param("seed", int, 0, "seed of the BNN sampling noise", minimum=0, recorded=True),
         Param("per_object_noise", bool, False, "draw the BNN head's output noise per object, as before "
               "issue 17 (slower; the same distribution; reproduces earlier catalogues)", recorded=True),
+        Param("backbone_precision", str, "float32", "arithmetic of the backbone's convolutions: float32 "
+              "(the default; the reference set's numbers) or bfloat16 (about 1.4x the spectra per second on "
+              "CPUs with AVX512-BF16, at a measured cost in accuracy: docs/performance.md)", recorded=True,
+              choices=("float32", "bfloat16")),
         Param("reference_dir", Path, None, "reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
         Param("chunk_size", int, 4096, "objects per chunk in memory", minimum=1, recorded=True),
         Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),
@@ -162,7 +173,8 @@ class RedshiftStage:
             from .network.loader import load_sampler
             self._sampler, cfg = load_sampler(self.load_references()["set"], int(self.params["samples"]),
                                               int(self.params["seed"]),
-                                              per_object_noise=bool(self.params["per_object_noise"]))
+                                              per_object_noise=bool(self.params["per_object_noise"]),
+                                              precision=self.params["backbone_precision"])
             if cfg.input_length != self.load_references()["grid"].length:
                 from .reffiles.header import ReferenceFileError
                 raise ReferenceFileError(

@@ -105,3 +105,48 @@ def test_head_output_map_comes_from_the_configuration():
     np.testing.assert_allclose(sigma.numpy(), 1e-4 + np.log(2.0), rtol=1e-6)
     old = {k: v for k, v in cfg.to_dict().items() if not k.startswith("head_") or k == "head_units"}
     assert type(cfg).from_dict(old) == cfg                              # files without them: today's values
+
+
+def _backbone_with_trained_statistics(cfg, seed=0):
+    """A fresh backbone whose BatchNorm statistics and affine terms are far from the identity,
+    so that folding them into the convolutions is really exercised."""
+    from csst_sls_z.network.loader import build_network
+    net = build_network(cfg, head=False)
+    rng = np.random.default_rng(seed)
+    for layer in net.backbone.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+            layer.beta.assign(rng.normal(0.0, 0.5, n).astype(np.float32))
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, n).astype(np.float32))
+    return net
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu"])
+def test_frozen_backbone_is_the_keras_backbone(name):
+    """BatchNorm folded into the convolutions (issue 17) gives the Keras model's features and
+    output to float rounding; bfloat16 is close but not equal (it changes the numbers)."""
+    import tensorflow as tf
+    from csst_sls_z.network.backbone import FrozenBackbone
+    cfg = replace(CONFIGS[name], input_length=301)
+    net = _backbone_with_trained_statistics(cfg)
+    x = tf.constant(np.random.default_rng(1).normal(size=(5, cfg.input_length, 2)).astype(np.float32))
+    want = net.backbone(x, training=False)
+    feats, out = FrozenBackbone(net.backbone, cfg)(x)
+    scale = float(tf.reduce_max(tf.abs(want["features"])))
+    assert scale > 0.1
+    np.testing.assert_allclose(feats.numpy(), want["features"].numpy(), rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(out.numpy(), want["output"].numpy(), rtol=0,
+                               atol=2e-5 * float(tf.reduce_max(tf.abs(want["output"]))))
+    feats16, out16 = FrozenBackbone(net.backbone, cfg, "bfloat16")(x)
+    assert feats16.dtype == tf.float32 and out16.dtype == tf.float32
+    err = float(tf.reduce_max(tf.abs(feats16 - want["features"])))
+    assert 1e-5 * scale < err < 0.1 * scale
+
+
+def test_frozen_backbone_refuses_an_unknown_precision():
+    from csst_sls_z.network.backbone import FrozenBackbone
+    net = _backbone_with_trained_statistics(CONFIGS["smoke"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FrozenBackbone(net.backbone, CONFIGS["smoke"], "float16")

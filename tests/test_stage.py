@@ -234,6 +234,31 @@ def test_provenance_keywords_are_the_datamodel_names(dummy_refset):
     assert dm.param_keyword("seed") not in cards and dm.param_keyword("chunk_size") not in cards
 
 
+
+def test_bfloat16_backbone_is_recorded_and_close_to_float32(product_copy, dummy_refset, tmp_path, capsys):
+    """Issue 17: ``backbone_precision`` is a recorded parameter; bfloat16 changes the numbers
+    a little, float32 is the default, and an unknown value is refused in one line."""
+    from csst_sls_z import datamodel as dm
+    a, b = tmp_path / "f32.fits", tmp_path / "bf16.fits"
+    _run(product_copy, a, dummy_refset)
+    assert _run(product_copy, b, dummy_refset, backbone_precision="bfloat16").status in (
+        StageStatus.PERFECT, StageStatus.WARNING)
+    ca, cb = fits.getdata(a, EXT_REDSHIFT), fits.getdata(b, EXT_REDSHIFT)
+    ha, hb = fits.getheader(a, EXT_REDSHIFT), fits.getheader(b, EXT_REDSHIFT)
+    key = dm.param_keyword("backbone_precision")
+    assert key not in ha and hb[key] == "bfloat16"
+    ok = np.isfinite(ca["Z_CNN"]) & np.isfinite(cb["Z_CNN"])
+    assert ok.sum() > 10 and list(ca["OBJID"]) == list(cb["OBJID"])
+    assert not np.array_equal(ca["ZERR_RAW"][ok], cb["ZERR_RAW"][ok])
+    assert np.median(np.abs(ca["ZERR_RAW"][ok] - cb["ZERR_RAW"][ok]) / ca["ZERR_RAW"][ok]) < 0.05
+    with pytest.raises(ValueError, match="backbone_precision must be one of float32, bfloat16"):
+        RedshiftStage(backbone_precision="float16")
+    with pytest.raises(SystemExit) as exc:
+        run_main([str(product_copy), str(tmp_path / "c.fits"), "--reference-dir", str(dummy_refset),
+                  "--backbone-precision", "float16"])
+    assert exc.value.code == 1 and "invalid choice: 'float16'" in capsys.readouterr().err
+    assert not (tmp_path / "c.fits").exists()
+
 def _thresholds(**kw):
     from csst_sls_z.reffiles.tables import Thresholds
     return Thresholds(low_snr=1.0, large_zerr=0.1, ood_max=5.0, ood_mean=np.zeros(2), ood_precision=np.eye(2),

@@ -61,18 +61,20 @@ def build_network(cfg=None, backbone_file=None, head_file=None, *, backbone: boo
     return Network(model, bnn, cfg)
 
 
-def load_sampler(refset, n_samples: int, seed: int, batch: int = 256, per_object_noise: bool = False):
+def load_sampler(refset, n_samples: int, seed: int, batch: int = 256, per_object_noise: bool = False,
+                 precision: str = "float32"):
     """The stage's sampler on a reference set's backbone and head: (Sampler, cfg)."""
     return sampler_from_files(refset.path("backbone"), refset.path("bnnhead"), n_samples, seed, batch,
-                              per_object_noise)
+                              per_object_noise, precision)
 
 
 def sampler_from_files(backbone_file: Path, head_file: Path, n_samples: int, seed: int, batch: int = 256,
-                       per_object_noise: bool = False):
-    """(Sampler, cfg) on a backbone file and a head file (a set's, or the regeneration's work files)."""
+                       per_object_noise: bool = False, precision: str = "float32"):
+    """(Sampler, cfg) on a backbone file and a head file (a set's, or the regeneration's work files);
+    ``precision``: the backbone's arithmetic (``backbone.PRECISIONS``)."""
     from .sampler import Sampler
     net = build_network(backbone_file=backbone_file, head_file=head_file)
     log.info("network %s (objective %s) loaded: backbone %d, head %d parameters", net.cfg.name, net.cfg.objective,
              net.backbone.count_params(), net.head.count_params())
     return Sampler(net.backbone, net.head, net.cfg, n_samples=n_samples, seed=seed, batch=batch,
-                   per_object_noise=per_object_noise), net.cfg
+                   per_object_noise=per_object_noise, precision=precision), net.cfg

@@ -58,7 +58,8 @@ class Prediction:
 class Sampler:
     def __init__(self, backbone, head, cfg, n_samples: int = 200, seed: int = 0, batch: int = 256,
                  head_path: str = "fused", jit_compile: bool = True, head_block: int | None = None,
-                 per_object_noise: bool = False):
+                 per_object_noise: bool = False, precision: str = "float32"):
+        from .backbone import FrozenBackbone
         if head_path not in HEAD_PATHS:
             raise ValueError(f"head_path must be one of {HEAD_PATHS}, not {head_path!r}")
         self.backbone = backbone
@@ -71,6 +72,10 @@ class Sampler:
         self.jit_compile = bool(jit_compile)
         self.head_block = head_block          # fused path: samples per block (BNNHead.sample_moments)
         self.per_object_noise = bool(per_object_noise)
+        # Inference runs the backbone with BatchNorm folded into its convolutions (backbone.py);
+        # ``backbone`` stays the Keras model (its weights as trained, for anyone who reads them).
+        self.frozen = FrozenBackbone(backbone, cfg, precision)
+        self.precision = precision
         self._fwd = tf.function(self._forward, reduce_retracing=True)
         self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)    # traced on first use
         self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path
@@ -78,8 +83,8 @@ class Sampler:
         self._fused = tf.function(self._fused_moments, jit_compile=self.jit_compile)
 
     def _forward(self, x):
-        out = self.backbone(x, training=False)
-        return out["features"], z_from_output(self.cfg, out["output"])
+        features, output = self.frozen(x)
+        return features, z_from_output(self.cfg, output)
 
     def _head_moments(self, feats, z_cnn, seed):
         n = tf.shape(feats)[0]
@@ -150,8 +155,8 @@ class Sampler:
         return tf.constant([self.seed, int(chunk_index)], dtype=tf.int32)
 
     def _forward_output(self, x):
-        out = self.backbone(x, training=False)
-        return out["features"], z_from_output(self.cfg, out["output"]), out["output"]
+        features, output = self.frozen(x)
+        return features, z_from_output(self.cfg, output), output
 
     def predict(self, x: np.ndarray, chunk_index: int = 0, return_features: bool = False,
                 return_output: bool = False) -> Prediction:
