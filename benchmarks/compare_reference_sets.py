@@ -12,7 +12,12 @@ its galaxies are not those of any regeneration's library.
     python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0003 \\
         reference_files/csst_sls_z_0004 --n 3000 --out docs/compare
 
-writes ``compare.json`` and ``compare.md`` in ``--out``.
+writes ``compare.json`` and ``compare.md`` in ``--out``. ``--variant NAME "OPTIONS"`` also runs
+every set with those stage options (a column ``<set>+NAME``), for example the bfloat16
+backbone of issue 17:
+
+    python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0006 \
+        --variant bf16 "--backbone-precision bfloat16" --n 3000 --n-oracle 0 --out docs/compare_bf16
 """
 from __future__ import annotations
 
@@ -73,11 +78,11 @@ def score(cat, objid, zt):
     return rec
 
 
-def run_stage(refset, product, out, seed):
+def run_stage(refset, product, out, seed, options=()):
     from csst_sls_z.stage_cli import main as run_main
     import fitsio
     code = run_main([str(product), "-o", str(out), "--reference-dir", str(refset), "--catalog-only",
-                     "--no-progress", "--seed", str(seed), "--overwrite", "--log-level", "WARNING"])
+                     "--no-progress", "--seed", str(seed), "--overwrite", "--log-level", "WARNING", *options])
     if code != 0:
         raise RuntimeError(f"the stage failed on {product} with {refset} (exit {code})")
     return fitsio.read(out, ext="SLS_REDSHIFT")
@@ -105,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-oracle", type=int, default=200)
     p.add_argument("--no-shifts", action="store_true", help="skip the instrument-shift sets")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "OPTIONS"),
+                   help="also run every set with these stage options (quoted), as column <set>+NAME")
     p.add_argument("--keep-products", action="store_true",
                    help="keep the simulated products and the outputs (a temporary folder in --out); default: removed")
     args = p.parse_args(argv)
@@ -116,6 +123,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="compare_", dir=args.out))
     names = list(parse_families(args.families))
+    runs = {Path(r).name: (r, ()) for r in args.refsets}
+    for vname, vopts in args.variant:
+        runs.update({f"{Path(r).name}+{vname}": (r, tuple(vopts.split())) for r in args.refsets})
     options = {}
     if "SPS" in names:
         from csst_sls_z.simulation.sps_library import build_sps_library, write_sps_library
@@ -137,9 +147,19 @@ def main(argv=None) -> int:
                                        overwrite=True, progress=False)
         objid, pop, flux, err = read_truth(product)
         rec = {"families": fams.spec()}
-        cats = {Path(r).name: run_stage(r, product, d / f"{Path(r).name}.fits", seed=0) for r in args.refsets}
+        cats = {name: run_stage(r, product, d / f"{name}.fits", seed=0, options=opts)
+                for name, (r, opts) in runs.items()}
         for name, cat in cats.items():
             rec[name] = score(cat, objid, pop.z)
+            if "+" in name:            # a variant against its set's default run, object by object
+                base = cats[name.split("+")[0]]
+                if not np.array_equal(base["OBJID"], cat["OBJID"]):
+                    raise RuntimeError("a variant's catalog is not in its set's object order")
+                dz = np.abs(np.asarray(cat["Z"], float) - base["Z"]) / (1.0 + np.asarray(base["Z"], float))
+                dz = dz[np.isfinite(dz)]
+                rec[name]["vs_default"] = {"median_dz": float(np.median(dz)), "p99_dz": float(np.percentile(dz, 99)),
+                                           "moved_over_0.01": float(np.mean(dz > 0.01)),
+                                           "zwarn_differs": float(np.mean(cat["ZWARN"] != base["ZWARN"]))}
         if not label.startswith("shift:") and args.n_oracle > 0:
             n_or = min(args.n_oracle, len(pop))
             rec["oracle"] = oracle(pop, flux, err, instrument, fams, n_or)
@@ -148,14 +168,14 @@ def main(argv=None) -> int:
                 sub = score(cat[np.isin(cat["OBJID"], objid[:n_or])], objid[:n_or], pop.z[:n_or])
                 rec[name]["oracle_subset"] = {"eta": sub["eta"], "sigma_nmad": sub["sigma_nmad"]}
         results["sets"][label] = rec
-        log.info("%s: %s", label, json.dumps({r: {m: round(rec[Path(r).name][m], 4) for m in ("eta", "eta_snr3_z0509", "cov68")}
-                                              for r in args.refsets}))
+        log.info("%s: %s", label, json.dumps({r: {m: round(rec[r][m], 4) for m in ("eta", "eta_snr3_z0509", "cov68")}
+                                              for r in runs}))
     results["wall_s"] = time.time() - t0
     (args.out / "compare.json").write_text(json.dumps(results, indent=1))
-    (args.out / "compare.md").write_text(markdown(results, [Path(r).name for r in args.refsets]))
+    (args.out / "compare.md").write_text(markdown(results, list(runs)))
     if not args.keep_products:
         shutil.rmtree(work, ignore_errors=True)
-    print(markdown(results, [Path(r).name for r in args.refsets]))
+    print(markdown(results, list(runs)))
     return 0
 
 

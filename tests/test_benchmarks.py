@@ -255,10 +255,13 @@ def test_compare_reference_sets_scores_each_set_on_the_same_file(tmp_path):
     import compare_reference_sets as cmp
     root = Path(__file__).resolve().parents[1] / "reference_files"
     argv = ["--refsets", str(root / "csst_sls_z_0003"), str(root / "csst_sls_z_0004"), "--families", "REDROCK2016",
-            "--n", "24", "--n-oracle", "2", "--no-shifts", "--out", str(tmp_path)]
+            "--n", "24", "--n-oracle", "2", "--no-shifts", "--out", str(tmp_path),
+            "--variant", "bf16", "--backbone-precision bfloat16"]
     assert cmp.main(argv) == 0
     res = json.loads((tmp_path / "compare.json").read_text())
     rec = res["sets"]["REDROCK2016"]
-    assert rec["csst_sls_z_0003"]["n"] == rec["csst_sls_z_0004"]["n"] == 24
+    assert rec["csst_sls_z_0003"]["n"] == rec["csst_sls_z_0004"]["n"] == rec["csst_sls_z_0004+bf16"]["n"] == 24
+    moved = rec["csst_sls_z_0004+bf16"]["vs_default"]     # the variant ran with its option: Z moved, a little
+    assert 0.0 < moved["median_dz"] < 0.01 and "vs_default" not in rec["csst_sls_z_0004"]
     assert rec["oracle"]["n"] == 2 and 0.0 <= rec["csst_sls_z_0004"]["cov68"] <= 1.0
     assert "| REDROCK2016 |" in (tmp_path / "compare.md").read_text()
