@@ -272,28 +272,55 @@ def profiler_flops(model, input_length: int) -> int:
         tf.get_logger().setLevel(level)
 
 
+def head_macs(cfg, n_samples: int) -> dict:
+    """Multiply-accumulates per spectrum of the MNF head's S samples (``BNNHead.sample_moments``):
+    the first layer's mean once per sample on z-scaled features and its variance once per
+    object; every later layer's mean and variance once per sample; the Dense(2) output."""
+    units = (cfg.widths[-1],) + tuple(cfg.head_units)
+    macs = {"mnf0_variance (once)": units[0] * units[1], "mnf0_mean": n_samples * units[0] * units[1]}
+    for i in range(1, len(cfg.head_units)):
+        macs[f"mnf{i}_mean"] = macs[f"mnf{i}_variance"] = n_samples * units[i] * units[i + 1]
+    macs["mu_sigma"] = n_samples * units[-1] * 2
+    return macs
+
+
 def bench_backbone(network: str, n: int, batch: int = 256, input_length: int = 913, repeats: int = 3,
                    with_profiler: bool = True) -> dict:
-    """Inference spectra/s of the backbone of CONFIGS[network] (batch ``batch``, data in memory)."""
+    """Inference spectra/s of the backbone of CONFIGS[network] (batch ``batch``, data in memory):
+    as the stage runs it (``FrozenBackbone``, BatchNorm folded, float32: ``spectra_per_s``),
+    the Keras model it is made from (``keras_per_s``) and the bfloat16 option
+    (``bfloat16_per_s``), the three alternated on the same spectra in this one process."""
     import tensorflow as tf
-    from csst_sls_z.network.backbone import build_backbone
+    from csst_sls_z.network.backbone import FrozenBackbone, build_backbone
     from csst_sls_z.network.config import CONFIGS
     cfg = replace(CONFIGS[network], input_length=input_length)
     tf.random.set_seed(0)
     model = build_backbone(cfg)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((n, cfg.input_length, 2)).astype(np.float32))
-    fwd = tf.function(lambda xb: model(xb, training=False)["output"], reduce_retracing=True)
+    float32, bfloat16 = FrozenBackbone(model, cfg), FrozenBackbone(model, cfg, "bfloat16")
+    forwards = {"spectra_per_s": tf.function(lambda xb: float32(xb)[1], reduce_retracing=True),
+                "keras_per_s": tf.function(lambda xb: model(xb, training=False)["output"], reduce_retracing=True),
+                "bfloat16_per_s": tf.function(lambda xb: bfloat16(xb)[1], reduce_retracing=True)}
 
-    def run():
-        for s in range(0, n, batch):
-            fwd(x[s:s + batch]).numpy()
-    run()                                                  # trace every batch shape
-    t = _best_time(run, repeats)
+    def runner(fwd):
+        def run():
+            for s in range(0, n, batch):
+                fwd(x[s:s + batch]).numpy()
+        return run
+    runs = {k: runner(f) for k, f in forwards.items()}
+    for run in runs.values():
+        run()                                              # trace every batch shape
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):                               # alternated: the same machine state for each
+        for k, run in runs.items():
+            best[k] = min(best[k], _best_time(run, 1))
     macs = conv_macs(cfg)
     flops = 2.0 * sum(macs.values())
     out = {"network": network, "n": n, "batch": batch, "params": int(model.count_params()),
-           "spectra_per_s": n / t, "flops_per_spectrum": flops, "achieved_gflops": flops * n / t / 1e9}
+           "flops_per_spectrum": flops}
+    out.update({k: n / t for k, t in best.items()})
+    out["achieved_gflops"] = flops * out["spectra_per_s"] / 1e9
     if with_profiler:
         out["profiler_flops"] = profiler_flops(model, cfg.input_length)
     return out
@@ -389,12 +416,14 @@ rss = PeakRss()      # mapped pages of the input are reclaimable page cache: rep
 for job in spec["jobs"]:
     refdir = job["refdir"]
     catalog_only = job.get("catalog_only", "False") == "True"
-    key = (refdir, catalog_only)
+    precision = job.get("precision", "float32")
+    key = (refdir, catalog_only, precision)
     setup = 0.0
     if key not in stages:
         t0 = time.perf_counter()
         stage = RedshiftStage(samples=spec["samples"], reference_dir=refdir, overwrite=True,
-                              chunk_size=spec["chunk_size"], catalog_only=catalog_only)
+                              chunk_size=spec["chunk_size"], catalog_only=catalog_only,
+                              backbone_precision=precision)
         stage.load_references(); stage.sampler()
         if spec.get("warm"):
             stage.run([spec["warm"]], job["out"] + ".warm.fits")     # trace the tf.functions once
@@ -419,7 +448,8 @@ for job in spec["jobs"]:
 def run_stage_subprocess(jobs, samples=200, chunk_size=4096, warm=None) -> dict:
     """The stage in one fresh interpreter, running ``jobs`` in order.
 
-    ``jobs``: list of dicts (name, product, out, refdir). Set-up (TensorFlow import, reference
+    ``jobs``: list of dicts (name, product, out, refdir; optional catalog_only, precision: the
+    stage's ``backbone_precision``; each combination is a stage of its own). Set-up (TensorFlow import, reference
     files, network build, a warm-up run on ``warm`` that traces the tf.functions) is timed
     apart from each job's run. After each job the child reports its peak resident memory so
     far, as ``ru_maxrss`` and as ``VmHWM`` from /proc/self/status (a footprint that grows with

@@ -39,9 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 TARGETS = {
-    "e2e": 500.0,          # spectra/s, cpu config, S = 200, 2 cores
+    "e2e": 2000.0,         # spectra/s, cpu config, S = 200, 2 cores (issue 17)
+    "e2e_progress": 1500.0,  # issue 17: "a bar at 1,500 counts as progress"
     "bnn": 50.0,           # x faster than S full passes
-    "redrock": 100.0,      # x faster than redrock
+    "redrock": 150.0,      # x faster than redrock's DESI scan (issue 17)
     "backbone": 0.50,      # fraction of the measured dense-matmul FLOP/s
 }
 
@@ -207,20 +208,27 @@ def run(args) -> dict:
     from csst_sls_z.preprocess import preprocess_bands
     x = preprocess_bands(bands, grid, n_b).x
     res["bnn"] = bc.bench_bnn(dummy, x, size["n_naive"], SAMPLES, repeats=2 if not quick else 1, eager=not quick)
+    from dataclasses import replace as _replace
+    from csst_sls_z.network.config import CONFIGS
+    cpu_cfg = _replace(CONFIGS["cpu"], input_length=grid.length)
+    res["flops_per_spectrum"] = {"backbone": res["backbone"]["cpu"]["flops_per_spectrum"],
+                                 "head": 2.0 * sum(bc.head_macs(cpu_cfg, SAMPLES).values())}
 
     # --- end to end: one fresh process, the stage on the e2e product then on the larger one
     refdir, trained, label = stage_reference(args.reference_dir)
     out_dir = work / "out"
     out_dir.mkdir(exist_ok=True)
     jobs = [{"name": "e2e", "product": products["e2e"], "out": out_dir / "e2e_slsz.fits", "refdir": dummy},
-            {"name": "mem", "product": products["mem"], "out": out_dir / "mem_slsz.fits", "refdir": dummy}]
+            {"name": "mem", "product": products["mem"], "out": out_dir / "mem_slsz.fits", "refdir": dummy},
+            {"name": "e2e_bf16", "product": products["e2e"], "out": out_dir / "e2e_bf16_slsz.fits", "refdir": dummy,
+             "precision": "bfloat16"}]
     if trained:       # the accuracy comparison: the same spectra through the shipped trained set
         jobs.append({"name": "compare", "product": products["e2e"], "out": out_dir / "compare_slsz.fits",
                      "refdir": refdir})
     log(f"end to end: stage on {size['n_e2e']:,} then {size['n_mem']:,} objects"
         f"{' then the trained set' if trained else ''} (one subprocess)")
     stage_runs = bc.run_stage_subprocess(jobs, SAMPLES, warm=products["warm"])
-    res["e2e"] = {"small": stage_runs["e2e"], "large": stage_runs["mem"],
+    res["e2e"] = {"small": stage_runs["e2e"], "large": stage_runs["mem"], "bfloat16": stage_runs["e2e_bf16"],
                   "process_wall_s": stage_runs["process_wall_s"],
                   "children_maxrss_mib": stage_runs["children_maxrss_mib"]}
 
@@ -279,8 +287,12 @@ def breakdown(res) -> dict:
     bb = 1e3 / res["backbone"]["cpu"]["spectra_per_s"]
     bnn = 1e3 / res["bnn"]["once_per_s"]
     e2e = 1e3 / res["e2e"]["small"]["spectra_per_s"]
-    return {"preprocess": pre, "backbone": bb, "head": max(bnn - bb, 0.0), "bnn_total": bnn,
-            "io_and_rest": max(e2e - pre - bnn, 0.0), "e2e": e2e}
+    out = {"preprocess": pre, "backbone": bb, "head": max(bnn - bb, 0.0), "bnn_total": bnn,
+           "io_and_rest": max(e2e - pre - bnn, 0.0), "e2e": e2e}
+    flops = res.get("flops_per_spectrum")
+    if flops:       # the network's multiply-adds at the dense-matmul rate: no float32 code beats it
+        out["floor"] = 1e3 * (flops["backbone"] + flops["head"]) / (res["matmul"]["tf_gflops"] * 1e9)
+    return out
 
 
 def markdown(res) -> str:
@@ -338,15 +350,18 @@ def markdown(res) -> str:
     L.append("")
     L.append("Inference, batch 256, data in memory. FLOPs = 2 x the conv / dense multiply-accumulates counted "
              "from the configuration at input length 913 (BatchNorm, ReLU, adds, pooling not counted); "
-             "TensorFlow's profiler count of the frozen graph beside it.")
+             "TensorFlow's profiler count of the frozen graph beside it. spectra/s: as the stage runs it "
+             "(`FrozenBackbone`: BatchNorm folded into the convolutions, float32); beside it the Keras model it "
+             "is made from and the bfloat16 option (`--backbone-precision bfloat16`), alternated in this run.")
     L.append("")
-    L.append("| network | parameters | spectra/s | MFLOP / spectrum (analytic) | MFLOP (TF profiler) | "
-             "achieved GFLOP/s | fraction of matmul |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| network | parameters | spectra/s | Keras model | bfloat16 | MFLOP / spectrum (analytic) | "
+             "MFLOP (TF profiler) | achieved GFLOP/s | fraction of matmul |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for net in ("cpu", "paper"):
         b = res["backbone"][net]
         prof = f"{b['profiler_flops'] / 1e6:,.1f}" if "profiler_flops" in b else "not run (quick)"
-        L.append(f"| {net} | {b['params']:,} | {fmt(b['spectra_per_s'])} | {b['flops_per_spectrum'] / 1e6:,.1f} | "
+        L.append(f"| {net} | {b['params']:,} | {fmt(b['spectra_per_s'])} | {fmt(b['keras_per_s'])} | "
+                 f"{fmt(b['bfloat16_per_s'])} | {b['flops_per_spectrum'] / 1e6:,.1f} | "
                  f"{prof} | {fmt(b['achieved_gflops'])} | {b['fraction_of_matmul']:.0%} |")
     L.append("")
 
@@ -387,6 +402,11 @@ def markdown(res) -> str:
         L.append(f"| {r['n']:,} | {fmt(r['spectra_per_s'])} | {r['run_s']:.1f} | {r['vmhwm_mib']:,.0f} | "
                  f"{r['maxrss_mib']:,.0f} |")
     L.append("")
+    bf = res["e2e"]["bfloat16"]
+    L.append(f"With `--backbone-precision bfloat16` (a stage of its own in the same process, after the two above), "
+             f"{bf['n']:,} objects: {fmt(bf['spectra_per_s'])} spectra/s, {bf['spectra_per_s'] / e['spectra_per_s']:.2f}x "
+             "the float32 run on the same file. It changes the numbers (docs/performance.md, \"bfloat16 backbone\").")
+    L.append("")
     ee = res["e2e"]
     L.append(f"Set-up {e['setup_s']:.1f} s; whole process {ee['process_wall_s']:.1f} s "
              f"({(e['n'] + g['n']) / ee['process_wall_s']:,.0f} spectra/s with start-up). Peak RSS ratio "
@@ -402,6 +422,14 @@ def markdown(res) -> str:
     L.append(f"| {bd['preprocess']:.3f} | {bd['backbone']:.3f} | {bd['head']:.3f} | {bd['io_and_rest']:.3f} | "
              f"{bd['e2e']:.3f} |")
     L.append("")
+    if "floor" in bd:
+        fl = res["flops_per_spectrum"]
+        L.append(f"Compute floor: the network's multiply-adds per spectrum, backbone {fl['backbone'] / 1e6:.1f} + "
+                 f"head {fl['head'] / 1e6:.1f} MFLOP at S = {res['samples']} (`bench_core.conv_macs`, `head_macs`), "
+                 f"at this run's dense-matmul rate ({fmt(res['matmul']['tf_gflops'])} GFLOP/s) take "
+                 f"{bd['floor']:.3f} ms: no float32 code on this machine exceeds {1.0 / bd['floor'] * 1e3:,.0f} "
+                 f"spectra/s end to end, and the stage runs at {bd['floor'] / bd['e2e']:.0%} of that.")
+        L.append("")
 
     L.append("## Simulation")
     L.append("")
@@ -469,18 +497,24 @@ def markdown(res) -> str:
     L.append("| target | measured | verdict | if missed, why |")
     L.append("|---|---|---|---|")
     b = res["backbone"]["cpu"]
+    share = (f"largest share: {max(('preprocess', 'backbone', 'head', 'io_and_rest'), key=lambda k: bd[k])} "
+             f"({max(bd['preprocess'], bd['backbone'], bd['head'], bd['io_and_rest']):.2f} of {bd['e2e']:.2f} "
+             "ms/spectrum, table above)")
+    floor = f"; the float32 compute floor is {1e3 / bd['floor']:,.0f} spectra/s" if "floor" in bd else ""
     checks = [
-        ("end to end >= 500 spectra/s", f"{fmt(e['spectra_per_s'])} spectra/s", e["spectra_per_s"] >= TARGETS["e2e"],
-         f"largest share: {max(('preprocess', 'backbone', 'head', 'io_and_rest'), key=lambda k: bd[k])} "
-         f"({max(bd['preprocess'], bd['backbone'], bd['head'], bd['io_and_rest']):.2f} of {bd['e2e']:.2f} "
-         "ms/spectrum, table above)"),
+        (f"end to end >= {TARGETS['e2e']:,.0f} spectra/s", f"{fmt(e['spectra_per_s'])} spectra/s",
+         e["spectra_per_s"] >= TARGETS["e2e"], share + floor),
+        (f"end to end >= {TARGETS['e2e_progress']:,.0f} spectra/s (progress)", f"{fmt(e['spectra_per_s'])} spectra/s; "
+         f"bfloat16 backbone {fmt(res['e2e']['bfloat16']['spectra_per_s'])}", e["spectra_per_s"] >= TARGETS["e2e_progress"],
+         share + floor),
+        ("BNN head cheaper than the backbone per spectrum", f"head {bd['head']:.3f} ms, backbone {bd['backbone']:.3f} ms",
+         bd["head"] < bd["backbone"], "the head's S samples are three (S N, 128-256) matmuls per layer pair"),
         ("BNN >= 50x faster than S full passes", f"{fmt(bn['ratio_same_n'])}x", bn["ratio_same_n"] >= TARGETS["bnn"],
          f"bounded by S(b+h)/(b+Sh): backbone {bd['backbone']:.3f} ms vs head x S {bd['head']:.3f} ms per spectrum"),
-        (">= 100x faster than redrock", f"{fmt(rr['speed_ratio'])}x (against the faster, {rr['fastest']} scan)",
-         rr["speed_ratio"] >= TARGETS["redrock"],
-         f"redrock {fmt(rr['peers'][rr['fastest']]['per_s'])} spectra/s on {rr['peers'][rr['fastest']]['procs']} "
-         f"process(es) vs the stage's {fmt(rr['stage_per_s'])}: the stage would need "
-         f"{TARGETS['redrock'] * rr['peers'][rr['fastest']]['per_s']:,.0f} spectra/s"),
+        (f">= {TARGETS['redrock']:.0f}x faster than redrock's DESI scan", f"{fmt(pd['speed_ratio'])}x (coarse scan "
+         f"{fmt(pc['speed_ratio'])}x)", pd["speed_ratio"] >= TARGETS["redrock"],
+         f"redrock {fmt(pd['per_s'])} spectra/s on {pd['procs']} process(es) vs the stage's "
+         f"{fmt(rr['stage_per_s'])}: the stage would need {TARGETS['redrock'] * pd['per_s']:,.0f} spectra/s"),
         ("backbone >= 50% of matmul FLOP/s", f"{b['fraction_of_matmul']:.0%} ({fmt(b['achieved_gflops'])} of "
          f"{fmt(res['matmul']['tf_gflops'])} GFLOP/s)", b["fraction_of_matmul"] >= TARGETS["backbone"],
          f"narrow convolutions (16-128 channels) run below GEMM efficiency; the paper widths reach "
