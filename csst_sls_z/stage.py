@@ -245,7 +245,7 @@ class RedshiftStage:
     # ------------------------------------------------------------ one file
     def process_file(self, path: Path, out_path: Path) -> dict:
         from dataclasses import replace
-        from .products import new_catalog, open_product, write_redshift_product
+        from .products import CatalogRows, open_product, write_redshift_product
         from .quality import zwarn_bits, zwarn_counts
         t0 = time.time()
         thresholds = self.load_references()["thresholds"]
@@ -256,27 +256,27 @@ class RedshiftStage:
             n = reader.n_objects
             if n == 0:
                 return {"n_objects": 0}
-            catalog = new_catalog(n, self.pz_bins())       # the output's table, in memory once
-            catalog["OBJID"] = reader.objid
-            catalog["RA"], catalog["DEC"] = reader.ra, reader.dec
-            duplicate = np.isin(catalog["OBJID"], reader.duplicate_objids)
+            duplicate = np.isin(reader.objid, reader.duplicate_objids)
             # ``stage.prefetch = True`` reads the next chunk in a thread while this one is measured
             # (issue 17). Off: measured slower (fitsio holds the GIL through its reads, which stalls
             # the thread driving TensorFlow; docs/performance.md, "Throughput").
             chunks = reader.iter_chunks(int(self.params["chunk_size"]), prefetch=self.prefetch)
-            for c, (sl, bands) in enumerate(chunks):
-                chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
-                for name in catalog.dtype.names:      # REDSHIFT_COLUMNS, and PZ unless no_pz
-                    if name not in ("OBJID", "RA", "DEC", "ZWARN"):
-                        catalog[name][sl] = chunk.catalog[name]
-                catalog["ZWARN"][sl] = zwarn_bits(replace(chunk.zwarn_inputs, duplicate_objid=duplicate[sl]),
-                                                  thresholds)
-            counts = zwarn_counts(catalog["ZWARN"])
-            status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
-            cards = self.provenance_cards(status) + self.output_cards() + identity
-            write_redshift_product(out_path, path, catalog, cards,
-                                   catalog_only=bool(self.params["catalog_only"]),
-                                   overwrite=bool(self.params["overwrite"]), source=reader)
+            # The rows go to disk chunk by chunk (products.catalog_rows): memory holds one chunk of
+            # the catalogue, whatever the file's size (issue 17).
+            with CatalogRows(n, self.pz_bins(), Path(out_path).parent, label=f"output {out_path}") as rows:
+                for c, (sl, bands) in enumerate(chunks):
+                    chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
+                    cat = chunk.catalog
+                    cat["OBJID"] = reader.objid[sl]
+                    cat["RA"], cat["DEC"] = reader.ra[sl], reader.dec[sl]
+                    cat["ZWARN"] = zwarn_bits(replace(chunk.zwarn_inputs, duplicate_objid=duplicate[sl]), thresholds)
+                    rows.append(cat)
+                counts = zwarn_counts(rows.zwarn)
+                status = StageStatus.PERFECT if counts["OK"] == n else StageStatus.WARNING
+                cards = self.provenance_cards(status) + self.output_cards() + identity
+                write_redshift_product(out_path, path, rows, cards,
+                                       catalog_only=bool(self.params["catalog_only"]),
+                                       overwrite=bool(self.params["overwrite"]), source=reader)
         log.info("%s: %d objects, %d usable, %.1f s -> %s", path, n, counts["OK"], time.time() - t0, out_path)
         return {"n_objects": n, "zwarn": counts, "status": status.value, "wall_s": time.time() - t0}
 

@@ -655,27 +655,50 @@ def test_simulated_product_is_written_through_the_durable_temp_file(tmp_path):
 
 
 @pytest.mark.parametrize("n_pz", [None, 7])
-def test_new_catalog_is_written_as_the_plain_table_is(tmp_path, n_pz):
-    """Issue 17: the stage fills ``products.new_catalog`` (the output's own table, written without
-    a copy); the file holds what the plain ``empty_redshift_table`` gives, headers included."""
+def test_catalogue_rows_on_disk_are_the_in_memory_catalogue(tmp_path, n_pz):
+    """Issue 17: the stage appends its rows chunk by chunk to ``products.CatalogRows`` (on disk,
+    copied in blocks); the output is byte for byte the one an in-memory table gives, the rows
+    file leaves nothing behind, and an incomplete or overfull catalogue is refused."""
     src = Path(__file__).parent / "data" / "golden_input.fits"
     rng = np.random.default_rng(4)
-    plain, own = dm.empty_redshift_table(5, n_pz), products.new_catalog(5, n_pz)
-    assert isinstance(own, fits.FITS_rec) and np.isnan(own["Z"]).all() and (own["ZWARN"] == 0).all()
+    n = 23
+    plain = dm.empty_redshift_table(n, n_pz)
     for name in plain.dtype.names:
         shape = plain[name].shape
         value = rng.random(shape) if plain.dtype[name].kind == "f" else rng.integers(0, 99, shape)
         if name == "Z":
             value[2] = np.nan
-        plain[name], own[name] = value, value
-    outs = []
-    for k, cat in enumerate((plain, own)):
-        outs.append(products.write_redshift_product(tmp_path / f"out{k}.fits", src, cat, [("FOO", 1, "a card")]))
-    with fits.open(outs[0]) as a, fits.open(outs[1]) as b:
-        ha, hb = a[dm.EXT_REDSHIFT].header, b[dm.EXT_REDSHIFT].header
-        skip = ("CHECKSUM", "DATASUM")         # their comments carry the time of writing
-        assert [(k, ha[k], ha.comments[k]) for k in ha if k not in skip] == \
-               [(k, hb[k], hb.comments[k]) for k in hb if k not in skip]
-        for name in plain.dtype.names:
-            np.testing.assert_array_equal(a[dm.EXT_REDSHIFT].data[name], b[dm.EXT_REDSHIFT].data[name])
-        assert b[dm.EXT_REDSHIFT].verify_checksum() == 1
+        plain[name] = value
+    (tmp_path / "out").mkdir()
+    a = products.write_redshift_product(tmp_path / "out" / "a.fits", src, plain, [("FOO", 1, "a card")])
+    with products.CatalogRows(n, n_pz, tmp_path / "out") as rows:
+        with pytest.raises(ValueError, match="only 0 of 23 catalogue rows"):
+            rows.hdu()
+        for start in range(0, n, 5):
+            rows.append(plain[start:start + 5])
+        with pytest.raises(ValueError, match="24 rows appended to a catalogue of 23"):
+            rows.append(plain[:1])
+        assert np.array_equal(rows.zwarn, plain["ZWARN"])
+        b = products.write_redshift_product(tmp_path / "out" / "b.fits", src, rows, [("FOO", 1, "a card")])
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.fits", "b.fits"]       # no rows file left
+    assert a.read_bytes() == b.read_bytes()
+    with fits.open(b, checksum=True) as hdul:
+        assert all(h.verify_checksum() == 1 and h.verify_datasum() == 1 for h in hdul)
+        np.testing.assert_array_equal(hdul[dm.EXT_REDSHIFT].data["Z"], plain["Z"])
+
+
+def test_catalogue_rows_that_cannot_be_written_say_which_output(tmp_path, monkeypatch):
+    """A full disk while the rows are kept: one sentence naming the output, nothing left behind."""
+    import errno
+    (tmp_path / "out").mkdir()
+    rows = products.CatalogRows(4, None, tmp_path / "out", label="output x.fits")
+
+    def full(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(rows._file, "write", full)
+    with pytest.raises(OSError, match=r"cannot keep the catalogue rows of output x.fits in its directory "
+                                      r"\(No space left on device\)"):
+        rows.append(dm.empty_redshift_table(2))
+    monkeypatch.undo()
+    rows.close()
+    assert os.listdir(tmp_path / "out") == []

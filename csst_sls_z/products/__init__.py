@@ -27,8 +27,9 @@ from .layout import Layout, detect_layout, registered
 from .layout_a import LAYOUT_A, LayoutA
 from .layout_b import LAYOUT_B, LayoutB
 from .reader import BandData, ProductReader, open_product
-from .writer import missing_directory_reason, new_catalog, write_redshift_product
+from .catalog_rows import CatalogRows
+from .writer import missing_directory_reason, write_redshift_product
 
-__all__ = ["ProductError", "BandData", "ProductReader", "open_product", "write_redshift_product", "new_catalog",
+__all__ = ["ProductError", "BandData", "ProductReader", "open_product", "write_redshift_product", "CatalogRows",
            "missing_directory_reason", "stable_objid", "Layout", "LayoutA", "LayoutB", "LAYOUT_A", "LAYOUT_B",
            "detect_layout", "registered"]

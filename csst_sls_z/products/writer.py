@@ -17,6 +17,7 @@ from astropy.io.fits.verify import VerifyWarning
 
 from ..datamodel import EXT_REDSHIFT, PZ_COLUMN, redshift_columns
 from ..durable import TempFile, name_max
+from .catalog_rows import CatalogRows
 from .fitsutil import ProductError, _one_line, _os_reason, _warnings_to_log, log
 from .reader import ProductReader
 
@@ -39,44 +40,31 @@ def _add_cards(header: fits.Header, cards) -> None:
                 header[key] = (_card_value(value), comment)
 
 
-def _column_defs(n_pz: int | None) -> fits.ColDefs:
-    return fits.ColDefs([fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None)
-                         for c in redshift_columns(n_pz)])
-
-
-def new_catalog(n: int, n_pz: int | None = None):
-    """An SLS_REDSHIFT table of ``n`` rows in the output's own layout (an astropy ``FITS_rec``,
-    every measurement unset: NaN, 0 for integers), which :func:`write_redshift_product` writes
-    without copying it: filled chunk by chunk, the catalogue is in memory once, not twice
-    (issue 17; ``datamodel.empty_redshift_table`` is the same table as a plain array)."""
-    data = fits.BinTableHDU.from_columns(_column_defs(n_pz), nrows=int(n)).data
-    for c in redshift_columns(n_pz):
-        if c.dtype.startswith("f"):
-            data[c.name] = np.nan
-    return data
-
-
-def _catalog_hdu(catalog: np.ndarray, cards) -> fits.BinTableHDU:
+def _catalog_hdu(catalog, cards) -> fits.BinTableHDU:
+    if isinstance(catalog, CatalogRows):           # rows kept on disk by the stage: copied in blocks
+        hdu = catalog.hdu()
+        _stream_copy(hdu, catalog.fileno())
+        return _described(hdu, catalog.columns, cards)
     names = catalog.dtype.names or ()
     # The optional PZ column (datamodel.OPTIONAL_REDSHIFT_COLUMNS): its length is the catalogue's.
     pz_shape = catalog.dtype[PZ_COLUMN.name].shape if PZ_COLUMN.name in names else ()
     expected = redshift_columns(pz_shape[0] if len(pz_shape) == 1 else None)
-    if isinstance(catalog, fits.FITS_rec) and [c.name for c in expected] == list(names) and all(
-            a.format == c.fits_format and (a.unit or None) == (c.unit or None)
-            for a, c in zip(catalog.columns, expected)):
-        hdu = fits.BinTableHDU(data=catalog, name=EXT_REDSHIFT)          # new_catalog's table: no copy
-    else:
-        catalog = np.asarray(catalog)
-        missing = [c.name for c in expected if c.name not in names]
-        extra = [n for n in names if n not in {c.name for c in expected}]
-        if missing or extra:
-            raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
-                             f"(missing {missing or 'none'}, unknown {extra or 'none'})")
-        columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
-                               array=np.asarray(catalog[c.name], dtype=c.dtype))
-                   for c in expected]
-        hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
-    for i, c in enumerate(expected, start=1):
+    catalog = np.asarray(catalog)
+    missing = [c.name for c in expected if c.name not in names]
+    extra = [n for n in names if n not in {c.name for c in expected}]
+    if missing or extra:
+        raise ValueError(f"catalog does not match the SLS_REDSHIFT data model "
+                         f"(missing {missing or 'none'}, unknown {extra or 'none'})")
+    columns = [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None,
+                           array=np.asarray(catalog[c.name], dtype=c.dtype))
+               for c in expected]
+    hdu = fits.BinTableHDU.from_columns(columns, name=EXT_REDSHIFT)
+    return _described(hdu, expected, cards)
+
+
+def _described(hdu: fits.BinTableHDU, columns, cards) -> fits.BinTableHDU:
+    """The SLS_REDSHIFT header's column comments and ``cards`` on ``hdu``."""
+    for i, c in enumerate(columns, start=1):
         hdu.header.comments[f"TTYPE{i}"] = c.header_comment   # short enough to stay whole in the card
     _add_cards(hdu.header, cards)
     return hdu
@@ -170,12 +158,14 @@ def missing_directory_reason(directory: Path) -> str:
     return f"output directory {directory} does not exist"
 
 
-def write_redshift_product(out_path, input_path, catalog: np.ndarray,
+def write_redshift_product(out_path, input_path, catalog,
                            header_cards: list[tuple[str, object, str]],
                            catalog_only: bool = False, overwrite: bool = False,
                            source: ProductReader | None = None) -> Path:
     """Write the output product: input primary header + provenance, input extensions, SLS_REDSHIFT.
 
+    ``catalog``: the SLS_REDSHIFT rows, an array with the data model's columns or a filled
+    :class:`.catalog_rows.CatalogRows` (the stage's: rows on disk, copied in blocks).
     ``header_cards`` (key, value, comment) go into both the primary and the SLS_REDSHIFT
     header. Every non-primary HDU of the input except an old SLS_REDSHIFT is copied
     unchanged (bytes copied, not re-encoded) unless ``catalog_only``. ``source``, the open
