@@ -80,6 +80,8 @@ def test_warm_up_in_a_thread_changes_no_number():
     warm.start_warm_up(64, return_output=True)
     got = warm.predict(x, return_output=True)
     assert warm._warm_thread is None                              # predict waited for it
+    warm.start_warm_up(64, return_output=True)                    # the next file: once is enough
+    assert getattr(warm, "_warm_thread", None) is None
     for k in ("z_cnn", "mean", "aleatoric", "epistemic", "output"):
         np.testing.assert_array_equal(getattr(got, k), getattr(cold, k), err_msg=k)
 

@@ -81,6 +81,7 @@ class Sampler:
         self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path
         self._noise = tf.function(self._draw_noise, reduce_retracing=True)
         self._fused = tf.function(self._fused_moments, jit_compile=self.jit_compile)
+        self._warmed = set()                  # start_warm_up's (input length, with output) done so far
 
     def _forward(self, x):
         features, output = self.frozen(x)
@@ -131,7 +132,13 @@ class Sampler:
         """Trace the backbone and compile the head (XLA) on a batch of zeros in a thread, so that
         this one-off cost overlaps what the caller does next (opening, hashing, reading and
         preprocessing the first chunk); :meth:`predict` waits for it. A failure here is only
-        logged: the first real batch meets the same error and handles it as it would have."""
+        logged: the first real batch meets the same error and handles it as it would have.
+        Once per sampler (and output layout): a later call, for the next file, does nothing."""
+        key = (int(input_length), bool(return_output))
+        if key in self._warmed:
+            return
+        self._warmed.add(key)
+
         def warm():
             try:
                 x = tf.zeros((self.batch, int(input_length), 2), tf.float32)
