@@ -65,6 +65,7 @@ def run_stage(files, out: Path, args, refdir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-c", STAGE_SNIPPET, "run", *map(str, files), "-o", str(out), "--samples",
            str(args.samples), "--chunk-size", str(args.chunk_size), "--reference-dir", str(refdir),
+           "--backbone-precision", args.backbone_precision,
            "--overwrite", "--log-level", "WARNING"]       # a rerun in the same --workdir replaces its outputs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
@@ -84,6 +85,7 @@ def run_dask(files, out: Path, workers: int, args, refdir: Path) -> dict:
     t0 = time.perf_counter()
     with local_cluster(workers) as cluster, Client(cluster) as client:
         result = run_batch(files, out, client=client, samples=args.samples, seed=0, reference_dir=refdir,
+                           backbone_precision=args.backbone_precision,
                            chunk_size=args.chunk_size, progress=False)
         wall = time.perf_counter() - t0
         rss = sorted(client.run(_vmhwm_mib).values())
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=4096, help="objects per chunk")
     p.add_argument("--network", default="cpu", choices=("smoke", "cpu", "paper"),
                    help="architecture of the DUMMY set built when no --reference-dir is given")
+    p.add_argument("--backbone-precision", default="float32", choices=("float32", "bfloat16"),
+                   help="the stage's backbone_precision (docs/stage.md)")
     p.add_argument("--reference-dir", type=Path, default=None, help="a trained reference set to use instead")
     p.add_argument("--workdir", type=Path, default=None, help="keep products and outputs here (default: temp)")
     args = p.parse_args(argv)
@@ -154,7 +158,8 @@ def main(argv=None) -> int:
     base = runs[0][2]["wall"]
     print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.files} file(s) x {args.objects_per_file} objects, samples {args.samples}, "
-          f"chunk {args.chunk_size}, network {args.network if args.reference_dir is None else args.reference_dir}\n")
+          f"chunk {args.chunk_size}, network {args.network if args.reference_dir is None else args.reference_dir}, "
+          f"backbone {args.backbone_precision}\n")
     print("| run | processes | wall (s) | spectra/s | speed-up | peak RSS per process (MiB) | Z as the stage |")
     print("|---|---|---|---|---|---|---|")
     for name, n, r in runs:
