@@ -86,6 +86,29 @@ def test_warm_up_in_a_thread_changes_no_number():
         np.testing.assert_array_equal(getattr(got, k), getattr(cold, k), err_msg=k)
 
 
+
+def test_a_process_that_stops_during_the_warm_up_exits_with_its_own_code():
+    """A stage that refuses its input right after starting the warm-up returns at once; the
+    process must then exit with its own code, not abort because Python finalised while the
+    warm-up thread was inside TensorFlow (exit 134, "terminate called ..."): the thread is
+    not a daemon, so the interpreter waits for it."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from dataclasses import replace\n"
+            "from csst_sls_z.network.config import CONFIGS\n"
+            "from csst_sls_z.network.loader import build_network\n"
+            "from csst_sls_z.network.sampler import Sampler\n"
+            "cfg = replace(CONFIGS['smoke'], input_length=64)\n"
+            "net = build_network(cfg)\n"
+            "Sampler(net.backbone, net.head, cfg, n_samples=8, batch=8).start_warm_up(64, return_output=True)\n"
+            "sys.exit(3)\n")
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              cwd=Path(__file__).parents[1])
+        assert proc.returncode == 3, proc.stderr[-1000:]
+        assert "terminate called" not in proc.stderr
+
 def test_shared_output_noise_gives_each_object_the_same_distribution():
     """Issue 17: drawing the output noise once per sample for the whole batch leaves each
     object's S-sample mean and variance distributed as with noise drawn per object (400

@@ -681,10 +681,21 @@ def test_catalogue_rows_on_disk_are_the_in_memory_catalogue(tmp_path, n_pz):
         assert np.array_equal(rows.zwarn, plain["ZWARN"])
         b = products.write_redshift_product(tmp_path / "out" / "b.fits", src, rows, [("FOO", 1, "a card")])
     assert sorted(os.listdir(tmp_path / "out")) == ["a.fits", "b.fits"]       # no rows file left
-    assert a.read_bytes() == b.read_bytes()
-    with fits.open(b, checksum=True) as hdul:
-        assert all(h.verify_checksum() == 1 and h.verify_datasum() == 1 for h in hdul)
-        np.testing.assert_array_equal(hdul[dm.EXT_REDSHIFT].data["Z"], plain["Z"])
+    # Byte for byte but for the CHECKSUM/DATASUM comments, which carry the second of writing.
+    skip = ("CHECKSUM", "DATASUM")
+    with fits.open(a) as ha, fits.open(b, checksum=True) as hb:
+        assert len(ha) == len(hb)
+        for x, y in zip(ha, hb):
+            assert y.verify_checksum() == 1 and y.verify_datasum() == 1
+            assert x.header["DATASUM"] == y.header["DATASUM"]
+            assert [c.image for c in x.header.cards if c.keyword not in skip] == \
+                   [c.image for c in y.header.cards if c.keyword not in skip]
+        np.testing.assert_array_equal(hb[dm.EXT_REDSHIFT].data["Z"], plain["Z"])
+    raw_a, raw_b = a.read_bytes(), b.read_bytes()
+    with fitsio.FITS(str(a)) as fa, fitsio.FITS(str(b)) as fb:
+        for x, y in zip(fa, fb):
+            oa, ob = x.get_offsets(), y.get_offsets()
+            assert oa == ob and raw_a[oa["data_start"]:oa["data_end"]] == raw_b[ob["data_start"]:ob["data_end"]]
 
 
 def test_catalogue_rows_that_cannot_be_written_say_which_output(tmp_path, monkeypatch):
@@ -696,9 +707,9 @@ def test_catalogue_rows_that_cannot_be_written_say_which_output(tmp_path, monkey
     def full(data):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(rows._file, "write", full)
-    with pytest.raises(OSError, match=r"cannot keep the catalogue rows of output x.fits in its directory "
-                                      r"\(No space left on device\)"):
+    with pytest.raises(OSError) as exc:
         rows.append(dm.empty_redshift_table(2))
+    assert str(exc.value) == "cannot keep the catalogue rows of output x.fits in its directory (No space left on device)"
     monkeypatch.undo()
     rows.close()
     assert os.listdir(tmp_path / "out") == []

@@ -1254,6 +1254,22 @@ def test_disk_full_is_reported_once_in_the_documented_words(product_copy, dummy_
     assert not out.exists() and no_temp_files(tmp_path)
 
 
+
+def test_disk_full_while_the_catalogue_rows_are_kept(product_copy, dummy_refset, tmp_path, capsys, monkeypatch):
+    """Issue 17: the stage keeps the catalogue rows in a file beside the output while it measures
+    (products.CatalogRows); a full disk there is one sentence naming the output, nothing is left."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    from csst_sls_z.products import catalog_rows
+    monkeypatch.setattr(catalog_rows.tempfile, "TemporaryFile", lambda **kw: open("/dev/full", "w+b"))
+    out = tmp_path / "out.fits"
+    before = sha256(product_copy)
+    code, res = cli([product_copy, "-o", out, "--chunk-size", "8"], dummy_refset, capsys)
+    lines = error_lines(res.err)
+    assert code == 1 and lines == [f"csst-sls-z run: error: cannot keep the catalogue rows of output {out} in its "
+                                   "directory (No space left on device)"]
+    assert not out.exists() and no_temp_files(tmp_path) and sha256(product_copy) == before
+
 def test_library_warnings_do_not_reach_stderr_raw(base_tables, dummy_refset, tmp_path, capsys, monkeypatch):
     """Issue 16 case 11: astropy's warning about bytes after the last HDU is not repeated (the reader
     says it once, in the log); a warning fitsio raises while reading (FITSRuntimeWarning, numpy's

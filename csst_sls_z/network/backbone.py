@@ -12,7 +12,7 @@ convolution before it (a kernel and a bias), so a layer is one convolution with 
 ReLU that oneDNN runs fused, with no separate normalisation pass (issue 17; measured in
 docs/performance.md). It lives beside ``build_backbone`` because it walks the same
 layer names: a change to the architecture changes both, and
-``tests/network/test_frozen_backbone.py`` compares them.
+``tests/test_network.py::test_frozen_backbone_is_the_keras_backbone`` compares them.
 """
 from __future__ import annotations
 

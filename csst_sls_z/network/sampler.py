@@ -149,7 +149,11 @@ class Sampler:
                 self.head_moments(feats, z_cnn, self._seed(0))[0].numpy()
             except Exception as exc:            # noqa: BLE001 - the real first batch reports it
                 log.debug("warm-up of the network failed (%s); the first batch pays its cost", exc)
-        self._warm_thread = threading.Thread(target=warm, name="csst_sls_z-warm-up", daemon=True)
+        # Not a daemon: when the caller stops before predict (an input refused at once), the
+        # interpreter waits for it at exit. A daemon thread still inside TensorFlow when Python
+        # finalises is killed mid-call, and the process aborts ("terminate called ...", exit 134)
+        # instead of exiting with the caller's code.
+        self._warm_thread = threading.Thread(target=warm, name="csst_sls_z-warm-up", daemon=False)
         self._warm_thread.start()
 
     def _wait_for_warm_up(self):

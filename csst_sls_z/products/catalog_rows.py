@@ -69,7 +69,7 @@ class CatalogRows:
 
     def _error(self, exc: OSError) -> OSError:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        return type(exc)(exc.errno, f"cannot keep the catalogue rows of {self.label} in its directory ({reason})")
+        return type(exc)(f"cannot keep the catalogue rows of {self.label} in its directory ({reason})")
 
     def append(self, rows: np.ndarray) -> None:
         """The next ``len(rows)`` rows: a structured array with every column (any byte order)."""
@@ -112,7 +112,10 @@ class CatalogRows:
             self._hdul.close()
             self._reader.close()
             self._hdul = None
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:        # a full disk again, flushing rows nobody will read: the caller has the error
+            pass
 
     def __enter__(self):
         return self
