@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=4096, help="objects per chunk")
     p.add_argument("--network", default="cpu", choices=("smoke", "cpu", "paper"),
                    help="architecture of the DUMMY set built when no --reference-dir is given")
-    p.add_argument("--backbone-precision", default="float32", choices=("float32", "bfloat16"),
+    from csst_sls_z.datamodel import BACKBONE_PRECISIONS
+    p.add_argument("--backbone-precision", default="float32", choices=BACKBONE_PRECISIONS,
                    help="the stage's backbone_precision (docs/stage.md)")
     p.add_argument("--reference-dir", type=Path, default=None, help="a trained reference set to use instead")
     p.add_argument("--workdir", type=Path, default=None, help="keep products and outputs here (default: temp)")

@@ -180,6 +180,9 @@ KW_PZ_METHOD = "PZ_METH"           # the calibration applied to p(z): 'temperatu
 KW_PZ_TEMPERATURE = "PZ_TEMP"      # the temperature, when PZ_METH = 'temperature'
 KW_PZ_COLUMN = "PZ_COL"            # T: the PZ column is written; F: left out (--no-pz)
 PZ_SPACES = ("z", "ln1pz")
+# Arithmetic of the backbone at inference (stage parameter backbone_precision, P_BACKBO when not
+# the first): float32 gives the reference set's numbers, bfloat16 changes them (network.backbone).
+BACKBONE_PRECISIONS = ("float32", "bfloat16")
 PZ_KINDS = ("SOFTMAX", "GAUSSIAN")   # the backbone's softmax (zbins), or the BNN's Gaussian (logcosh)
 
 # ---------------------------------------------------------------- output provenance

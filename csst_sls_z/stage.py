@@ -123,9 +123,9 @@ class RedshiftStage:
         Param("per_object_noise", bool, False, "draw the BNN head's output noise per object, as before "
               "issue 17 (slower; the same distribution; reproduces earlier catalogues)", recorded=True),
         Param("backbone_precision", str, "float32", "arithmetic of the backbone's convolutions: float32 "
-              "(the default; the reference set's numbers) or bfloat16 (about 1.4x the spectra per second on "
-              "CPUs with AVX512-BF16, at a measured cost in accuracy: docs/performance.md)", recorded=True,
-              choices=("float32", "bfloat16")),
+              "(the default; the reference set's numbers) or bfloat16 (about 1.3x the spectra per second on "
+              "CPUs with AVX512-BF16; it moves individual redshifts a little: docs/performance.md)", recorded=True,
+              choices=dm.BACKBONE_PRECISIONS),
         Param("reference_dir", Path, None, "reference set (default: $CSST_SLS_Z_REFDIR, else the shipped set)"),
         Param("chunk_size", int, 4096, "objects per chunk in memory", minimum=1, recorded=True),
         Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),

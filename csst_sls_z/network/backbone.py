@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..datamodel import BACKBONE_PRECISIONS
 from .config import NetworkConfig
 from .objectives import objective_of
 
@@ -56,8 +57,6 @@ def build_backbone(cfg: NetworkConfig) -> keras.Model:
     return keras.Model(inp, {"features": feats, "output": out}, name=f"backbone_{cfg.name}")
 
 
-PRECISIONS = ("float32", "bfloat16")
-
 
 def _folded(conv, bn, dtype):
     """(kernel, bias) of Conv1D(no bias) followed by inference BatchNorm, as one convolution."""
@@ -81,8 +80,8 @@ class FrozenBackbone:
     """
 
     def __init__(self, model: keras.Model, cfg: NetworkConfig, precision: str = "float32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if precision not in BACKBONE_PRECISIONS:
+            raise ValueError(f"precision must be one of {BACKBONE_PRECISIONS}, not {precision!r}")
         self.cfg = cfg
         self.precision = precision
         self.dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32

@@ -71,7 +71,7 @@ def load_sampler(refset, n_samples: int, seed: int, batch: int = 256, per_object
 def sampler_from_files(backbone_file: Path, head_file: Path, n_samples: int, seed: int, batch: int = 256,
                        per_object_noise: bool = False, precision: str = "float32"):
     """(Sampler, cfg) on a backbone file and a head file (a set's, or the regeneration's work files);
-    ``precision``: the backbone's arithmetic (``backbone.PRECISIONS``)."""
+    ``precision``: the backbone's arithmetic (``datamodel.BACKBONE_PRECISIONS``)."""
     from .sampler import Sampler
     net = build_network(backbone_file=backbone_file, head_file=head_file)
     log.info("network %s (objective %s) loaded: backbone %d, head %d parameters", net.cfg.name, net.cfg.objective,

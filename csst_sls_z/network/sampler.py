@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from .backbone import FrozenBackbone
 from .objectives import z_from_output
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ class Sampler:
     def __init__(self, backbone, head, cfg, n_samples: int = 200, seed: int = 0, batch: int = 256,
                  head_path: str = "fused", jit_compile: bool = True, head_block: int | None = None,
                  per_object_noise: bool = False, precision: str = "float32"):
-        from .backbone import FrozenBackbone
         if head_path not in HEAD_PATHS:
             raise ValueError(f"head_path must be one of {HEAD_PATHS}, not {head_path!r}")
         self.backbone = backbone
@@ -75,7 +75,6 @@ class Sampler:
         # Inference runs the backbone with BatchNorm folded into its convolutions (backbone.py);
         # ``backbone`` stays the Keras model (its weights as trained, for anyone who reads them).
         self.frozen = FrozenBackbone(backbone, cfg, precision)
-        self.precision = precision
         self._fwd = tf.function(self._forward, reduce_retracing=True)
         self._fwd_out = tf.function(self._forward_output, reduce_retracing=True)    # traced on first use
         self._head = tf.function(self._head_moments, reduce_retracing=True)      # the reference path

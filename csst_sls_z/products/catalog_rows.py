@@ -27,12 +27,6 @@ from ..datamodel import EXT_REDSHIFT, redshift_columns
 _BLOCK = 2880          # FITS records
 
 
-def column_defs(n_pz: int | None) -> fits.ColDefs:
-    """The SLS_REDSHIFT columns as astropy defines them (formats and units from the data model)."""
-    return fits.ColDefs([fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None)
-                         for c in redshift_columns(n_pz)])
-
-
 def _pad(nbytes: int) -> int:
     return -nbytes % _BLOCK
 
@@ -48,7 +42,6 @@ class CatalogRows:
 
     def __init__(self, n: int, n_pz: int | None = None, directory: Path | None = None, label: str = ""):
         self.n = int(n)
-        self.n_pz = n_pz
         self.label = label or str(directory or tempfile.gettempdir())
         self.columns = redshift_columns(n_pz)
         self.dtype = np.dtype([(c.name, np.dtype(c.dtype).newbyteorder(">"), (int(n_pz),) if c.vector else ())
@@ -56,7 +49,9 @@ class CatalogRows:
         self.zwarn = np.zeros(self.n, np.int32)
         self.written = 0
         self._hdul = None
-        header = fits.BinTableHDU.from_columns(column_defs(n_pz), nrows=0, name=EXT_REDSHIFT).header
+        header = fits.BinTableHDU.from_columns(
+            [fits.Column(name=c.name, format=c.fits_format, unit=c.unit or None) for c in self.columns],
+            nrows=0, name=EXT_REDSHIFT).header
         if header["NAXIS1"] != self.dtype.itemsize:
             raise ValueError(f"row layout mismatch: FITS {header['NAXIS1']} bytes, numpy {self.dtype.itemsize}")
         header["NAXIS2"] = self.n
