@@ -251,7 +251,7 @@ KW_FAMILY_PARAMS = "FAMPAR"        # TRUTH header: + 2-digit index, its SED_PARA
 KW_FAMILY_DATA = "FAMDAT"          # TRUTH header: + 2-digit index, the family's built data (sha256 prefix, seed, n)
 
 # ---------------------------------------------------------------- reference files
-REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
+REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds", "refinement")
 PEDIGREES = ("SIMULATION", "DUMMY")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
