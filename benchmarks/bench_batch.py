@@ -107,7 +107,7 @@ def same_z(a_dir: Path, b_dir: Path, files) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--objects-per-file", type=int, default=100000, help="objects in each product")
     p.add_argument("--files", type=int, default=2, help="products (>= workers, so every worker has work)")
     p.add_argument("--workers", default="1,2", help="comma-separated LocalCluster sizes to measure")

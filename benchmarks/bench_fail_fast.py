@@ -81,7 +81,7 @@ def time_once(code: list[str], env, cwd) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs per case (default: 5)")
     args = ap.parse_args(argv)
     env = dict(os.environ)

@@ -474,7 +474,7 @@ def markdown(head: dict | None, stage: dict | None, sweep: dict | None = None, m
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--objects", type=int, default=1024, help="spectra for the head alone (batches of 256)")
     p.add_argument("--samples", type=int, default=200, help="S, head samples per spectrum")

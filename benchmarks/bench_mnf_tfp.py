@@ -168,7 +168,7 @@ def _import_cost(repeats: int) -> list[float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--objects", type=int, default=512, help="objects per repeat (batches of 256)")
     p.add_argument("--samples", type=int, default=200, help="head samples per object (the stage's S)")

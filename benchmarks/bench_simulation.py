@@ -158,7 +158,7 @@ def markdown(rows) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10000, help="objects for the speed runs (default 10000)")
     parser.add_argument("--n-memory", type=int, default=100000,
                         help="objects in the one-file product whose peak memory is measured (default 100000)")

@@ -18,7 +18,7 @@ from csst_sls_z.training.metrics import outlier_fraction, sigma_nmad
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)

@@ -28,7 +28,7 @@ def coverage(calib, pred, weights=None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("workdir", type=Path, help="a regeneration's work directory (DIR/work)")
     args = p.parse_args(argv)

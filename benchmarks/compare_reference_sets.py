@@ -100,7 +100,7 @@ def oracle(pop, flux, err, instrument, families, n):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--refsets", nargs="+", required=True, help="reference set directories")
     p.add_argument("--families", default="REDROCK2016,KCORRECT,SPS")
     p.add_argument("--n", type=int, default=3000, help="objects per test set")

@@ -117,7 +117,7 @@ def run(args) -> dict:
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="cpu", help="regeneration configuration (network, sizes, variations)")
     p.add_argument("--families", default=None, help="families and weights (default: the configuration's)")
     p.add_argument("--budget-s", type=float, default=600.0, help="backbone training budget per network, seconds")

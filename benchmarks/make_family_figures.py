@@ -34,7 +34,7 @@ def ew_halpha(wave, flux):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=6000)
     p.add_argument("--sps-n", type=int, default=5000)
     p.add_argument("--seed", type=int, default=3)

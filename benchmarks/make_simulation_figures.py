@@ -260,7 +260,7 @@ def depth_check(instrument, sedlib):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     parser.add_argument("--n", type=int, default=10000, help="objects in the SNR population (default 10000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the SNR population (default 1, as the test)")

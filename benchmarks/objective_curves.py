@@ -91,7 +91,7 @@ def figure(res: dict, path: Path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--budget-s", type=float, default=600.0, help="training wall time per objective (default 600)")
     p.add_argument("--n-train", type=int, default=100_000, help="training objects (default 100,000)")

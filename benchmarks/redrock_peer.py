@@ -197,7 +197,7 @@ def run_peer(product, reference_dir=None, n_max=None, procs=1, dlog10z=DLOG10Z, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("product", type=Path, help="a Layout A/B product (e.g. from csst-sls-z simulate)")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the per-object results and timings")
     p.add_argument("--n", type=int, default=None, help="fit only the first N objects")

@@ -528,7 +528,7 @@ def markdown(res) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="markdown results file (a .json beside it)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds; numbers meaningless")
     p.add_argument("--workdir", type=Path, default=None, help="keep products and outputs here (default: temp)")

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csst_sls_z.simulation.build_foundation",
+    parser = argparse.ArgumentParser(prog="python -m csst_sls_z.simulation.build_foundation", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--instrument-dir", type=Path, required=True)
     parser.add_argument("--redrock", type=Path, required=True)
