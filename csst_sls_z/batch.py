@@ -63,37 +63,47 @@ ZWARN_COUNT_COLUMNS = tuple(f"N_{flag.name}" for flag in ZWarn)
 
 
 # ============================================================ the worker side
-_CACHE: dict = {}                 # (reference_dir, overrides, samples, seed) -> RedshiftStage
+_CACHE: dict = {}                 # the stage's parameters (less overwrite) -> RedshiftStage
 _CACHE_LOCK = threading.Lock()
 _LOGGING_SET = False
+# The one parameter a task may change: an output that fails verification is redone over itself.
+PER_TASK_PARAMS = ("overwrite",)
 
 
-def _base_stage(reference_dir, overrides, samples, seed, log_level):
-    """The worker's stage for this reference set and sampling: built once, then kept."""
+def _cache_key(pars: dict) -> tuple:
+    def hashable(value):
+        if isinstance(value, dict):
+            return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+        return str(value) if isinstance(value, Path) else value
+    return tuple(sorted((k, hashable(v)) for k, v in pars.items() if k not in PER_TASK_PARAMS))
+
+
+def _base_stage(pars: dict, log_level=None):
+    """The worker's stage for these parameters (``RedshiftStage.get_pars`` of the client's stage,
+    every one of its spec): built once, then kept, with its references and network."""
     global _LOGGING_SET
     if not _LOGGING_SET and log_level and not logging.getLogger().handlers:
         setup_logging(log_level)
         _LOGGING_SET = True
-    key = (str(reference_dir), tuple(sorted((overrides or {}).items())), int(samples), int(seed))
+    key = _cache_key(pars)
     with _CACHE_LOCK:
         stage = _CACHE.get(key)
         if stage is None:
             from .stage import RedshiftStage
-            stage = RedshiftStage(reference_dir=reference_dir, reference_overrides=dict(overrides or {}) or None,
-                                  samples=samples, seed=seed)
+            stage = RedshiftStage(**pars)
             stage.load_references()          # validated (sha256) once per worker
             _CACHE[key] = stage
         return stage
 
 
-def _file_stage(base, chunk_size, catalog_only, overwrite, need_network, ignore_checksum=False):
-    """A per-task view of the cached stage sharing its references and network."""
+def _file_stage(base, overwrite: bool, need_network: bool):
+    """A per-task view of the cached stage sharing its references and network; only
+    ``PER_TASK_PARAMS`` differ from the client's parameters."""
     if need_network:
         with _CACHE_LOCK:
             base.sampler()                   # build the network once, before sharing it
     stage = copy.copy(base)
-    stage.params = {**base.params, "chunk_size": int(chunk_size), "catalog_only": bool(catalog_only),
-                    "overwrite": bool(overwrite), "ignore_checksum": bool(ignore_checksum)}
+    stage.params = {**base.params, "overwrite": bool(overwrite)}
     return stage
 
 
@@ -156,10 +166,12 @@ def _remove_stale_temps(out_path: Path) -> None:
                 log.info("removed the leftover temporary file %s", tmp)
 
 
-def process_one(input_path: str, out_path: str, params: dict) -> dict:
+def process_one(input_path: str, out_path: str, pars: dict, job: dict) -> dict:
     """Dask task: make sure ``out_path`` holds the verified product of ``input_path``.
 
-    Returns a summary row (dict). Never raises for a bad input: the reason is in the row.
+    ``pars``: the stage's parameters as the client checked them (``RedshiftStage.get_pars``);
+    ``job``: what the batch adds (``expected`` provenance cards, ``log_level``). Returns a
+    summary row (dict). Never raises for a bad input: the reason is in the row.
     """
     from .reffiles.sets import sha256_file
     t0 = time.time()
@@ -168,24 +180,20 @@ def process_one(input_path: str, out_path: str, params: dict) -> dict:
            "n_objects": 0, "zwarn": {}, "wall_s": 0.0, "sha256": "", "reason": "",
            "worker": f"{os.uname().nodename}:{os.getpid()}"}
     try:
-        base = _base_stage(params["reference_dir"], params["reference_overrides"], params["samples"],
-                           params["seed"], params.get("log_level"))
-        expected = params.get("expected") or expected_cards(_file_stage(
-            base, params["chunk_size"], params["catalog_only"], False, need_network=False))
-        overwrite = bool(params.get("overwrite"))
-        ignore_checksum = bool(params.get("ignore_checksum"))
+        base = _base_stage(pars, job.get("log_level"))
+        expected = job.get("expected") or expected_cards(_file_stage(base, False, need_network=False))
+        overwrite = bool(pars.get("overwrite"))
         _remove_stale_temps(out)
         if out.exists() and not overwrite:
             ok, why, info = verify_output(out, {**expected, KW_INPUT_SHA256: sha256_file(input_path)},
-                                          ignore_checksum)
+                                          bool(pars.get("ignore_checksum")))
             if ok:
                 row.update(action="skipped", status=info["status"], n_objects=info["n_objects"],
                            zwarn=info["zwarn"], sha256=sha256_file(out), wall_s=time.time() - t0)
                 return row
             log.warning("redoing %s: %s", out, why)
             overwrite = True
-        stage = _file_stage(base, params["chunk_size"], params["catalog_only"], overwrite, need_network=True,
-                            ignore_checksum=ignore_checksum)
+        stage = _file_stage(base, overwrite, need_network=True)
         info = stage.process_file(Path(input_path), out)
         if info["n_objects"] == 0:
             row.update(action="processed", status="NO_DATA", reason="no spectra in the input")
@@ -406,9 +414,8 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
     ``client``: an existing ``distributed.Client`` (its cluster is used and left running);
     else ``scheduler_address`` connects to a running scheduler; else a LocalCluster of
     ``workers`` processes (default: one per core) is started for this call and shut down.
-    ``stage_params`` are the stage's (``RedshiftStage.spec``: samples, seed, reference_dir,
-    chunk_size, catalog_only, overwrite, ignore_checksum, reference_overrides), checked there;
-    ``overwrite`` redoes every output, even those that verify. ``ignore_checksum`` processes
+    ``stage_params`` are the stage's (any of ``RedshiftStage.spec``), checked once by a stage built
+    here whose ``get_pars()`` every worker receives unchanged; ``overwrite`` redoes every output, even those that verify. ``ignore_checksum`` processes
     inputs whose FITS checksums fail. The output directory is locked for the whole call
     (:class:`OutputDirectoryLock`). Returns a BatchResult.
     """
@@ -477,8 +484,9 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
         else:
             owner[t.name] = i
     todo = [i for i, r in enumerate(rows) if r is None]
-    params = {**probe.params, "reference_dir": str(refdir), "reference_overrides": overrides, "expected": expected,
-              "log_level": log_level}
+    # One parameter set, checked once here, travels unchanged to every worker.
+    pars = probe.get_pars()
+    job = {"expected": expected, "log_level": log_level}
     log.info("batch: %d input(s), %d to check or process, reference set %s, output %s",
              len(paths), len(todo), refset_id, output_dir)
 
@@ -490,15 +498,18 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
 
     interrupted = False
     if todo:
-        interrupted = _run_tasks(todo, paths, targets, params, rows, client=client,
+        interrupted = _run_tasks(todo, paths, targets, pars, job, rows, client=client,
                                  scheduler_address=scheduler_address, workers=workers, progress=progress)
 
     result = BatchResult(rows=rows, wall_s=time.time() - t0)
     if interrupted:
         result.error = ("interrupted; finished outputs are complete and verified on the next run, "
                         "the rest will be redone by rerunning the same command")
-    meta = {KW_REFSET: refset_id, "SAMPLES": params["samples"], "SEED": params["seed"], "CHUNK": params["chunk_size"],
-            "CATONLY": params["catalog_only"], "WALL_S": round(result.wall_s, 3)}
+    # Every recorded parameter's value (defaults too), under its output card's keyword.
+    from .datamodel import param_keyword
+    meta = {KW_REFSET: refset_id, **{param_keyword(name): int(pars[name]) if isinstance(pars[name], bool) else pars[name]
+                                     for name, param in RedshiftStage.spec.items() if param.recorded},
+            "WALL_S": round(result.wall_s, 3)}
     result.summary_paths = write_summary(rows, output_dir, meta)
     return result
 
@@ -508,7 +519,7 @@ def _failed_row(path, target, reason, action="failed"):
             "zwarn": {}, "wall_s": 0.0, "sha256": "", "reason": reason}
 
 
-def _run_tasks(todo, paths, targets, params, rows, *, client, scheduler_address, workers, progress) -> bool:
+def _run_tasks(todo, paths, targets, pars, job, rows, *, client, scheduler_address, workers, progress) -> bool:
     """Run the tasks, filling ``rows``; True if interrupted (Ctrl-C / SIGTERM)."""
     from distributed import Client, as_completed
     from tqdm import tqdm
@@ -524,7 +535,7 @@ def _run_tasks(todo, paths, targets, params, rows, *, client, scheduler_address,
         log.info("dask: %s", client)
         futures = {}
         for i in todo:
-            fut = client.submit(process_one, str(paths[i]), str(targets[i]), params, pure=False,
+            fut = client.submit(process_one, str(paths[i]), str(targets[i]), pars, job, pure=False,
                                 key=f"slsz-{i}-{targets[i].name}-{os.getpid()}-{time.time_ns()}")
             futures[fut] = i
         done = 0

@@ -203,9 +203,30 @@ KW_DEP_VERSION = "DEPVER"          # + 2-digit index: its version
 KW_PARAM = "P_"                    # + parameter name: a stage parameter that is not its default
 
 
+# The header keyword of each recorded stage parameter (``Param.recorded``), written when its value
+# is not the default. Named here, one by one, so two parameters can never share a card (a name cut
+# to 8 characters would: ``samples`` and ``samples_per_block``); checked below at import.
+PARAM_KEYWORDS = {
+    "samples": "P_SAMPLE",
+    "seed": "P_SEED",
+    "per_object_noise": "P_PER_OB",
+    "backbone_precision": "P_BACKBO",
+    "chunk_size": "P_CHUNK_",
+    "catalog_only": "P_CATALO",
+    "no_pz": "P_NO_PZ",
+    "no_refine": "P_NOREF",
+}
+if (len(set(PARAM_KEYWORDS.values())) != len(PARAM_KEYWORDS)
+        or not all(k.startswith(KW_PARAM) and len(k) <= 8 for k in PARAM_KEYWORDS.values())):
+    raise ImportError("datamodel.PARAM_KEYWORDS: every keyword must be unique, start with P_ and fit 8 characters")
+
+
 def param_keyword(name: str) -> str:
-    """The header keyword of a non-default stage parameter: ``P_`` + its first 6 characters."""
-    return f"{KW_PARAM}{name[:6].upper()}"
+    """The header keyword of a recorded stage parameter that is not its default (``PARAM_KEYWORDS``)."""
+    try:
+        return PARAM_KEYWORDS[name]
+    except KeyError:
+        raise KeyError(f"stage parameter {name!r} is recorded but has no keyword in datamodel.PARAM_KEYWORDS") from None
 
 
 def indexed_keyword(prefix: str, index: int) -> str:
@@ -252,6 +273,10 @@ KW_FAMILY_DATA = "FAMDAT"          # TRUTH header: + 2-digit index, the family's
 
 # ---------------------------------------------------------------- reference files
 REFTYPES = ("instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds", "refinement")
+# Types a set may lack: sets made before the type existed (up to csst_sls_z_0006 for the
+# refinement); the stage then runs without what it adds and says so in the output header.
+OPTIONAL_REFTYPES = ("refinement",)
+REQUIRED_REFTYPES = tuple(t for t in REFTYPES if t not in OPTIONAL_REFTYPES)
 PEDIGREES = ("SIMULATION", "DUMMY")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1

@@ -321,9 +321,7 @@ class PzMaker:
             if output.ndim != 2 or output.shape[1] != self.grid.nbin:
                 raise ValueError(f"backbone output has shape {output.shape}, not (N, {self.grid.nbin})")
             return normalise_rows((self.temperature or TemperatureCalibration.IDENTITY).probabilities(output))
-        cal = self.calibration_file
-        calib = cal.beta if cal.method == "beta" else cal.scale
-        return gaussian_pz(self.grid, calib, mean, sigma)
+        return gaussian_pz(self.grid, self.calibration_file.applied, mean, sigma)
 
     def cards(self, column: bool = True) -> list[tuple[str, object, str]]:
         """The SLS_REDSHIFT keywords describing p(z): the grid, its source, its calibration."""

@@ -144,6 +144,12 @@ class RedshiftStage:
         self._sampler = None
         self._pz = None
 
+    def get_pars(self) -> dict:
+        """This stage's checked parameters, every one of ``spec``: the one object that carries a run's
+        parameters to another process (a batch worker) or another stage (``RedshiftStage(**pars)``),
+        as stpipe's ``Step.get_pars``. Nobody lists parameters by hand."""
+        return dict(self.params)
+
     @classmethod
     def check_params(cls, params: dict) -> dict:
         """Every parameter, ``params`` over the defaults, checked against ``spec``: a TypeError
@@ -205,9 +211,9 @@ class RedshiftStage:
     # ------------------------------------------------------------ science on one chunk
     def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> "ChunkMeasurement":
         """The catalogue rows of one chunk (ZWARN not yet set) and what the ZWARN rules read."""
-        from .calibration import calibrated_summary
+        from .measure import measure_network
         from .preprocess import preprocess_bands
-        from .pz import alternative_peaks, rows_float32
+        from .pz import rows_float32
         from .quality import ZwarnInputs
         refs = self.load_references()
         n_pz = self.pz_bins()
@@ -221,21 +227,18 @@ class RedshiftStage:
             maker = self.pz_maker()
             pred = self.sampler().predict(pp.x[measurable], chunk_index=chunk_index, return_features=True,
                                           return_output=maker.binned)
-            cal = refs["calibration"]
-            calib = cal.beta if cal.method == "beta" else cal.scale
-            summ = calibrated_summary(calib, pred.mean.astype(np.float64), pred.sigma.astype(np.float64))
-            cat["Z"][measurable] = summ["Z"]
-            cat["Z_LO"][measurable] = summ["Z_LO"]
-            cat["Z_HI"][measurable] = summ["Z_HI"]
-            cat["ZERR"][measurable] = summ["ZERR"]
-            cat["Z_CNN"][measurable] = pred.z_cnn
-            cat["ZERR_RAW"][measurable] = pred.sigma
-            ood[measurable] = refs["thresholds"].ood_distance(pred.features.astype(np.float64))
+            m = measure_network(mean=pred.mean, sigma=pred.sigma, z_cnn=pred.z_cnn, features=pred.features,
+                                output=pred.output, pz_maker=maker, calibration=refs["calibration"],
+                                thresholds=refs["thresholds"])
+            for col in ("Z", "Z_LO", "Z_HI", "ZERR"):
+                cat[col][measurable] = m.summary[col]
+            cat["Z_CNN"][measurable] = m.z_cnn
+            cat["ZERR_RAW"][measurable] = m.sigma_raw
+            ood[measurable] = m.ood_distance
             # p(z) on the network's grid (pz.py): its second solution always, the column unless no_pz.
-            pz = maker(output=pred.output, mean=pred.mean.astype(np.float64), sigma=pred.sigma.astype(np.float64))
-            cat["Z_ALT"][measurable], cat["P_ALT"][measurable] = alternative_peaks(pz, maker.grid)
+            cat["Z_ALT"][measurable], cat["P_ALT"][measurable] = m.z_alt, m.p_alt
             if n_pz is not None:
-                cat["PZ"][measurable] = rows_float32(pz)
+                cat["PZ"][measurable] = rows_float32(m.pz)
         inputs = ZwarnInputs(npix_gv=pp.npix["GV"], npix_gi=pp.npix["GI"], coverage=pp.coverage,
                              snr_gi=pp.snr["GI"], z=cat["Z"], z_lo=cat["Z_LO"], z_hi=cat["Z_HI"],
                              zerr=cat["ZERR"], ood_distance=ood, repaired=pp.repaired,

@@ -31,3 +31,23 @@ def test_reference_set_0003_gives_the_recorded_catalog(tmp_path):
         np.testing.assert_allclose(got["Z_CNN"], want["Z_CNN"], rtol=0, atol=1e-6, err_msg="Z_CNN")
         for col in ("Z", "ZERR", "Z_LO", "Z_HI"):
             np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-6, err_msg=col)
+
+
+REFSET_0006 = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0006"
+# golden_0006_catalog.npz: csst_sls_z_0006 on golden_input.fits with the default path (shared
+# output noise, float32 backbone, p(z) written), recorded at 4c6dbbf before the stage's
+# parameters and its measurement became one path (training evaluation calls the stage's).
+NETWORK_PATH_OPTIONS = []
+
+
+def test_reference_set_0006_default_path_gives_the_recorded_catalog(tmp_path):
+    out = tmp_path / "golden.fits"
+    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(REFSET_0006),
+                 "--catalog-only", "--no-progress", *NETWORK_PATH_OPTIONS]) == 0
+    got = fitsio.read(out, ext="SLS_REDSHIFT")
+    with np.load(DATA / "golden_0006_catalog.npz") as want:
+        for col in ("OBJID", "ZWARN"):
+            np.testing.assert_array_equal(got[col], want[col], err_msg=col)
+        np.testing.assert_array_equal(np.argmax(np.nan_to_num(got["PZ"], nan=-1), axis=1), want["PZ_ARGMAX"])
+        for col in ("Z", "ZERR", "Z_LO", "Z_HI", "Z_ALT", "P_ALT", "Z_CNN"):
+            np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-6, err_msg=col)

@@ -105,6 +105,7 @@ def test_reuse_network_reruns_calibration_and_evaluation(smoke_set, tmp_path):
     assert prov["network_from"]["set"].startswith("csst_sls_z_9001")
     assert prov["config"]["calibration_target"] == "validation"
     assert f"--reuse-network {smoke_set}" in prov["command"] and "--calibration-target validation" in prov["command"]
+    assert prov["command"].endswith("--no-progress --log-level WARNING")       # the command as given
     old, new = (json.loads((d / "evaluation.json").read_text()) for d in (smoke_set, out))
     # Same network, data and seeds: the uncalibrated predictions are the same.
     assert new["cnn"] == pytest.approx(old["cnn"], rel=1e-6)

@@ -4,7 +4,8 @@ A reference set is a directory holding one file per reference type and a
 ``manifest.json`` listing each file's name, type, sha256, schema version and pedigree.
 Sets are versioned (``csst_sls_z_NNNN``) and never edited in place: regeneration writes a
 new one. Lookup order: an explicit directory, then ``$CSST_SLS_Z_REFDIR``, then the
-shipped set named in ``reference_files/CURRENT``. Any single type can be overridden by
+shipped set named in ``reference_files/CURRENT``; a bare set name (``csst_sls_z_0006``) is the
+shipped set of that name, and a directory that does not exist fails listing the sets that do. Any single type can be overridden by
 a path (``overrides={...}`` or ``$CSST_SLS_Z_REF_<TYPE>``), for tests and experiments; such a
 file is validated on its own (type, schema, FITS checksums). Every check, of the manifest's
 shape too, fails with one sentence naming the file, before any spectrum is read.
@@ -23,7 +24,8 @@ from pathlib import Path
 from .. import __version__
 from ..durable import TempFile
 from ..datamodel import (ENV_REFERENCE_DIR, ENV_REFERENCE_OVERRIDE_PREFIX, MANIFEST_NAME,
-                        MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES)
+                        MANIFEST_SCHEMA_VERSION, PEDIGREES, REFFILE_SCHEMA_VERSION, REFTYPES,
+                        REQUIRED_REFTYPES)
 from .header import ReferenceFileError, verify_reference_file
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,56 @@ def shipped_set_dir() -> Path:
     return SHIPPED_ROOT / current.read_text().strip()
 
 
+def shipped_set_names() -> list[str]:
+    """The names of the shipped sets (``reference_files/csst_sls_z_NNNN`` with a manifest), in order."""
+    return _set_names(SHIPPED_ROOT)
+
+
+def _set_names(root: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in Path(root).glob(SET_PREFIX + "*") if (p / MANIFEST_NAME).is_file())
+    except OSError:
+        return []
+
+
+def _missing_set_message(given: Path, source: str) -> str:
+    """One sentence: ``given`` (from ``source``) does not exist, and the sets that do."""
+    parent = given.parent
+    local = _set_names(parent) if str(parent) not in ("", ".") and parent.resolve() != SHIPPED_ROOT else []
+    shipped = shipped_set_names()
+    if local:
+        where = f"the sets in {parent} are {', '.join(local)}"
+        if shipped:
+            where += f"; the shipped sets, each given by its name alone, are {', '.join(shipped)}"
+    elif shipped:
+        where = f"the shipped sets, each given by its name alone, are {', '.join(shipped)}"
+    else:
+        where = f"no shipped set exists under {SHIPPED_ROOT}"
+    return f"reference set {given}{source} does not exist; {where}"
+
+
 def resolve_reference_dir(explicit: os.PathLike | None = None) -> Path:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get(ENV_REFERENCE_DIR)
-    if env:
-        return Path(env)
-    return shipped_set_dir()
+    """The reference set's directory: ``explicit``, else ``$CSST_SLS_Z_REFDIR``, else the shipped default.
+
+    A directory that exists is taken as it is. A bare name (``csst_sls_z_0006``, as the docs
+    name the sets) that is not a directory here is the shipped set of that name. Anything else
+    that does not exist fails with one sentence listing the sets that do.
+    """
+    source = ""
+    given = explicit
+    if not given:
+        given = os.environ.get(ENV_REFERENCE_DIR)
+        source = f" (from ${ENV_REFERENCE_DIR})"
+    if not given:
+        return shipped_set_dir()
+    path = Path(given)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ReferenceFileError(f"reference set {path}{source} is a file, not a directory")
+    if len(path.parts) == 1 and path.name not in (".", "..") and (SHIPPED_ROOT / path.name).is_dir():
+        return SHIPPED_ROOT / path.name
+    raise ReferenceFileError(_missing_set_message(path, source))
 
 
 @dataclass
@@ -144,7 +189,7 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_reference_set(directory: os.PathLike | None = None, required=REFTYPES,
+def load_reference_set(directory: os.PathLike | None = None, required=REQUIRED_REFTYPES,
                        overrides: dict | None = None, verify: bool = True) -> ReferenceSet:
     """Find and validate a reference set; every required type must exist and match its sha256.
 

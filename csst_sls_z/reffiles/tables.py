@@ -74,6 +74,11 @@ class CalibrationFile:
     # softmax and says so in the header (PZ_CALIB = F).
     pz: TemperatureCalibration | None = None
 
+    @property
+    def applied(self):
+        """The Gaussian calibration this file's ``method`` names: what the stage and evaluation apply."""
+        return self.beta if self.method == "beta" else self.scale
+
 
 PZ_CALIBRATION_METHODS = ("none", "temperature", "temperature+pit")
 

@@ -122,7 +122,7 @@ def evaluate(regen) -> dict:
     p = regen.predict_set("test")
     zt = p["z_true"]
     cal = load_calibration(regen.work / "calibration.fits")
-    cal_summ = calibrated_summary(cal.beta, p["mean"], p["sigma"])
+    cal_summ = calibrated_summary(cal.applied, p["mean"], p["sigma"])     # what the stage applies
     scale_summ = calibrated_summary(cal.scale, p["mean"], p["sigma"])
     raw_lo, raw_hi = p["mean"] - p["sigma"], p["mean"] + p["sigma"]
     res = {"cnn": point_metrics(p["z_cnn"], zt)}
@@ -215,13 +215,13 @@ def pz_evaluation(regen, p, cal, cal_summ, figures_dir=None) -> dict:
             t_only = PzMaker(g, maker.binned, replace(cal, pz=TemperatureCalibration(maker.temperature.temperature)))
             out["temperature_only"] = pz_metrics(t_only(output=p["output"]), g, zt)
     th = load_thresholds(regen.work / "thresholds.fits")
-    flagged = (p_alt > th.multiple_peaks) if th.multiple_peaks is not None else np.zeros(zt.size, bool)
-    out["multiple_peaks"] = {"threshold": th.multiple_peaks, **flag_metrics(flagged, z, zt, z_alt)}
     ones = np.ones(zt.size)
     zwarn = zwarn_bits(ZwarnInputs(npix_gv=ones, npix_gi=ones, coverage=ones, snr_gi=p["snr_gi"], z=z,
                                    z_lo=cal_summ["Z_LO"], z_hi=cal_summ["Z_HI"], zerr=cal_summ["ZERR"],
                                    ood_distance=th.ood_distance(np.asarray(p["features"], np.float64)),
                                    p_alt=p_alt), th)
+    flagged = (zwarn & int(ZWarn.MULTIPLE_PEAKS)) != 0       # the bit as quality.py sets it
+    out["multiple_peaks"] = {"threshold": th.multiple_peaks, **flag_metrics(flagged, z, zt, z_alt)}
     clean = zwarn == 0
     rel = cal_summ["ZERR"] / (1.0 + z)
     out["clean_sample"] = {

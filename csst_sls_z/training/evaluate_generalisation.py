@@ -81,14 +81,16 @@ def score_set(zt, snr_gi, summ, zwarn, z_cnn=None) -> dict:
 
 
 def predict_and_flag(regen, data, seed):
-    """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet."""
-    from ..calibration import calibrated_summary
-    from ..quality import ZwarnInputs, zwarn_bits
-    from ..reffiles.tables import load_calibration, load_thresholds
-    from .data import BatchMaker
+    """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet, measured as the
+    stage measures (``measure.measure_network``; ZWARN from ``quality.zwarn_bits``)."""
+    from ..datamodel import ZWarn
+    from ..measure import measure_network, zwarn_inputs
     from ..network.objectives import objective_of
     from ..preprocess import normalise
-    from ..pz import PzGrid, PzMaker, alternative_peaks
+    from ..pz import PzGrid, PzMaker
+    from ..quality import zwarn_bits
+    from ..reffiles.tables import load_calibration, load_thresholds
+    from .data import BatchMaker
     from .pz_metrics import flag_metrics, kept_eta_curve, pz_metrics
     maker = BatchMaker(data, seed=seed)
     flux, err = maker.noisy(np.arange(len(data)))
@@ -99,28 +101,26 @@ def predict_and_flag(regen, data, seed):
         regen._generalisation_sampler = regen.sampler()[0]
     sampler = regen._generalisation_sampler
     cal = load_calibration(regen.work / "calibration.fits")
-    # p(z) as the stage makes it (issue 15): its P_ALT sets MULTIPLE_PEAKS where the thresholds have it.
+    th = load_thresholds(regen.work / "thresholds.fits")
     pz_maker = PzMaker(PzGrid.from_config(sampler.cfg), objective_of(sampler.cfg).binned, cal)
     pred = sampler.predict(x, return_features=True, return_output=pz_maker.binned)
-    pz = pz_maker(output=pred.output, mean=pred.mean.astype(np.float64), sigma=pred.sigma.astype(np.float64))
-    z_alt, p_alt = alternative_peaks(pz, pz_maker.grid)
-    th = load_thresholds(regen.work / "thresholds.fits")
-    summ = calibrated_summary(cal.beta, pred.mean, pred.sigma)
+    m = measure_network(mean=pred.mean, sigma=pred.sigma, z_cnn=pred.z_cnn, features=pred.features,
+                        output=pred.output, pz_maker=pz_maker, calibration=cal, thresholds=th)
+    summ = m.summary
     gv, gi = data.band_slices
     # The SNR of the pixels scored, not of the simulator's own noise draw.
     snr_gi = band_snr(flux[:, gi], np.where(ok[:, gi], err[:, gi], 0.0))
-    zwarn = zwarn_bits(ZwarnInputs(npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok.mean(1),
-                                   snr_gi=snr_gi, z=summ["Z"], z_lo=summ["Z_LO"], z_hi=summ["Z_HI"], zerr=summ["ZERR"],
-                                   ood_distance=th.ood_distance(pred.features.astype(np.float64)), p_alt=p_alt), th)
+    zwarn = zwarn_bits(zwarn_inputs(m, npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok.mean(1),
+                                    snr_gi=snr_gi), th)
     zt = data.z.astype(float)
-    flagged = p_alt > th.multiple_peaks if th.multiple_peaks is not None else np.zeros(zt.size, bool)
-    # The clean sample's curve (issue 15, on every test set): flagged objects dropped first,
-    # then by ZERR/(1+Z); ZWARN == 0 is a point of it.
+    flagged = (zwarn & int(ZWarn.MULTIPLE_PEAKS)) != 0
+    # The clean sample's curve (on every test set): flagged objects dropped first, then by
+    # ZERR/(1+Z); ZWARN == 0 is a point of it.
     rel = np.where(zwarn == 0, summ["ZERR"] / (1.0 + summ["Z"]), np.inf)
-    pz_rec = {**pz_metrics(pz, pz_maker.grid, zt),
-              "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, z_alt)},
+    pz_rec = {**pz_metrics(m.pz, pz_maker.grid, zt),
+              "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, m.z_alt)},
               "clean_sample_curve": kept_eta_curve(rel, summ["Z"], zt)}
-    return summ, zwarn, pred.z_cnn, flux, err, snr_gi, pz_rec
+    return summ, zwarn, m.z_cnn, flux, err, snr_gi, pz_rec
 
 
 def _simulate(regen, n, seed, families, options):

@@ -113,8 +113,10 @@ class Regeneration:
     """
 
     def __init__(self, config: str, out: Path, source_refdir=None, progress=True, overrides=None,
-                 reuse_network=None):
+                 reuse_network=None, command: str | None = None):
         self.name = config
+        # The command as given, every option, recorded in the set's provenance (steps/write.py).
+        self.command = command
         self.rc = REGEN_CONFIGS[config]
         if overrides:
             self.rc = replace(self.rc, **overrides)
@@ -280,6 +282,8 @@ def parser():
 
 
 def main(argv=None) -> int:
+    import shlex
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
     from ..reffiles.header import ReferenceFileError
@@ -294,7 +298,8 @@ def main(argv=None) -> int:
         if args.backbone_budget_s:
             overrides["backbone_budget_s"] = args.backbone_budget_s
         regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress,
-                             overrides=overrides or None, reuse_network=args.reuse_network)
+                             overrides=overrides or None, reuse_network=args.reuse_network,
+                             command=shlex.join(["csst-sls-z", "regenerate", *argv]))
         regen.run(until=args.until)
     except (ReferenceFileError, OSError, ValueError) as exc:
         print(f"csst-sls-z regenerate: error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ def run(regen):
     files["wavegrid"] = "wavegrid.fits"
     data = regen.load_json("data.json", {})
     provenance = {
-        "command": f"csst-sls-z regenerate --config {regen.name} --out {out}",
+        "command": regen.command or f"csst-sls-z regenerate --config {regen.name} --out {out}",
         "config": regen.rc.__dict__, "network": regen.cfg.to_dict(), "objective": regen.cfg.objective,
         "seeds": regen.seeds,
         "training_data_sha256": {k: v["sha256_sample"] for k, v in data.items() if "sha256_sample" in v},
@@ -41,11 +41,4 @@ def run(regen):
     }
     if regen.network_source:
         provenance["network_from"] = regen.network_source
-        provenance["command"] += f" --reuse-network {regen.network_source['path']}"
-    from ..regenerate import REGEN_CONFIGS          # at call time: regenerate imports the steps
-    defaults = REGEN_CONFIGS[regen.name]
-    if regen.rc.calibration_target != defaults.calibration_target:
-        provenance["command"] += f" --calibration-target {regen.rc.calibration_target}"
-    if regen.rc.backbone_budget_s != defaults.backbone_budget_s:
-        provenance["command"] += f" --backbone-budget-s {regen.rc.backbone_budget_s:g}"
     write_manifest(out, files, "SIMULATION", provenance=provenance)
