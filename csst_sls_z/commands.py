@@ -154,7 +154,7 @@ def add_stage_options(p, stage_cls=None, help=None, exclude=()):
                            choices=param.choices)
     if "reference_overrides" in stage_cls.spec and "reference_overrides" not in exclude:
         g = p.add_argument_group("reference-file overrides (each validated on its own: type, schema, checksums)")
-        for reftype in stage_cls.reference_types:
+        for reftype in stage_cls.reference_types + stage_cls.optional_reference_types:
             g.add_argument(f"--override-{reftype}", dest=f"override_{reftype}", type=Path, default=None,
                            metavar="PATH", help=f"use this {reftype} reference file instead of the set's")
     return p
@@ -168,6 +168,6 @@ def stage_params(args, stage_cls=None, exclude=()) -> dict:
               if param.option and name not in exclude}
     if "reference_overrides" in stage_cls.spec and "reference_overrides" not in exclude:
         overrides = {t: getattr(args, f"override_{t}") for t in stage_cls.reference_types
-                     if getattr(args, f"override_{t}", None) is not None}
+                     + stage_cls.optional_reference_types if getattr(args, f"override_{t}", None) is not None}
         params["reference_overrides"] = overrides or None
     return params

@@ -87,6 +87,12 @@ REDSHIFT_COLUMNS = (
            comment="second-highest mode of p(z), NaN if none"),
     Column("P_ALT", "f4", "E", "", "probability in the peak of Z_ALT; 0 if p(z) has one peak, NaN if Z is NaN",
            comment="probability in the peak of Z_ALT (0 if none)"),
+    # Added with the template refinement (docs/refinement.md): Z, ZERR, Z_LO and Z_HI are the
+    # refined ones where it ran; the network's calibrated estimate stays here.
+    Column("Z_BNN", "f8", "D", "", "the network's calibrated point estimate (Z before the refinement)",
+           comment="network's calibrated Z (before refinement)"),
+    Column("ZERR_BNN", "f4", "E", "", "the network's calibrated 1-sigma (ZERR before the refinement)",
+           comment="network's calibrated ZERR (before refinement)"),
 )
 # Columns written unless a stage parameter leaves them out. PZ is a vector of PZ_NBIN values per
 # object on the grid the PZ_* keywords describe (``pz.PzGrid``); ``--no-pz`` leaves it out. It
@@ -129,7 +135,8 @@ class ZWarn(enum.IntFlag):
     LARGE_ZERR = 1 << 5
     BAD_INPUT = 1 << 6
     OUT_OF_DISTRIBUTION = 1 << 7
-    MULTIPLE_PEAKS = 1 << 8            # added with the p(z) (issue 15)
+    MULTIPLE_PEAKS = 1 << 8            # added with the p(z)
+    REFINE_FAILED = 1 << 9             # added with the template refinement
 
     @property
     def bit(self) -> int:
@@ -156,6 +163,7 @@ ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/p
     "BAD_INPUT": "input had to be repaired",
     "OUT_OF_DISTRIBUTION": "input unlike the training set (stored statistic)",
     "MULTIPLE_PEAKS": "P_ALT above the stored threshold: a second solution",
+    "REFINE_FAILED": "template refinement could not run or its minimum is on a window edge; Z is the network's",
 }
 KW_ZWARN_BIT = "ZWBIT"             # + 2-digit bit number: the name of that ZWARN bit (output headers)
 
@@ -179,6 +187,8 @@ KW_PZ_CALIBRATED = "PZ_CALIB"      # T: calibrated on the validation set; F: raw
 KW_PZ_METHOD = "PZ_METH"           # the calibration applied to p(z): 'temperature', 'beta', 'scale' or 'none'
 KW_PZ_TEMPERATURE = "PZ_TEMP"      # the temperature, when PZ_METH = 'temperature'
 KW_PZ_COLUMN = "PZ_COL"            # T: the PZ column is written; F: left out (--no-pz)
+KW_REFINED = "REFINED"             # T: Z, ZERR, Z_LO, Z_HI are the template refinement's; F: the network's
+KW_REFINE_TEMPERATURE = "REFTEMP"  # the refined posterior's calibrated temperature, when REFINED
 PZ_SPACES = ("z", "ln1pz")
 # Arithmetic of the backbone at inference (stage parameter backbone_precision, P_BACKBO when not
 # the first): float32 gives the reference set's numbers, bfloat16 changes them (network.backbone).

@@ -56,3 +56,21 @@ def zwarn_inputs(m: NetworkMeasurement, *, npix_gv, npix_gi, coverage, snr_gi, r
                        z_lo=s["Z_LO"], z_hi=s["Z_HI"], zerr=s["ZERR"], ood_distance=m.ood_distance,
                        repaired=np.zeros(n, bool) if repaired is None else repaired,
                        p_alt=np.asarray(m.p_alt, dtype=np.float64))
+
+
+def refined_summary(network_summary: dict, refinement) -> tuple[dict, np.ndarray]:
+    """(summary, failed): the network's calibrated ``summary`` with Z and its intervals replaced by
+    the template refinement's (``refine.refine``; intervals at the model's calibrated temperature)
+    where it succeeded; ``failed``: where it did not (no window to fit, a minimum on a window
+    edge), which keep the network's values. Objects without a network Z are neither."""
+    from .refine import STATUS_OK, intervals
+    out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in network_summary.items()}
+    measured = np.isfinite(out["Z"])
+    ok = measured & (refinement.status == STATUS_OK) & np.isfinite(refinement.z)
+    if ok.any():
+        iv = intervals(refinement.subset(np.flatnonzero(ok)))
+        out["Z"][ok] = refinement.z[ok]
+        for key in ("Z_LO", "Z_HI", "ZERR", "Z_LO95", "Z_HI95"):
+            if key in out:
+                out[key][ok] = iv[key]
+    return out, measured & ~ok

@@ -33,6 +33,7 @@ class ZwarnInputs:
     repaired: np.ndarray | None = None          # bool: the input had to be repaired
     duplicate_objid: np.ndarray | None = None   # bool: the OBJID is repeated in the product
     p_alt: np.ndarray | None = None             # P_ALT: probability in the second peak of p(z) (pz.py)
+    refine_failed: np.ndarray | None = None     # bool: the refinement ran on no usable window or hit an edge
 
     def __len__(self) -> int:
         return int(np.asarray(self.npix_gv).size)
@@ -72,6 +73,10 @@ def zwarn_bits(inputs: ZwarnInputs, thresholds) -> np.ndarray:
         p_alt = np.asarray(inputs.p_alt, dtype=float)
         with np.errstate(invalid="ignore"):
             zwarn |= np.where(np.isfinite(p_alt) & (p_alt > p_alt_max), int(ZWarn.MULTIPLE_PEAKS), 0)
+    # REFINE_FAILED: the refinement ran (a set with a refinement file, not --no-refine) and found no
+    # window to fit or its best minimum on a window's edge; Z is then the network's.
+    if inputs.refine_failed is not None:
+        zwarn |= np.where(np.asarray(inputs.refine_failed, dtype=bool), int(ZWarn.REFINE_FAILED), 0)
     return zwarn.astype(np.int32)
 
 

@@ -112,6 +112,8 @@ class RedshiftStage:
 
     name = "csst_sls_z"
     reference_types = ("wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
+    # Used where the set has it (sets before csst_sls_z_0007 lack the refinement: the network's Z).
+    optional_reference_types = ("refinement",)
     # How, not what: neither changes a number (docs/performance.md, "Throughput (issue 17)").
     prefetch = False     # read the next chunk in a thread (measured slower: fitsio holds the GIL)
     warm_up = True       # run(): trace and compile the network in a thread while the first chunk is read
@@ -131,6 +133,9 @@ class RedshiftStage:
         Param("catalog_only", bool, False, "write only the primary header and SLS_REDSHIFT", recorded=True),
         Param("no_pz", bool, False, "leave the PZ column (p(z) per object) out of SLS_REDSHIFT; Z_ALT, P_ALT and "
               "MULTIPLE_PEAKS still come from p(z) (docs/pz.md)", recorded=True),
+        Param("no_refine", bool, False, "skip the template refinement around the network's p(z) peaks: Z, ZERR, "
+              "Z_LO and Z_HI are the network's (as sets without a refinement file give; docs/refinement.md)",
+              recorded=True),
         Param("overwrite", bool, False, "replace existing outputs"),
         Param("ignore_checksum", bool, False, "process inputs whose FITS CHECKSUM/DATASUM fails (refused by "
               "default); the output then says INCHKSUM = 'FAILED'"),
@@ -166,12 +171,18 @@ class RedshiftStage:
             from .reffiles.sets import load_reference_set
             from .reffiles.tables import load_calibration, load_thresholds, load_wavegrid
             refset = load_reference_set(self.params["reference_dir"], required=self.reference_types,
-                                        overrides=self.params["reference_overrides"])
-            for reftype in self.reference_types:
-                log.info("reference %-11s %s (sha256 %s)", reftype, refset.path(reftype), refset.sha256[reftype][:16])
+                                        overrides=self.params["reference_overrides"],
+                                        optional=self.optional_reference_types)
+            for reftype in self.reference_types + self.optional_reference_types:
+                if reftype in refset.paths:
+                    log.info("reference %-11s %s (sha256 %s)", reftype, refset.path(reftype),
+                             refset.sha256[reftype][:16])
             self._refs = {"set": refset, "grid": load_wavegrid(refset.path("wavegrid")),
                           "calibration": load_calibration(refset.path("calibration")),
-                          "thresholds": load_thresholds(refset.path("thresholds"))}
+                          "thresholds": load_thresholds(refset.path("thresholds")), "refinement": None}
+            if "refinement" in refset.paths and not self.params["no_refine"]:
+                from .reffiles.refinement import load_refinement
+                self._refs["refinement"] = load_refinement(refset.path("refinement"))
         return self._refs
 
     def sampler(self):
@@ -206,7 +217,11 @@ class RedshiftStage:
     def output_cards(self):
         """The SLS_REDSHIFT cards that describe its content: the p(z) grid and how p(z) was made
         (``PZ_*``), and the name of every ZWARN bit (``ZWBITnn``)."""
-        return self.pz_maker().cards(column=not self.params["no_pz"]) + dm.zwarn_cards()
+        model = self.load_references()["refinement"]
+        refined = [(dm.KW_REFINED, model is not None, "Z, ZERR, Z_LO, Z_HI: template refinement (T) or network (F)")]
+        if model is not None:
+            refined.append((dm.KW_REFINE_TEMPERATURE, float(model.temperature), "refined posterior's calibrated temperature"))
+        return self.pz_maker().cards(column=not self.params["no_pz"]) + refined + dm.zwarn_cards()
 
     # ------------------------------------------------------------ science on one chunk
     def measure_chunk(self, bands: dict, n: int, chunk_index: int) -> "ChunkMeasurement":
@@ -239,11 +254,32 @@ class RedshiftStage:
             cat["Z_ALT"][measurable], cat["P_ALT"][measurable] = m.z_alt, m.p_alt
             if n_pz is not None:
                 cat["PZ"][measurable] = rows_float32(m.pz)
+        # ZWARN's thresholds were chosen on the network's estimate: they judge it, refined or not.
+        cat["Z_BNN"], cat["ZERR_BNN"] = cat["Z"], cat["ZERR"]
+        network = {"z": cat["Z_BNN"].copy(), "z_lo": cat["Z_LO"].copy(), "z_hi": cat["Z_HI"].copy(),
+                   "zerr": cat["ZERR_BNN"].copy()}
+        refine_failed = None
+        if refs["refinement"] is not None and measurable.any():
+            refine_failed = self.refine_chunk(cat, bands, m.pz, measurable)
         inputs = ZwarnInputs(npix_gv=pp.npix["GV"], npix_gi=pp.npix["GI"], coverage=pp.coverage,
-                             snr_gi=pp.snr["GI"], z=cat["Z"], z_lo=cat["Z_LO"], z_hi=cat["Z_HI"],
-                             zerr=cat["ZERR"], ood_distance=ood, repaired=pp.repaired,
-                             p_alt=cat["P_ALT"].astype(np.float64))
+                             snr_gi=pp.snr["GI"], **network, ood_distance=ood, repaired=pp.repaired,
+                             p_alt=cat["P_ALT"].astype(np.float64), refine_failed=refine_failed)
         return ChunkMeasurement(cat, inputs)
+
+    def refine_chunk(self, cat, bands: dict, pz_measured, measurable) -> np.ndarray:
+        """Z, ZERR, Z_LO and Z_HI of ``cat`` from the template refinement (``refine.py``) where it
+        succeeds (``measure.refined_summary``); returns where it failed, where the network's stay."""
+        from .measure import refined_summary
+        from .refine import refine
+        grid = self.pz_maker().grid
+        pz = np.zeros((len(cat), grid.nbin))
+        pz[measurable] = pz_measured
+        network = {k: cat[k] for k in ("Z", "Z_LO", "Z_HI", "ZERR")}
+        r = refine(bands, pz, grid, np.where(measurable, cat["Z"], np.nan), self.load_references()["refinement"])
+        summary, failed = refined_summary(network, r)
+        for key, values in summary.items():
+            cat[key] = values
+        return failed
 
     # ------------------------------------------------------------ one file
     def process_file(self, path: Path, out_path: Path) -> dict:

@@ -19,13 +19,14 @@ def smoke_set(tmp_path_factory):
 
 
 def test_manifest_complete_and_verifies(smoke_set):
-    refset = load_reference_set(smoke_set)
-    assert set(refset.paths) == {"instrument", "sedlib", "wavegrid", "backbone", "bnnhead", "calibration", "thresholds"}
+    from csst_sls_z.datamodel import REFTYPES
+    refset = load_reference_set(smoke_set, optional=("refinement",))
+    assert set(refset.paths) == set(REFTYPES)         # the refinement file too (step refine)
     manifest = json.loads((smoke_set / "manifest.json").read_text())
     prov = manifest["provenance"]
     for key in ("seeds", "training_data_sha256", "tensorflow", "objective", "step_wall_s", "code_version", "config"):
         assert key in prov
-    assert set(prov["step_wall_s"]) >= {"data", "backbone", "head", "calibrate", "evaluate"}
+    assert set(prov["step_wall_s"]) >= {"data", "backbone", "head", "calibrate", "refine", "evaluate"}
 
 
 def test_evaluation_contract(smoke_set):
@@ -36,6 +37,9 @@ def test_evaluation_contract(smoke_set):
     assert {"z_true", "snr_gi"} <= set(ev["bins"])
     assert (smoke_set / "figures" / "fig09_metrics_vs_z.png").exists()
     assert set(ev["backbone_histories"]) == {"zbins", "logcosh"}
+    # the refinement beside the network, on the same test set and bins
+    assert {"sigma_nmad", "eta", "cov68", "cov95", "refine_failed"} <= set(ev["refined"])
+    assert "refined" in ev["bins"]["snr_gi"] and "cov68" in ev["bins"]["snr_gi"]["refined"]
 
 
 def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
@@ -55,6 +59,11 @@ def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
                 "bnn_on_oracle_subset"} <= set(rec)
         assert {"kept", "eta_kept", "flag_completeness"} <= set(rec["flags"])
         assert rec["n"] == 60 and rec["oracle"]["n"] == 3
+    # Each family's refinement is scored with a basis that does not hold it.
+    for name, rec in gen["families"].items():
+        assert {"sigma_nmad", "eta", "cov68", "snr_gt3", "snr_bins"} <= set(rec["refined"])
+        assert name not in rec["refined"]["basis"], rec["refined"]["basis"]
+        assert "refined_on_oracle_subset" in rec
     assert set(gen["shifts"]) == set(shifted_options()) == {"resolution", "disp_scale", "err_scale",
                                                             "flux_tilt", "morph_kernel"}
     assert gen["shifts"]["resolution"]["edge"]["value"] == 200.0

@@ -190,12 +190,13 @@ def read_manifest(directory: Path) -> dict:
 
 
 def load_reference_set(directory: os.PathLike | None = None, required=REQUIRED_REFTYPES,
-                       overrides: dict | None = None, verify: bool = True) -> ReferenceSet:
+                       overrides: dict | None = None, verify: bool = True, optional=()) -> ReferenceSet:
     """Find and validate a reference set; every required type must exist and match its sha256.
 
     An override (``overrides`` or ``$CSST_SLS_Z_REF_<TYPE>``) has no manifest entry, so it is
     validated on its own, like any reference file: its REFTYPE, its schema version and the
-    CHECKSUM/DATASUM of every HDU (``reffile.verify_reference_file``).
+    CHECKSUM/DATASUM of every HDU (``reffile.verify_reference_file``). ``optional``: types
+    validated when the set lists them (``datamodel.OPTIONAL_REFTYPES``), absent otherwise.
     """
     directory = resolve_reference_dir(directory)
     manifest = read_manifest(directory)
@@ -220,7 +221,9 @@ def load_reference_set(directory: os.PathLike | None = None, required=REQUIRED_R
     for reftype in required:
         if reftype not in refset.paths:
             raise ReferenceFileError(f"reference set {directory} has no {reftype!r} file")
-    for reftype in sorted(set(required) | set(overridden)):
+    # ``optional`` types are checked like the required ones where the set has them.
+    present = {t for t in optional if t in refset.paths}
+    for reftype in sorted(set(required) | set(overridden) | present):
         path = refset.paths[reftype]
         if not path.is_file():
             raise ReferenceFileError(f"reference file {path} ({reftype}) is missing")

@@ -157,6 +157,11 @@ def evaluate(regen) -> dict:
                           "bnn": point_metrics(cal_summ["Z"][:n_or], zt[:n_or])}
     snr = p["snr_gi"]
     preds = {"cnn": p["z_cnn"], "bnn": cal_summ["Z"]}
+    refined = refined_test_set(regen, zt)
+    if refined is not None:
+        ref_summ, res["refined"] = refined
+        preds["refined"] = ref_summ["Z"]
+        res["same_subset"]["refined"] = point_metrics(ref_summ["Z"][:n_or], zt[:n_or])
     res["bins"] = {}
     for axis, x, edges in (("z_true", zt, Z_EDGES), ("snr_gi", snr, SNR_EDGES)):
         block = {}
@@ -167,6 +172,8 @@ def evaluate(regen) -> dict:
                         "eta": binned(outlier_fraction, x[:n_or], edges, v, zt[:n_or])}
         block["bnn"]["ebar"] = binned(mean_uncertainty, x, edges, cal_summ["ZERR"], zt)
         block["bnn"]["cov68"] = binned(coverage, x, edges, zt, cal_summ["Z_LO"], cal_summ["Z_HI"])
+        if refined is not None:
+            block["refined"]["cov68"] = binned(coverage, x, edges, zt, ref_summ["Z_LO"], ref_summ["Z_HI"])
         res["bins"][axis] = block
     res["wall_s"] = {"total": time.time() - t0, "oracle": t2 - t1, "template_fit": t3 - t2}
     res["backbone_histories"] = regen.load_json("backbone_histories.json", {})
@@ -183,6 +190,24 @@ def evaluate(regen) -> dict:
     res["wall_s"]["total"] = time.time() - t0
     log.info("evaluation: %s", {k: res[k] for k in ("cnn", "bnn", "oracle", "template_fit")})
     return res
+
+
+def refined_test_set(regen, zt):
+    """(refined summary, metrics) of the test set as the stage writes it (``measure.refined_summary``),
+    or None where the set has no refinement file."""
+    path = regen.work / "refinement.fits"
+    if not path.exists():
+        return None
+    from ..measure import refined_summary
+    from ..reffiles.refinement import load_refinement
+    from .steps.refine import refine_set
+    r, network, z_true = refine_set(regen, "test", load_refinement(path))
+    summ, failed = refined_summary(network, r)
+    rec = point_metrics(summ["Z"], zt)
+    rec.update({"ebar": mean_uncertainty(summ["ZERR"], zt), "cov68": coverage(zt, summ["Z_LO"], summ["Z_HI"]),
+                "cov95": coverage(zt, summ["Z_LO95"], summ["Z_HI95"]), "refine_failed": float(failed.mean()),
+                "window_edge": float(np.mean(r.status == 2))})
+    return summ, rec
 
 
 def pz_evaluation(regen, p, cal, cal_summ, figures_dir=None) -> dict:

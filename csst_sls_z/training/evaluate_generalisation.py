@@ -80,7 +80,49 @@ def score_set(zt, snr_gi, summ, zwarn, z_cnn=None) -> dict:
     return rec
 
 
-def predict_and_flag(regen, data, seed):
+SNR_EDGES = np.array([0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 1e9])
+
+
+def refined_record(zt, snr_gi, summ, failed) -> dict:
+    """Metrics of the refined estimate of a set (``measure.refined_summary``), beside the network's."""
+    hi = snr_gi > HIGH_SNR
+    return {"sigma_nmad": sigma_nmad(summ["Z"], zt), "eta": outlier_fraction(summ["Z"], zt),
+            "cov68": coverage(zt, summ["Z_LO"], summ["Z_HI"]), "cov95": coverage(zt, summ["Z_LO95"], summ["Z_HI95"]),
+            "refine_failed": float(np.mean(failed)),
+            "snr_gt3": {"n": int(hi.sum()), "sigma_nmad": sigma_nmad(summ["Z"][hi], zt[hi]) if hi.sum() > 2 else float("nan"),
+                        "eta": outlier_fraction(summ["Z"][hi], zt[hi]) if hi.any() else float("nan")},
+            "snr_bins": {"edges": SNR_EDGES[:-1].tolist(),
+                         "sigma_nmad": binned(sigma_nmad, snr_gi, SNR_EDGES, summ["Z"], zt),
+                         "eta": binned(outlier_fraction, snr_gi, SNR_EDGES, summ["Z"], zt),
+                         "cov68": binned(coverage, snr_gi, SNR_EDGES, zt, summ["Z_LO"], summ["Z_HI"])}}
+
+
+def refinement_model_for(regen, family: str | None):
+    """The refinement model a set is scored with: never one whose basis holds the family scored
+    (``refine_basis.LEAVE_OUT``: SPS with the sedlib basis, KCORRECT and REDROCK2016 each with the
+    other plus a PCA of the run's SPS library), at the set's calibrated temperature. None where the
+    run has no refinement file; ``family`` None: the set's own model (mixed sets)."""
+    path = regen.work / "refinement.fits"
+    if not path.exists():
+        return None
+    from ..reffiles.refinement import load_refinement
+    model = load_refinement(path)
+    if family is None or family == "SPS":
+        return model
+    from .refine_basis import LEAVE_OUT, leave_out_model, sps_pca_vectors
+    if family not in LEAVE_OUT:
+        return None
+    if getattr(regen, "_sps_pca", None) is None:
+        from ..simulation.sps_library import load_sps_library
+        lib_path = regen.work / "sps_library.fits"
+        lib = load_sps_library(lib_path) if lib_path.exists() else None
+        regen._sps_pca = sps_pca_vectors(2000, regen.seeds["generalisation"], 5, regen.sedlib.wave, library=lib)
+    settings = {k: getattr(model, k) for k in model.__dataclass_fields__
+                if k not in ("basis", "loglam", "libraries", "resolution", "dispersion", "centre", "basis_r")}
+    return leave_out_model(family, regen.sedlib, regen.instrument, sps_vectors=regen._sps_pca, **settings)
+
+
+def predict_and_flag(regen, data, seed, family: str | None = None):
     """Calibrated summary, ZWARN and CNN estimate of every object of a TrainingSet, measured as the
     stage measures (``measure.measure_network``; ZWARN from ``quality.zwarn_bits``)."""
     from ..datamodel import ZWarn
@@ -120,6 +162,17 @@ def predict_and_flag(regen, data, seed):
     pz_rec = {**pz_metrics(m.pz, pz_maker.grid, zt),
               "multiple_peaks": {"threshold": th.multiple_peaks, **flag_metrics(flagged, summ["Z"], zt, m.z_alt)},
               "clean_sample_curve": kept_eta_curve(rel, summ["Z"], zt)}
+    model = refinement_model_for(regen, family)
+    if model is not None:
+        from ..measure import refined_summary
+        from ..reffiles.tables import grid_from_instrument
+        from ..refine import refine
+        from .steps.refine import grid_bands
+        r = refine(grid_bands(x, grid_from_instrument(regen.instrument)), m.pz, pz_maker.grid, summ["Z"], model)
+        ref_summ, failed = refined_summary(summ, r)
+        pz_rec["refined"] = refined_record(zt, snr_gi, ref_summ, failed)
+        pz_rec["refined"]["basis"] = list(model.libraries)
+        pz_rec["refined"]["z"] = ref_summ["Z"]
     return summ, zwarn, m.z_cnn, flux, err, snr_gi, pz_rec
 
 
@@ -148,8 +201,14 @@ def evaluate_generalisation(regen) -> dict:
     for k, name in enumerate(regen.families().names):
         fam = regen.families(only=name)
         data, truth = _simulate(regen, rc.n_family_test, base + 10 * k, fam, SimOptions())
-        summ, zwarn, z_cnn, flux, err, snr_gi, pz_rec = predict_and_flag(regen, data, base + 10 * k + 1)
+        summ, zwarn, z_cnn, flux, err, snr_gi, pz_rec = predict_and_flag(regen, data, base + 10 * k + 1, name)
+        z_refined = pz_rec.get("refined", {}).pop("z", None)
         rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
+        if "refined" in pz_rec:
+            rec["refined"] = pz_rec.pop("refined")
+            rec["snr_bins"] = {"edges": SNR_EDGES[:-1].tolist(),
+                               "sigma_nmad": binned(sigma_nmad, snr_gi, SNR_EDGES, summ["Z"], data.z.astype(float)),
+                               "eta": binned(outlier_fraction, snr_gi, SNR_EDGES, summ["Z"], data.z.astype(float))}
         rec["pz"] = pz_rec
         n_or = min(rc.n_family_oracle, len(data))
         if n_or > 0:
@@ -163,6 +222,12 @@ def evaluate_generalisation(regen) -> dict:
             rec["oracle"]["snr_gt3"] = point_metrics(z_or[hi], zt[hi]) if hi.sum() > 2 else {}
             rec["bnn_on_oracle_subset"] = point_metrics(summ["Z"][:n_or], zt)
             rec["bnn_on_oracle_subset"]["snr_gt3"] = point_metrics(summ["Z"][:n_or][hi], zt[hi]) if hi.sum() > 2 else {}
+            rec["oracle"]["snr_bins"] = {"sigma_nmad": binned(sigma_nmad, snr_gi[:n_or], SNR_EDGES, z_or, zt),
+                                         "eta": binned(outlier_fraction, snr_gi[:n_or], SNR_EDGES, z_or, zt)}
+            if z_refined is not None:
+                rec["refined_on_oracle_subset"] = point_metrics(z_refined[:n_or], zt)
+                rec["refined_on_oracle_subset"]["snr_gt3"] = (point_metrics(z_refined[:n_or][hi], zt[hi])
+                                                              if hi.sum() > 2 else {})
         out["families"][name] = rec
         log.info("family %s: sigma_NMAD %.5f eta %.3f cov68 %.3f", name, rec["sigma_nmad"], rec["eta"], rec["cov68"])
     for j, (param, sides) in enumerate(shifted_options(regen.instrument["GI"].resolution).items()):
@@ -172,6 +237,9 @@ def evaluate_generalisation(regen) -> dict:
             data, _ = _simulate(regen, rc.n_family_test, seed, regen.families(), options)
             summ, zwarn, z_cnn, _, _, snr_gi, pz_rec = predict_and_flag(regen, data, seed + 5)
             rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
+            if "refined" in pz_rec:
+                pz_rec["refined"].pop("z", None)
+                rec["refined"] = pz_rec.pop("refined")
             rec["pz"] = pz_rec
             value = [getattr(options, f) for f in options.__dataclass_fields__
                      if getattr(options, f) != getattr(SimOptions(), f)]

@@ -9,14 +9,15 @@ into the set itself).
     backbone   train the CNN on each objective with a budget (the network's own is shipped)
     head       freeze the backbone, train the MNF head on its features
     calibrate  fit the calibration on the validation set, choose the ZWARN thresholds
+    refine     the template refinement's file: sedlib basis, posterior temperature fitted on validation
     evaluate   metrics and figures on the test set, and the generalisation block
     write      the manifest of the new set
 """
 from __future__ import annotations
 
-from . import backbone, calibrate, data, evaluate, head, write
+from . import backbone, calibrate, data, evaluate, head, refine, write
 
 STEPS = {"data": data.run, "backbone": backbone.run, "head": head.run, "calibrate": calibrate.run,
-         "evaluate": evaluate.run, "write": write.run}
+         "refine": refine.run, "evaluate": evaluate.run, "write": write.run}
 # Steps that run TensorFlow (its thread pools are set up before them).
-TF_STEPS = ("backbone", "head", "calibrate", "evaluate")
+TF_STEPS = ("backbone", "head", "calibrate", "refine", "evaluate")

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 
-TRAINED = ("backbone", "bnnhead", "calibration", "thresholds")     # made in work/ by the steps
+TRAINED = ("backbone", "bnnhead", "calibration", "thresholds", "refinement")     # made in work/ by the steps
 FROM_SOURCE = ("instrument", "sedlib")                              # copied from the source set
 
 
