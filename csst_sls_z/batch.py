@@ -403,8 +403,22 @@ def local_cluster(n_workers: int | None = None, tf_threads: int | None = None, *
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ:   # the user's choice; else the workers' TensorFlow is quieted
         env["TF_CPP_MIN_LOG_LEVEL"] = os.environ["TF_CPP_MIN_LOG_LEVEL"]   # by csst_sls_z.tfenv
     kwargs.setdefault("dashboard_address", None)
-    kwargs.setdefault("silence_logs", logging.WARNING)
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env, **kwargs)
+    kwargs.setdefault("silence_logs", logging.ERROR)    # the workers' cancellation warnings on Ctrl-C
+    # Ctrl-C reaches the whole process group: the client alone handles it (cancels the tasks,
+    # closes the cluster). Worker processes started while SIGINT is ignored keep ignoring it
+    # (Python installs its KeyboardInterrupt handler only over the default disposition), so they
+    # print no traceback and are stopped by the client, not by the signal.
+    import signal
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:                       # not the main thread: leave signals alone
+        pass
+    try:
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env, **kwargs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_address: str | None = None,
@@ -519,12 +533,27 @@ def _failed_row(path, target, reason, action="failed"):
             "zwarn": {}, "wall_s": 0.0, "sha256": "", "reason": reason}
 
 
+def _kill_workers(cluster) -> None:
+    """SIGKILL the worker processes of our LocalCluster: a task in flight stops where it is (its
+    temporary file is removed by the next run), so nothing is written after an interruption."""
+    import signal
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _run_tasks(todo, paths, targets, pars, job, rows, *, client, scheduler_address, workers, progress) -> bool:
     """Run the tasks, filling ``rows``; True if interrupted (Ctrl-C / SIGTERM)."""
     from distributed import Client, as_completed
     from tqdm import tqdm
     own_cluster = own_client = None
     interrupted = False
+    futures = {}
     try:
         if client is None:
             if scheduler_address:
@@ -533,7 +562,6 @@ def _run_tasks(todo, paths, targets, pars, job, rows, *, client, scheduler_addre
                 own_cluster = local_cluster(min(int(workers or _machine_cores()), len(todo)))
                 own_client = client = Client(own_cluster)
         log.info("dask: %s", client)
-        futures = {}
         for i in todo:
             fut = client.submit(process_one, str(paths[i]), str(targets[i]), pars, job, pure=False,
                                 key=f"slsz-{i}-{targets[i].name}-{os.getpid()}-{time.time_ns()}")
@@ -559,15 +587,28 @@ def _run_tasks(todo, paths, targets, pars, job, rows, *, client, scheduler_addre
                 fut.release()
     except KeyboardInterrupt:
         interrupted = True
-        log.error("interrupted: stopping the workers")
+        # The tasks in flight are cancelled and our cluster closed before the command says anything:
+        # a file a worker was writing stays a temporary file (removed on the next run), never half an output.
+        if log.getEffectiveLevel() > logging.DEBUG:
+            quiet_dask(logging.CRITICAL)     # the scheduler's complaints about the tasks it loses
+        try:
+            if own_cluster is not None:      # ours: its workers are stopped at once, mid-task
+                _kill_workers(own_cluster)
+            elif client is not None and futures:
+                client.cancel(list(futures), force=True)
+        except Exception:                   # the cluster may already be going away
+            pass
         for i in todo:
             if rows[i] is None:
                 rows[i] = _failed_row(paths[i], targets[i], "interrupted before it finished", "interrupted")
     finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # distributed's CancelledError / closing-stream warnings
+            if own_client is not None:
+                own_client.close()
+            if own_cluster is not None:
+                own_cluster.close()
     return interrupted
 
 
@@ -616,6 +657,8 @@ def main(argv=None) -> int:
         if reason != "interrupted before it finished":
             print(f"csst-sls-z batch: error: {path}: {reason}", file=sys.stderr)
     rows = result.rows
+    if result.error and not rows:        # refused before any input was looked at (a lock, the reference set)
+        return result.exit_code
     n = {a: sum(1 for r in rows if r["action"] == a) for a in ("processed", "skipped", "failed", "interrupted")}
     print(f"batch: {len(rows)} input(s): {n['processed']} processed, {n['skipped']} already done, "
           f"{n['failed']} failed" + (f", {n['interrupted']} interrupted" if n["interrupted"] else "") +

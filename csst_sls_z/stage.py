@@ -438,6 +438,9 @@ def output_paths(inputs, output: Path, unique: bool = True):
     elif output.is_dir():
         targets = [output / output_name(p) for p in inputs]
     else:
+        if len(inputs) > 1 and output.suffix.lower() in (".fits", ".fit", ".fz") and not output.is_dir():
+            return (f"{len(inputs)} inputs need an output directory (one <stem>_slsz.fits each), "
+                    f"not the file name {output}")
         if output.exists() or len(inputs) > 1 or not output.suffix:
             return missing_directory_reason(output)
         return f"output {output} must be a .fits file or an existing directory"

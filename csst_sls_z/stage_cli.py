@@ -199,14 +199,30 @@ def _run_stage(args, ready):
             handler.removeFilter(quiet)
 
 
+def check_summary_json(path: Path):
+    """Why the --summary-json file cannot be written (one sentence), or None: checked before any science."""
+    if path.is_dir():
+        return f"cannot write the summary {path}: it is a directory"
+    if not path.parent.is_dir():
+        what = "is a file, not a directory" if path.parent.exists() else "does not exist"
+        return f"cannot write the summary {path}: directory {path.parent} {what}"
+    return None
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
     from .datamodel import StageStatus
     from .stage import StageResult
+    reason = check_summary_json(args.summary_json) if args.summary_json else None
+    if reason:
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return EXIT_ERROR
     error, failures, ready = preflight(args.inputs, args.output, args.overwrite, args.ignore_checksum)
     if error or not ready:        # nothing can run: no TensorFlow, no network, well under a second
         result = _merge(StageResult(StageStatus.ERROR, message=error or ""), failures, args.inputs)
+    elif not any(n for _, n in ready):      # no spectra anywhere: said before the network loads
+        result = _merge(StageResult(StageStatus.NO_DATA, message="no spectra in the input"), failures, args.inputs)
     else:
         with sigterm_as_interrupt():     # SIGTERM (what schedulers send first) unwinds like Ctrl-C
             try:

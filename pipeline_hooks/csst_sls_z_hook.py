@@ -100,7 +100,26 @@ def main(argv=None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     setup_logging(args.log_level)
     params = stage_params(args)
-    code, result = run_stage(args.inputs, args.output_dir, params.pop("reference_dir"), **params)
+    # The checks that need no TensorFlow first (``run``'s): a missing input, an output in the way or
+    # a product without spectra is answered in well under a second, not after the network loads.
+    from csst_sls_z.products import missing_directory_reason
+    from csst_sls_z.stage import StageResult
+    from csst_sls_z.stage_cli import _merge, preflight
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = missing_directory_reason(args.output_dir) or f"cannot create {args.output_dir} ({exc.strerror or exc})"
+        print(f"status {StageStatus.ERROR.value}: {why}")
+        return EXIT_ERROR
+    error, failures, ready = preflight(args.inputs, args.output_dir, params["overwrite"], params["ignore_checksum"])
+    if error or not ready:
+        result = _merge(StageResult(StageStatus.ERROR, message=error or ""), failures, args.inputs)
+    elif not any(n for _, n in ready):
+        result = _merge(StageResult(StageStatus.NO_DATA, message="no spectra in the input"), failures, args.inputs)
+    else:
+        _, result = run_stage([p for p, _ in ready], args.output_dir, params.pop("reference_dir"), **params)
+        result = _merge(result, failures, args.inputs)
+    code = result.exit_code
     print(f"status {result.status.value}: {result.message}".rstrip(": "))
     for out in result.outputs:
         print(out)
