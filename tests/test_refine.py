@@ -197,7 +197,7 @@ def test_pixel_rule_and_the_prior(model, models):
         for k in (1, 2):
             a, b = band.offsets[k], band.offsets[k + 1]
             band.flux[a:b] = np.random.default_rng(k).normal(size=b - a) * band.err[a:b]
-    pz = gaussian_pz(np.array([0.4, 0.41, 0.41]), sigma=0.003)
+    pz = gaussian_pz(np.array([0.4, 0.41, 0.41]), sigma=0.0008)
     res = R.refine(bands, pz, GRID, np.expm1([0.4, 0.405, 0.405]), model, threads=1)
     assert res.npix[0] == n_all - 7 and res.npix[1] == n_all
     assert abs(np.log1p(res.z[0]) - 0.4) < 1.5e-3
@@ -328,7 +328,8 @@ def test_reference_file_round_trips(model, tmp_path):
     np.testing.assert_array_equal(back.loglam, model.loglam)
     for name in ("loglam0", "dloglam", "libraries", "basis_r", "bands", "resolution", "dispersion", "centre",
                  "widths", "coarse_width", "window_half", "coarse_step", "coarse_bin", "fine_step", "fine_half",
-                 "parabola_steps", "n_minima", "minimum_margin", "profile_minima", "profile_rounds", "prior_weight", "pz_floor", "peak_smooth",
+                 "parabola_steps", "n_minima", "minimum_margin", "profile_minima", "profile_rounds", "prior_weight",
+                 "pz_floor", "peak_smooth",
                  "peak_mass_half", "peak_min_prob", "peak_min_sep", "n_peaks", "max_rel_err", "ridge"):
         assert getattr(back, name) == getattr(model, name), name
     assert back.temperature == 1.7
@@ -390,8 +391,8 @@ def test_builder_orthonormal_basis_and_band_numbers(model, models):
         v = sedlib.basis[lib]
         resid = v - (v @ model.basis.T) @ model.basis
         assert np.max(np.linalg.norm(resid, axis=1) / np.linalg.norm(v, axis=1)) < 1e-8
-    one = build_refinement_model(sedlib, instrument, libraries=("KCORRECT",), extra_vectors=sedlib.basis["REDROCK2016"][:2],
-                                 coarse_step=1e-3)
+    one = build_refinement_model(sedlib, instrument, libraries=("KCORRECT",),
+                                 extra_vectors=sedlib.basis["REDROCK2016"][:2], coarse_step=1e-3)
     assert one.n_vectors == 7 and one.libraries == ("KCORRECT", "SPSPCA") and one.coarse_step == 1e-3
     # the broadening: LSF (lambda/R), width and pixel in quadrature, less the basis's own resolution
     lsf = 1 / 250 / R.FWHM_PER_SIGMA

@@ -60,10 +60,10 @@ def write_refinement(path, model: RefinementModel, pedigree: str, history=(), ov
         raise ValueError(f"refusing to write an invalid refinement model: {problem}")
     hdr = reference_header("refinement", pedigree, "template refinement of the network redshift",
                            history=list(history) + [
-                               f"Basis: {model.n_vectors} orthonormal rest-frame vectors from "
-                               f"{', '.join(model.libraries)}.",
-                               "Method: csst_sls_z.refine (chi2 in windows around the network p(z) peaks,",
-                               "times the network p(z); /work/shared/design/refinement.md)."])
+                               f"Basis: {model.n_vectors} orthonormal rest-frame vectors from",
+                               f"  {', '.join(model.libraries)}.",
+                               "Method: csst_sls_z.refine: chi2 in windows around the peaks of",
+                               "  the network's p(z), times that p(z)."])
     for name, (key, kind, comment) in KEYWORDS.items():
         value = getattr(model, name)
         hdr[key] = (int(value) if kind is int else float(value), comment)
@@ -137,8 +137,8 @@ def load_refinement(path) -> RefinementModel:
     except ValueError as exc:
         reason = str(exc).removeprefix("invalid refinement model: ")
         field = reason.split(" ", 1)[0]
-        where = {"basis": "HDU BASIS", "the": "HDUs BASIS and LOGLAM", "resolution": "table BANDS", "dispersion": "table BANDS",
-                 "centre": "table BANDS", "widths": "table WIDTHS"}.get(field)
+        where = {"basis": "HDU BASIS", "the": "HDUs BASIS and LOGLAM", "resolution": "table BANDS",
+                 "dispersion": "table BANDS", "centre": "table BANDS", "widths": "table WIDTHS"}.get(field)
         if field in KEYWORDS:
             where = f"keyword {KEYWORDS[field][0]}"
         raise ReferenceFileError(f"refinement file {path} is invalid: {reason}"

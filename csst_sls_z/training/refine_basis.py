@@ -127,3 +127,44 @@ def leave_out_model(family: str, sedlib, instrument, n_gal: int = 2000, seed: in
     if spec["sps_pca"]:
         extra = sps_vectors if sps_vectors is not None else sps_pca_vectors(n_gal, seed, n_vec, sedlib.wave)
     return build_refinement_model(sedlib, instrument, libraries=spec["libraries"], extra_vectors=extra, **settings)
+
+
+def main(argv=None) -> int:
+    """Write a refinement reference file built from a reference set's sedlib and instrument."""
+    import argparse
+    from ..reffiles.refinement import write_refinement
+    from ..simulation import load_models
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m csst_sls_z.training.refine_basis",
+                                     description=main.__doc__)
+    parser.add_argument("--out", required=True, help="the refinement file to write")
+    parser.add_argument("--reference-dir", default=None, help="reference set of the sedlib and instrument")
+    parser.add_argument("--leave-out", choices=sorted(LEAVE_OUT), default=None,
+                        help="build the basis that excludes this family (module doc)")
+    parser.add_argument("--sps-pca", type=int, default=0, help="add this many SPS PCA vectors to the basis")
+    parser.add_argument("--sps-n", type=int, default=2000)
+    parser.add_argument("--sps-seed", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=1.0, help="posterior temperature (default 1)")
+    parser.add_argument("--pedigree", default="SIMULATION")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    instrument, sedlib, refset = load_models(args.reference_dir)
+    history = ["Built by csst_sls_z.training.refine_basis from",
+               f"  {refset.path('sedlib').name} and {refset.path('instrument').name} of {refset.set_id}."]
+    if args.leave_out:
+        model = leave_out_model(args.leave_out, sedlib, instrument, n_gal=args.sps_n, seed=args.sps_seed,
+                                temperature=args.temperature)
+        history.append(f"Basis without the {args.leave_out} family.")
+    else:
+        extra = sps_pca_vectors(args.sps_n, args.sps_seed, args.sps_pca, sedlib.wave) if args.sps_pca else None
+        model = build_refinement_model(sedlib, instrument, extra_vectors=extra, temperature=args.temperature)
+    if model.libraries[-1] == "SPSPCA":
+        history += [f"SPSPCA: leading right singular vectors of {args.sps_n} SPS",
+                    f"  rest-frame spectra (library seed {args.sps_seed})."]
+    path = write_refinement(args.out, model, args.pedigree, history=history, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
