@@ -417,13 +417,14 @@ for job in spec["jobs"]:
     refdir = job["refdir"]
     catalog_only = job.get("catalog_only", "False") == "True"
     precision = job.get("precision", "float32")
-    key = (refdir, catalog_only, precision)
+    no_refine = job.get("no_refine", "False") == "True"
+    key = (refdir, catalog_only, precision, no_refine)
     setup = 0.0
     if key not in stages:
         t0 = time.perf_counter()
         stage = RedshiftStage(samples=spec["samples"], reference_dir=refdir, overwrite=True,
                               chunk_size=spec["chunk_size"], catalog_only=catalog_only,
-                              backbone_precision=precision)
+                              backbone_precision=precision, no_refine=no_refine)
         stage.load_references(); stage.sampler()
         if spec.get("warm"):
             stage.run([spec["warm"]], job["out"] + ".warm.fits")     # trace the tf.functions once
@@ -449,7 +450,7 @@ def run_stage_subprocess(jobs, samples=200, chunk_size=4096, warm=None) -> dict:
     """The stage in one fresh interpreter, running ``jobs`` in order.
 
     ``jobs``: list of dicts (name, product, out, refdir; optional catalog_only, precision: the
-    stage's ``backbone_precision``; each combination is a stage of its own). Set-up (TensorFlow import, reference
+    stage's ``backbone_precision``, no_refine; each combination is a stage of its own). Set-up (TensorFlow import, reference
     files, network build, a warm-up run on ``warm`` that traces the tf.functions) is timed
     apart from each job's run. After each job the child reports its peak resident memory so
     far, as ``ru_maxrss`` and as ``VmHWM`` from /proc/self/status (a footprint that grows with

@@ -225,9 +225,15 @@ def run(args) -> dict:
     if trained:       # the accuracy comparison: the same spectra through the shipped trained set
         jobs.append({"name": "compare", "product": products["e2e"], "out": out_dir / "compare_slsz.fits",
                      "refdir": refdir})
+        # the trained set end to end with its template refinement (if it has one) and without
+        jobs.append({"name": "compare_norefine", "product": products["e2e"],
+                     "out": out_dir / "compare_norefine_slsz.fits", "refdir": refdir, "no_refine": True})
     log(f"end to end: stage on {size['n_e2e']:,} then {size['n_mem']:,} objects"
         f"{' then the trained set' if trained else ''} (one subprocess)")
     stage_runs = bc.run_stage_subprocess(jobs, SAMPLES, warm=products["warm"])
+    if trained:
+        res["e2e_refine"] = {"refined": stage_runs["compare"], "network_only": stage_runs["compare_norefine"],
+                             "set": label}
     res["e2e"] = {"small": stage_runs["e2e"], "large": stage_runs["mem"], "bfloat16": stage_runs["e2e_bf16"],
                   "process_wall_s": stage_runs["process_wall_s"],
                   "children_maxrss_mib": stage_runs["children_maxrss_mib"]}
@@ -407,6 +413,13 @@ def markdown(res) -> str:
              f"{bf['n']:,} objects: {fmt(bf['spectra_per_s'])} spectra/s, {bf['spectra_per_s'] / e['spectra_per_s']:.2f}x "
              "the float32 run on the same file. It changes the numbers (docs/performance.md, \"bfloat16 backbone\").")
     L.append("")
+    if "e2e_refine" in res:
+        rr = res["e2e_refine"]
+        L.append(f"The trained set {rr['set']} end to end on the same {rr['refined']['n']:,} objects: "
+                 f"{fmt(rr['refined']['spectra_per_s'])} spectra/s as it ships (with its template refinement, "
+                 f"where it has a refinement file), {fmt(rr['network_only']['spectra_per_s'])} with `--no-refine` "
+                 f"({rr['refined']['spectra_per_s'] / rr['network_only']['spectra_per_s']:.2f}x).")
+        L.append("")
     ee = res["e2e"]
     L.append(f"Set-up {e['setup_s']:.1f} s; whole process {ee['process_wall_s']:.1f} s "
              f"({(e['n'] + g['n']) / ee['process_wall_s']:,.0f} spectra/s with start-up). Peak RSS ratio "

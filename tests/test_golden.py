@@ -37,7 +37,8 @@ REFSET_0006 = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0006"
 # golden_0006_catalog.npz: csst_sls_z_0006 on golden_input.fits with the default path (shared
 # output noise, float32 backbone, p(z) written), recorded at 4c6dbbf before the stage's
 # parameters and its measurement became one path (training evaluation calls the stage's).
-NETWORK_PATH_OPTIONS = []
+# With --no-refine a set's catalogue is its network's: the path this golden file pins.
+NETWORK_PATH_OPTIONS = ["--no-refine"]
 
 
 def test_reference_set_0006_default_path_gives_the_recorded_catalog(tmp_path):
@@ -51,3 +52,44 @@ def test_reference_set_0006_default_path_gives_the_recorded_catalog(tmp_path):
         np.testing.assert_array_equal(np.argmax(np.nan_to_num(got["PZ"], nan=-1), axis=1), want["PZ_ARGMAX"])
         for col in ("Z", "ZERR", "Z_LO", "Z_HI", "Z_ALT", "P_ALT", "Z_CNN"):
             np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-6, err_msg=col)
+
+
+REFSET_0007 = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0007"
+# golden_0007_catalog.npz: csst_sls_z_0007 (0006's network recalibrated, with its template
+# refinement) on golden_input.fits, default options: the refined default path. The refinement's
+# normal equations are summed with fastmath reassociation, so the last bits may differ between
+# CPUs: Z is pinned to 1e-5 in (1 + z), ZWARN exactly.
+
+
+def test_reference_set_0007_refined_default_gives_the_recorded_catalog(tmp_path):
+    out = tmp_path / "golden.fits"
+    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(REFSET_0007),
+                 "--catalog-only", "--no-progress"]) == 0
+    got = fitsio.read(out, ext="SLS_REDSHIFT")
+    assert fitsio.read_header(out, ext="SLS_REDSHIFT")["REFINED"] is True
+    with np.load(DATA / "golden_0007_catalog.npz") as want:
+        for col in ("OBJID", "ZWARN"):
+            np.testing.assert_array_equal(got[col], want[col], err_msg=col)
+        np.testing.assert_array_equal(np.argmax(np.nan_to_num(got["PZ"], nan=-1), axis=1), want["PZ_ARGMAX"])
+        for col in ("Z_BNN", "ZERR_BNN", "Z_ALT", "P_ALT", "Z_CNN"):
+            np.testing.assert_allclose(got[col], want[col], rtol=0, atol=1e-6, err_msg=col)
+        for col in ("Z", "Z_LO", "Z_HI", "ZERR"):
+            a, b = np.asarray(got[col], float), np.asarray(want[col], float)
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=col)
+            tolerance = 1e-5 * (1 + np.nan_to_num(np.asarray(want["Z"], float)))
+            worst = np.nanmax(np.abs(a - b) - tolerance)
+            assert worst <= 0, f"{col} differs by {worst:.2e} more than 1e-5 (1 + z)"
+    # The refinement moved Z where it ran: it is not the network's estimate under another name.
+    refined = (got["ZWARN"] & (1 << 9)) == 0
+    assert np.any(np.abs(got["Z"][refined] - got["Z_BNN"][refined]) > 1e-4)
+
+
+def test_no_refine_on_0007_is_the_network_catalogue(tmp_path):
+    out = tmp_path / "norefine.fits"
+    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(REFSET_0007),
+                 "--catalog-only", "--no-progress", "--no-refine"]) == 0
+    got = fitsio.read(out, ext="SLS_REDSHIFT")
+    hdr = fitsio.read_header(out, ext="SLS_REDSHIFT")
+    assert hdr["REFINED"] is False and hdr["P_NOREF"] == 1
+    np.testing.assert_array_equal(got["Z"], got["Z_BNN"])
+    assert not np.any(got["ZWARN"] & (1 << 9))
