@@ -45,7 +45,26 @@ def _metrics(z, zt):
     return {"n": int(ok.sum()), "sigma_nmad": sigma_nmad(z[ok], zt[ok]), "eta": outlier_fraction(z[ok], zt[ok])}
 
 
-def score(cat, objid, zt, z_oracle=None, n_oracle=0):
+def windows_hold_truth(cat, header, model, zt) -> np.ndarray:
+    """Per object: the true redshift lies within +-window_half (ln(1+z)) of Z_BNN or of one of the
+    p(z) peaks that get a window (``refine.find_peaks``): what no fit inside the windows can fix
+    when False (peak recall)."""
+    from csst_sls_z.pz import PzGrid
+    from csst_sls_z.refine import find_peaks
+    grid = PzGrid(z0=float(header["PZ_Z0"]), dz=float(header["PZ_DZ"]), nbin=int(header["PZ_NBIN"]),
+                  space=str(header["PZ_SPACE"]).strip())
+    centres = np.log1p(grid.centres())
+    st = np.log1p(zt)
+    held = np.zeros(zt.size, bool)
+    for i, row in enumerate(np.asarray(cat["PZ"], float)):
+        if not np.all(np.isfinite(row)):
+            continue
+        anchors = np.concatenate([[np.log1p(cat["Z_BNN"][i])], centres[find_peaks(row, model)]])
+        held[i] = np.any(np.abs(anchors - st[i]) <= model.window_half)
+    return held
+
+
+def score(cat, objid, zt, z_oracle=None, n_oracle=0, held=None):
     from csst_sls_z.datamodel import ZWarn
     from csst_sls_z.training.metrics import coverage
     order = np.argsort(cat["OBJID"])
@@ -65,7 +84,11 @@ def score(cat, objid, zt, z_oracle=None, n_oracle=0):
         if z_oracle is not None:
             so = sel[:n_oracle]
             b["bound"] = _metrics(z_oracle[so], zt[:n_oracle][so])
+        if held is not None:
+            b["peak_recall"] = float(held[sel].mean()) if sel.any() else float("nan")
         rec["bins"][label] = b
+    if held is not None:
+        rec["peak_recall_snr3"] = float(held[snr >= 3].mean()) if (snr >= 3).any() else float("nan")
     for lo, label in ((3.0, ">=3"), (5.0, ">=5 ")):
         sel = snr >= lo
         rec["all"][f"network_snr{label.strip()}"] = _metrics(z_bnn[sel], zt[sel])
@@ -136,12 +159,18 @@ def main(argv=None) -> int:
                              history=[f"Leave-out basis for scoring {family}: {', '.join(model.libraries)}."])
             options, basis = ("--override-refinement", str(path)), list(model.libraries)
         cat = run_stage(args.refset, product, d / "out.fits", seed=0, options=options)
+        import fitsio
+        order = np.argsort(objid)
+        zt_cat = pop.z[order[np.searchsorted(objid, cat["OBJID"], sorter=order)]]
+        held_cat = windows_hold_truth(cat, fitsio.read_header(d / "out.fits", ext="SLS_REDSHIFT"), own, zt_cat)
+        held = np.empty(len(objid), bool)        # in the truth's order, as score() reads it
+        held[order[np.searchsorted(objid, cat["OBJID"], sorter=order)]] = held_cat
         z_or, n_or = None, 0
         if family is not None and args.n_oracle > 0:
             n_or = min(args.n_oracle, len(pop))
             sub = Population(**{f: getattr(pop, f)[:n_or] for f in pop.__dict__})
             z_or = oracle_redshifts(sub, flux[:n_or], err[:n_or], instrument, fams, 1.6, progress=False)
-        rec = score(cat, objid, pop.z, z_or, n_or)
+        rec = score(cat, objid, pop.z, z_or, n_or, held)
         rec["basis"] = basis
         results["sets"][label] = rec
         a = rec["all"]
@@ -162,16 +191,18 @@ def markdown(results) -> str:
         return "-" if not np.isfinite(v) else (f"{v:.4f}" if key == "sigma_nmad" else f"{100 * v:.1f}%")
     L = [f"Refined posterior temperature {results['temperature']:.3g}. sigma_NMAD / eta (|dz|/(1+z) > 0.02): "
          "network (Z_BNN) -> refined (Z), and the true-SED bound on the first objects.", ""]
-    L.append("| set | basis | GI SNR >= 3: network -> refined (bound) | >= 5 | eta at >= 3 | cov68 | REFINE_FAILED |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| set | basis | GI SNR >= 3: network -> refined (bound) | >= 5 | eta at >= 3 | cov68 | REFINE_FAILED "
+             "| peak recall, SNR >= 3 |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for label, r in results["sets"].items():
         a = r["all"]
         L.append(f"| {label} | {'+'.join(r['basis'])} | {f(a['network_snr>=3'])} -> **{f(a['refined_snr>=3'])}** "
                  f"({f(a.get('bound_snr>=3'))}) | {f(a['network_snr>=5'])} -> {f(a['refined_snr>=5'])} "
                  f"({f(a.get('bound_snr>=5'))}) | {f(a['network_snr>=3'], 'eta')} -> {f(a['refined_snr>=3'], 'eta')} "
-                 f"| {r['cov68']:.3f} | {100 * r['refine_failed']:.1f}% |")
+                 f"| {r['cov68']:.3f} | {100 * r['refine_failed']:.1f}% | {100 * r.get('peak_recall_snr3', np.nan):.1f}% |")
     L.append("")
-    L.append("By GI SNR bin (sigma_NMAD network -> refined (bound); eta network -> refined (bound); refined cov68):")
+    L.append("By GI SNR bin (sigma_NMAD network -> refined (bound); eta network -> refined (bound); refined cov68; "
+             "peak recall: the truth within a refinement window):")
     L.append("")
     L.append("| set | " + " | ".join(SNR_LABELS) + " |")
     L.append("|---|" + "---|" * len(SNR_LABELS))
@@ -181,7 +212,7 @@ def markdown(results) -> str:
             x = r["bins"][b]
             cells.append(f"{f(x['network'])} -> {f(x['refined'])} ({f(x.get('bound'))}); "
                          f"{f(x['network'], 'eta')} -> {f(x['refined'], 'eta')} ({f(x.get('bound'), 'eta')}); "
-                         f"{x['cov68']:.2f}")
+                         f"{x['cov68']:.2f}; {100 * x.get('peak_recall', np.nan):.0f}%")
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     L.append("")
     return "\n".join(L)

@@ -88,7 +88,7 @@ expected confidence level of the central interval against the observed fraction
 of truths inside it.
 
 ``TemperatureCalibration`` / ``fit_temperature`` calibrate the other distribution the stage
-writes, the binned p(z) of a ``zbins`` network (issue 15, docs/pz.md): softmax(logits / T),
+writes, the binned p(z) of a ``zbins`` network (docs/pz.md): softmax(logits / T),
 T fitted on the validation set by the log-score of the true bin (notes at the end of this
 module). ``cdf`` of the two Gaussian calibrations gives the p(z) of a ``logcosh`` set.
 """
@@ -476,7 +476,7 @@ def reliability_curve(F_values, n_bins: int = 20, kind: str = "central"):
 
 
 # ----------------------------------------------------------------------------- p(z): temperature
-# The calibration of the binned p(z) (issue 15, docs/pz.md). A network trained with the ``zbins``
+# The calibration of the binned p(z) (docs/pz.md). A network trained with the ``zbins``
 # objective gives a softmax over its redshift bins; its width is whatever the cross-entropy
 # against labels smoothed one bin wide made it, which is not a calibrated probability.
 # Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks", ICML)

@@ -81,7 +81,7 @@ REDSHIFT_COLUMNS = (
     Column("NPIX_GV", "i4", "J", "", "valid pixels used"),
     Column("NPIX_GI", "i4", "J", "", "valid pixels used"),
     Column("ZWARN", "i4", "J", "", "bitmask, 0 = usable"),
-    # Added with the p(z) (issue 15, docs/pz.md): the second solution of p(z), written whether or
+    # Added with the p(z) (docs/pz.md): the second solution of p(z), written whether or
     # not the PZ column is (``--no-pz``). NaN / 0 where p(z) has no second peak.
     Column("Z_ALT", "f4", "E", "", "second-highest mode of p(z); NaN if p(z) has one peak",
            comment="second-highest mode of p(z), NaN if none"),

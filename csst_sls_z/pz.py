@@ -1,4 +1,4 @@
-"""p(z) per object on a fixed grid, and its second solution (issue 15, docs/pz.md).
+"""p(z) per object on a fixed grid, and its second solution (docs/pz.md).
 
 The grid is the network's own: the ``n_bins`` bins of its configuration, equal in z or in
 ln(1 + z) (``NetworkConfig.bin_space``). :class:`PzGrid` describes it and writes the header

@@ -114,7 +114,7 @@ class RedshiftStage:
     reference_types = ("wavegrid", "backbone", "bnnhead", "calibration", "thresholds")
     # Used where the set has it (sets before csst_sls_z_0007 lack the refinement: the network's Z).
     optional_reference_types = ("refinement",)
-    # How, not what: neither changes a number (docs/performance.md, "Throughput (issue 17)").
+    # How, not what: neither changes a number (docs/performance.md, "Throughput").
     prefetch = False     # read the next chunk in a thread (measured slower: fitsio holds the GIL)
     warm_up = True       # run(): trace and compile the network in a thread while the first chunk is read
     # The one place a parameter, its type, default, bounds and help are declared; the
@@ -122,8 +122,8 @@ class RedshiftStage:
     spec = {p.name: p for p in (
         Param("samples", int, 200, "BNN samples per spectrum", minimum=1, recorded=True),
         Param("seed", int, 0, "seed of the BNN sampling noise", minimum=0, recorded=True),
-        Param("per_object_noise", bool, False, "draw the BNN head's output noise per object, as before "
-              "issue 17 (slower; the same distribution; reproduces earlier catalogues)", recorded=True),
+        Param("per_object_noise", bool, False, "draw the BNN head's output noise per object (slower; the same "
+              "distribution; reproduces catalogues made before the noise was shared by a batch)", recorded=True),
         Param("backbone_precision", str, "float32", "arithmetic of the backbone's convolutions: float32 "
               "(the default; the reference set's numbers) or bfloat16 (about 1.3x the spectra per second on "
               "CPUs with AVX512-BF16; it moves individual redshifts a little: docs/performance.md)", recorded=True,
@@ -296,12 +296,12 @@ class RedshiftStage:
             if n == 0:
                 return {"n_objects": 0}
             duplicate = np.isin(reader.objid, reader.duplicate_objids)
-            # ``stage.prefetch = True`` reads the next chunk in a thread while this one is measured
-            # (issue 17). Off: measured slower (fitsio holds the GIL through its reads, which stalls
+            # ``stage.prefetch = True`` reads the next chunk in a thread while this one is measured.
+            # Off: measured slower (fitsio holds the GIL through its reads, which stalls
             # the thread driving TensorFlow; docs/performance.md, "Throughput").
             chunks = reader.iter_chunks(int(self.params["chunk_size"]), prefetch=self.prefetch)
             # The rows go to disk chunk by chunk (products.catalog_rows): memory holds one chunk of
-            # the catalogue, whatever the file's size (issue 17).
+            # the catalogue, whatever the file's size.
             with CatalogRows(n, self.pz_bins(), Path(out_path).parent, label=f"output {out_path}") as rows:
                 for c, (sl, bands) in enumerate(chunks):
                     chunk = self.measure_chunk(bands, sl.stop - sl.start, c)
@@ -362,7 +362,7 @@ class RedshiftStage:
             self.load_references()
             self.sampler()      # the network weights too (shapes): refused before any spectrum is read
             if self.warm_up:
-                # The traces and the head's XLA compile overlap reading the first chunk (issue 17).
+                # The traces and the head's XLA compile overlap reading the first chunk.
                 self.sampler().start_warm_up(self.load_references()["grid"].length, self.pz_maker().binned)
         except ReferenceFileError as exc:
             log.error("%s", exc)

@@ -9,7 +9,7 @@ Dense(1) regression, ``logcosh``).
 
 ``FrozenBackbone`` is the same network for inference only: each BatchNorm folded into the
 convolution before it (a kernel and a bias), so a layer is one convolution with bias and
-ReLU that oneDNN runs fused, with no separate normalisation pass (issue 17; measured in
+ReLU that oneDNN runs fused, with no separate normalisation pass (measured in
 docs/performance.md). It lives beside ``build_backbone`` because it walks the same
 layer names: a change to the architecture changes both, and
 ``tests/test_network.py::test_frozen_backbone_is_the_keras_backbone`` compares them.

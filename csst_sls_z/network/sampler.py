@@ -6,7 +6,7 @@ passes. ``predict_naive`` runs S full forward passes with the same noise, for te
 benchmarks: both give the same numbers up to float rounding.
 
 The head has two paths, the same noise and the same numbers up to float rounding
-(``benchmarks/bench_head.py`` measures both, docs/performance.md "Throughput (issue 17)"):
+(``benchmarks/bench_head.py`` measures both, docs/performance.md "Throughput"):
 
 * ``"fused"`` (the default): the noise is drawn as before (``BNNHead.noise``, stateless,
   outside XLA, so the draws are bit for bit those of the reference path); the S samples
@@ -19,7 +19,7 @@ The head has two paths, the same noise and the same numbers up to float rounding
   17), kept for comparison.
 
 The output noise of the MNF layers is drawn once per sample and shared by the objects of a
-batch (``per_object_noise=False``, the default since issue 17): S x 384 normals per batch
+batch (``per_object_noise=False``, the default): S x 384 normals per batch
 instead of S x N x 384, which were most of the head's time. Each object's samples have the
 same distribution either way (``BNNHead.noise``); ``per_object_noise=True`` reproduces the
 catalogues made before (the golden test).
@@ -171,7 +171,7 @@ class Sampler:
     def predict(self, x: np.ndarray, chunk_index: int = 0, return_features: bool = False,
                 return_output: bool = False) -> Prediction:
         """x: (N, L, 2) float32. Noise is seeded by (seed, chunk_index, batch index).
-        ``return_output``: also the backbone output (zbins: the logits p(z) is made from, issue 15)."""
+        ``return_output``: also the backbone output (zbins: the logits p(z) is made from)."""
         self._wait_for_warm_up()
         outs = {k: [] for k in ("z", "m", "a", "e", "f")}
         output = []

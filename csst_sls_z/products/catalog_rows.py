@@ -1,4 +1,4 @@
-"""The SLS_REDSHIFT rows of one output, kept on disk chunk by chunk (issue 17: memory flat in file size).
+"""The SLS_REDSHIFT rows of one output, kept on disk chunk by chunk (memory flat in file size).
 
 The stage measures a file a chunk at a time. Each chunk's rows are appended, already in
 FITS's big-endian row layout, to an anonymous temporary file in the output's directory (the

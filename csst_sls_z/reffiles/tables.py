@@ -69,7 +69,7 @@ class CalibrationFile:
     beta: BetaCalibration
     scale: ScaleCalibration
     method: str                    # which one the stage applies: "beta" or "scale"
-    # The calibration of the binned p(z) (issue 15, docs/pz.md): None where the file holds none
+    # The calibration of the binned p(z) (docs/pz.md): None where the file holds none
     # (PZMETH 'none', and every file written before it existed): the stage then writes the raw
     # softmax and says so in the header (PZ_CALIB = F).
     pz: TemperatureCalibration | None = None
@@ -129,7 +129,7 @@ def load_calibration(path) -> CalibrationFile:
 
 # Values a thresholds file holds since a later version, by the file's SCHEMAV: what a file of
 # that schema version written before the value was stored in it implies (the value in use then).
-# MPEAKPAL (issue 15): None, the MULTIPLE_PEAKS bit disabled: a set chosen before the bit existed never sets
+# MPEAKPAL: None, the MULTIPLE_PEAKS bit disabled: a set chosen before the bit existed never sets
 # it, so its catalogues keep their ZWARN (tests/test_golden.py).
 THRESHOLDS_SCHEMA_DEFAULTS = {1: {"LITCOVER": 0.5, "MPEAKPAL": None}}
 

@@ -211,7 +211,7 @@ def refined_test_set(regen, zt):
 
 
 def pz_evaluation(regen, p, cal, cal_summ, figures_dir=None) -> dict:
-    """p(z), MULTIPLE_PEAKS and clean-sample metrics of a predicted set (issue 15; ``pz_metrics``).
+    """p(z), MULTIPLE_PEAKS and clean-sample metrics of a predicted set (``pz_metrics``).
 
     p: ``predict_set`` of the set; cal: the calibration file; cal_summ: ``calibrated_summary`` of
     it. ZWARN is made by ``quality.zwarn_bits`` with the work directory's thresholds, with full

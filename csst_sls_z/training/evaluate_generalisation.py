@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 Z_EDGES = np.array([0.0, 0.3, 0.5, 0.7, 0.9, 1.2, 1.5])
 HIGH_SNR = 3.0
-OUTLIER_DZ = 0.02          # catastrophic outlier for the flag completeness (issue 14's definition)
+OUTLIER_DZ = 0.02          # catastrophic outlier for the flag completeness (the flags' definition)
 SHIFT_FACTOR = 1.5         # "beyond": 1.5 times the training range's distance from nominal
 
 

@@ -1,4 +1,4 @@
-"""Metrics of p(z) and of the clean sample (issue 15; docs/pz.md, docs/validation.md).
+"""Metrics of p(z) and of the clean sample (docs/pz.md, docs/validation.md).
 
 Every function takes p(z) rows on a ``pz.PzGrid`` (probability per bin, rows summing to 1) and
 the true redshifts; rows that are NaN (objects not measured) and truths off the grid are left

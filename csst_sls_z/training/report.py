@@ -125,7 +125,7 @@ def _pz_row(label, pz, flags=None):
 
 
 def pz_table(ev: dict) -> str:
-    """p(z) and the clean sample on every test set (issue 15; evaluation.json ``pz`` and
+    """p(z) and the clean sample on every test set (evaluation.json ``pz`` and
     ``generalisation.*.pz``)."""
     rows = ["| test set | PIT KS | CRPS | HPD 68% / 95% coverage | n(z) abs diff | MULTIPLE_PEAKS: outliers "
             "caught / good flagged | kept (ZWARN = 0), eta kept | eta at 50% / 60% / 70% kept |",

@@ -4,7 +4,7 @@ On the validation set (calibrated Z and ZERR, the true z, SNR_GI, P_ALT and back
 features; each object weighted to the CSST-like n(z) when the calibration is) and a sample
 of the training features:
 
-* The clean sample (issue 15): LOW_SNR, LARGE_ZERR and MULTIPLE_PEAKS are chosen together,
+* The clean sample: LOW_SNR, LARGE_ZERR and MULTIPLE_PEAKS are chosen together,
   as the combination whose ZWARN == 0 sample (none of the three set) is best on validation:
   the one keeping the most objects with eta among the kept at most ``CLEAN_ETA``, if that
   keeps at least ``CLEAN_MIN_KEPT``; otherwise, among the combinations keeping at least
@@ -29,7 +29,7 @@ of the training features:
 * OUT_OF_DISTRIBUTION: the ``OOD_PERCENTILE`` percentile of the validation objects'
   Mahalanobis distance (per dimension) from the training features, whose covariance gets
   ``COVARIANCE_RIDGE`` on its diagonal before it is inverted.
-* MULTIPLE_PEAKS (issue 15): among the P_ALT thresholds that flag at most
+* MULTIPLE_PEAKS: among the P_ALT thresholds that flag at most
   ``MULTIPLE_PEAKS_MAX_GOOD`` of the validation objects that are not outliers, the one with the
   largest completeness among the outliers minus that fraction (Youden's J), scanning the
   P_ALT values ``MULTIPLE_PEAKS_SCAN`` (0.02 to 0.5: a second peak under 2% is no second solution;
@@ -60,7 +60,7 @@ MULTIPLE_PEAKS_MAX_GOOD = 0.10                  # at most this fraction of good 
 MULTIPLE_PEAKS_MIN_CATCH = 0.50                 # in the clean-sample choice: catch this much, where possible
 MULTIPLE_PEAKS_SCAN = np.round(np.arange(0.02, 0.501, 0.005), 3)   # P_ALT thresholds tried
 MULTIPLE_PEAKS_FALLBACK = 0.3
-CLEAN_ETA = 0.03                                # issue 15's goal for the clean sample ...
+CLEAN_ETA = 0.03                                # the goal for the clean sample ...
 CLEAN_MIN_KEPT = 0.60                           # ... keeping at least this fraction
 CLEAN_LOW_SNR_PERCENTILES = np.arange(0, 72, 2)
 CLEAN_LARGE_ZERR_PERCENTILES = np.arange(30, 101, 1)

@@ -1,7 +1,7 @@
 """The network's predictions on a fixed realisation of a simulated set, cached in the work directory.
 
 Shared by the calibrate step (validation set) and the evaluation (test set). ``output`` is the
-backbone's output (``zbins``: the logits p(z) is made from, issue 15); a cache written before it
+backbone's output (``zbins``: the logits p(z) is made from); a cache written before it
 was kept gets it added on first use.
 """
 from __future__ import annotations
