@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--pca-seed", type=int, default=990003, help="seed of the SPS library of the leave-out PCA")
     p.add_argument("--n-oracle", type=int, default=300)
     p.add_argument("--no-shifts", action="store_true", help="skip the instrument-shift sets")
+    p.add_argument("--refinement", type=Path, default=None,
+                   help="a refinement file to use instead of the set's (its settings also go into the leave-out bases)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
     refset = load_reference_set(args.refset, optional=("refinement",))
     if "refinement" not in refset.paths:
         raise SystemExit(f"{args.refset} has no refinement file")
-    own = load_refinement(refset.path("refinement"))
+    own_path = args.refinement or refset.path("refinement")
+    own = load_refinement(own_path)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="refine_scores_", dir=args.out))
     t0 = time.time()
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
         (product,) = simulate_products(args.n, args.seed + k, "test", args.n, d, instrument, fams, opt,
                                        overwrite=True, progress=False)
         objid, pop, flux, err = read_truth(product)
-        options, basis = (), list(own.libraries)
+        options, basis = (("--override-refinement", str(own_path)) if args.refinement else ()), list(own.libraries)
         if family is not None and LEAVE_OUT[family]["sps_pca"]:
             if pca is None:
                 pca = sps_pca_vectors(2000, args.pca_seed, 5, sedlib.wave)
