@@ -7,28 +7,35 @@ Prints a summary (objects, ZWARN == 0, each ZWARN bit by name with its count and
 the median ZERR / (1 + Z), the SNR_GI quartiles); against the truth (``--truth``, or a
 TRUTH extension in the file, matched on OBJID) sigma_NMAD, eta, E-bar and the mean bias,
 overall and in z bins, computed by ``csst_sls_z.training.metrics``. ``--plot`` writes a
-PNG: Z against Z_TRUE coloured by SNR_GI (Z against SNR_GI without truth), the ZERR
-distribution, the ZWARN counts, and three example spectra on the network grid with the
-lines at Z marked. ``--zwarn N`` decodes a ZWARN value and exits. No TensorFlow.
+figure in the format its suffix names (.png, .pdf, .svg, ...): Z against Z_TRUE coloured by
+SNR_GI (Z against SNR_GI without truth), the ZERR distribution with the LARGE_ZERR threshold,
+the ZWARN counts, the p(z) of three example objects with Z, Z_ALT and Z_TRUE, and their
+spectra on the network grid with the lines at Z marked. ``--zwarn N`` decodes a ZWARN value
+and exits. No TensorFlow.
 
 Exit codes: 0 ok, 1 error (one sentence on stderr).
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .commands import CommandError, Parser, nonneg_int, setup_logging
 from .datamodel import (EXIT_ERROR, EXIT_OK, EXT_REDSHIFT, EXT_SPEC, EXT_TRUTH, KW_CALIBRATION_METHOD,
-                        KW_INPUT_NAME, KW_REFSET, KW_STATUS, ZWarn)
+                        KW_INPUT_NAME, KW_PZ_DZ, KW_PZ_NBIN, KW_PZ_SPACE, KW_PZ_Z0, KW_REF_SHA256, KW_REF_TYPE,
+                        KW_REFSET, KW_STATUS, PZ_COLUMN, ZWarn, indexed_keyword)
 
 PROG = "csst-sls-z inspect"
 DEFAULT_Z_BINS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.6)
 # Rest-frame lines marked on the example spectra (Angstrom, air; labels as printed).
 LINES = (("[OII]", 3727.4), ("Hb", 4862.7), ("[OIII]", 5008.2), ("Ha", 6564.6), ("[SII]", 6725.0))
+# Figure formats --plot writes, by file suffix (matplotlib's writers that need nothing more).
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+ZWARN_MAX = 2**31 - 1                      # the ZWARN column is int32 ('J')
+EXAMPLE_COLOURS = ("C2", "C4", "C5")       # one per example object: its p(z) and its spectrum panel's title
 
 
 def parser():
@@ -39,13 +46,17 @@ def parser():
     p.add_argument("--truth", type=Path, default=None,
                    help="product with a TRUTH extension (the run's input), matched on OBJID "
                         "(default: the TRUTH extension of PRODUCT, if any)")
-    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="write a figure (PNG) here")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="write a figure here, in the format its suffix names "
+                        f"({', '.join('.' + f for f in FIGURE_FORMATS if f not in ('svgz', 'jpeg', 'tiff'))})")
     p.add_argument("--z-bins", type=_edges, default=None, metavar="EDGES",
                    help="comma-separated Z_TRUE bin edges for the binned metrics "
                         f"(default: {','.join(f'{e:g}' for e in DEFAULT_Z_BINS)}, widened to the data)")
     p.add_argument("--reference-dir", type=Path, default=None,
-                   help="reference set whose wavegrid the example spectra are shown on "
-                        "(default: $CSST_SLS_Z_REFDIR, else the shipped set)")
+                   help="reference set (a directory, or a shipped set's name) whose wavegrid the example "
+                        "spectra are shown on and whose LARGE_ZERR threshold is marked (default: the set the "
+                        "output names in REFSET when its files are the run's, else $CSST_SLS_Z_REFDIR or the "
+                        "shipped set)")
     p.add_argument("--zwarn", type=nonneg_int, default=None, metavar="N",
                    help="decode the ZWARN value N into its bits and exit")
     return p
@@ -84,6 +95,21 @@ def zwarn_text(value: int) -> str:
         return f"ZWARN {value}: no bit set, the redshift is usable"
     lines = [f"ZWARN {value} = {' | '.join(name for _, name, _ in bits)}"]
     lines += [f"  bit {bit:2d} {name:<20} {meaning}" for bit, name, meaning in bits]
+    defined = {flag.bit for flag in ZWarn}
+    downstream = ZWarn.reserved_downstream()
+    undefined = [bit for bit, _, _ in bits if bit not in defined and bit not in downstream]
+    reserved = [bit for bit, _, _ in bits if bit in downstream]
+    if undefined:
+        lo, hi = min(defined), max(defined)
+        lines.append(f"{value} has undefined bits set ({', '.join(map(str, undefined))}): this version defines "
+                     f"bits {lo}-{hi} and leaves {downstream.start}-{downstream.stop - 1} to downstream stages, so a newer "
+                     f"version wrote it or it is not a ZWARN value")
+    if reserved:
+        lines.append(f"bit{'s' if len(reserved) > 1 else ''} {', '.join(map(str, reserved))} "
+                     f"{'are' if len(reserved) > 1 else 'is'} reserved for downstream stages: csst_sls_z never "
+                     f"sets {'them' if len(reserved) > 1 else 'it'}")
+    if value > ZWARN_MAX:
+        lines.append(f"{value} does not fit the ZWARN column (32-bit signed, at most {ZWARN_MAX})")
     return "\n".join(lines)
 
 
@@ -96,6 +122,8 @@ class Product:
     truth: np.ndarray | None       # Z_TRUE per catalogue row (NaN where unmatched), or None
     truth_source: str | None
     spectra_path: Path | None      # a file holding SPEC_GV / SPEC_GI for these objects
+    references: dict = field(default_factory=dict)   # reftype -> sha256 of the reference files the run used
+    pz_edges: np.ndarray | None = None               # z edges of the PZ grid, when the product has a PZ column
 
 
 def _open_fits(path: Path, what: str):
@@ -139,8 +167,15 @@ def read_product(path: Path, truth_path: Path | None = None) -> Product:
         if data is None or not set(needed) <= have:
             raise CommandError(f"{EXT_REDSHIFT} of {path} lacks the columns "
                            f"{', '.join(c for c in needed if c not in have)}")
-        catalog = np.array(data)           # a copy: the file closes
+        # A copy of the scalar columns (the file closes); PZ is read for the few rows drawn (pz_rows).
+        scalars = [n for n in data.columns.names if n != PZ_COLUMN.name]
+        columns = {n: np.asarray(data[n]) for n in scalars}
+        catalog = np.empty(len(data), dtype=[(n, c.dtype, c.shape[1:]) for n, c in columns.items()])
+        for n, c in columns.items():
+            catalog[n] = c
         header = {k: hdu.header.get(k) for k in (KW_REFSET, KW_STATUS, KW_CALIBRATION_METHOD, KW_INPUT_NAME)}
+        references = _references(hdu.header)
+        pz_edges = _pz_edges(hdu.header) if PZ_COLUMN.name in data.columns.names else None
         has_spectra = all(EXT_SPEC[b] in names for b in ("GV", "GI"))
         truth = own_truth = None
         if truth_path is None and EXT_TRUTH in names:
@@ -168,7 +203,41 @@ def read_product(path: Path, truth_path: Path | None = None) -> Product:
         truth[hit] = z_true[order][pos[hit]]
         if not hit.any():
             raise CommandError(f"no OBJID of {path} is in the truth table of {source}")
-    return Product(path, catalog, header, truth, source, spectra_path)
+    return Product(path, catalog, header, truth, source, spectra_path, references, pz_edges)
+
+
+def _references(header) -> dict:
+    """{reftype: sha256} of the reference files an output's header lists (REFTYPnn / REFSHAnn)."""
+    out = {}
+    for i in range(100):
+        reftype = header.get(indexed_keyword(KW_REF_TYPE, i))
+        if reftype is None:
+            break
+        out[str(reftype).strip()] = str(header.get(indexed_keyword(KW_REF_SHA256, i), "")).strip().lower()
+    return out
+
+
+def _pz_edges(header) -> np.ndarray | None:
+    """The z edges of the PZ grid the PZ_* keywords describe (docs/pz.md), or None without them."""
+    try:
+        z0, dz, nbin = float(header[KW_PZ_Z0]), float(header[KW_PZ_DZ]), int(header[KW_PZ_NBIN])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (nbin >= 1 and dz > 0 and np.isfinite(z0)):
+        return None
+    x = z0 + dz * (np.arange(nbin + 1) - 0.5)
+    return np.expm1(x) if str(header.get(KW_PZ_SPACE, "z")).strip() == "ln1pz" else x
+
+
+def pz_rows(path: Path, rows) -> np.ndarray | None:
+    """The PZ values of catalogue ``rows`` of an output (only those rows are read), or None."""
+    from astropy.io import fits
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            data = hdul[EXT_REDSHIFT].data
+            return np.array(data[PZ_COLUMN.name][np.asarray(rows, dtype=np.int64)], dtype=float)
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- numbers
@@ -261,6 +330,27 @@ def report(prod: Product, edges=None) -> str:
 
 
 # ---------------------------------------------------------------- figure
+def figure_format(path: Path) -> str:
+    """The figure format ``path``'s suffix names; a CommandError when it names none we write."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in FIGURE_FORMATS:
+        return {"jpeg": "jpg", "tiff": "tif"}.get(suffix, suffix)
+    shown = ", ".join("." + f for f in FIGURE_FORMATS if f not in ("svgz", "jpeg", "tiff"))
+    what = f"its suffix .{suffix} is not a figure format" if suffix else "it has no suffix to name a format"
+    raise CommandError(f"cannot write the figure {path}: {what}; name it {shown}")
+
+
+def check_figure_path(path: Path) -> str:
+    """Every check of ``--plot`` that needs no product: its format, its directory. Returns the format."""
+    if path.is_dir():
+        raise CommandError(f"cannot write the figure {path}: it is a directory")
+    fmt = figure_format(path)
+    if not path.parent.is_dir():
+        what = "is a file, not a directory" if path.parent.exists() else "does not exist"
+        raise CommandError(f"cannot write the figure {path}: directory {path.parent} {what}")
+    return fmt
+
+
 def _examples(cat: np.ndarray) -> list[int]:
     """Rows of three examples: the 90th, 50th and 10th percentile of SNR_GI among finite Z."""
     z = np.asarray(cat["Z"], dtype=float)
@@ -273,16 +363,63 @@ def _examples(cat: np.ndarray) -> list[int]:
     return list(dict.fromkeys(int(r) for r in picks))
 
 
-def _spectra(path: Path, objids, reference_dir):
+def run_reference_set(prod: Product, reference_dir=None):
+    """``(refset, same)``: the reference set whose wavegrid and thresholds the figure uses, and
+    whether those two files are the very ones the run used (sha256 against the output's header).
+
+    ``reference_dir`` when given; else the set the output names (REFSET, a shipped set found by
+    name) if its files match, else ``$CSST_SLS_Z_REFDIR`` or the shipped default. ``(None, False)``
+    when none can be read.
+    """
+    from .reffiles.header import ReferenceFileError
+    from .reffiles.sets import load_reference_set
+    wanted = ("wavegrid", "thresholds")
+    if reference_dir is not None:
+        candidates = [reference_dir]
+    else:
+        named = str(prod.header.get(KW_REFSET) or "").split(":")[0].strip()
+        candidates = ([named] if named else []) + [None]
+    fallback = None
+    for candidate in candidates:
+        try:
+            refset = load_reference_set(candidate, required=wanted)
+        except (ReferenceFileError, OSError) as exc:
+            if reference_dir is not None:       # asked for: say why it cannot be used
+                raise CommandError(" ".join(str(exc).split())) from None
+            continue
+        same = all(prod.references.get(t) == refset.sha256.get(t) for t in wanted)
+        if same or reference_dir is not None:
+            return refset, same
+        fallback = fallback or refset
+    return fallback, False
+
+
+def _large_zerr(refset, same: bool, explicit: bool):
+    """(threshold, label) of LARGE_ZERR for the ZERR panel, or (None, why not)."""
+    if refset is None:
+        return None, "LARGE_ZERR threshold: no reference set to read it from"
+    if not (same or explicit):
+        return None, "LARGE_ZERR threshold: the run's thresholds file is not at hand (give --reference-dir)"
+    from .reffiles.header import ReferenceFileError
+    from .reffiles.tables import load_thresholds
+    try:
+        value = load_thresholds(refset.path("thresholds")).large_zerr
+    except (ReferenceFileError, OSError):
+        return None, "LARGE_ZERR threshold: the thresholds file cannot be read"
+    note = "" if same else f" ({refset.set_id}, not the run's file)"
+    return value, f"LARGE_ZERR above {value:.4g}{note}"
+
+
+def _spectra(path: Path, objids, refset):
     """{objid: [(band, wavelength, flux, err), ...]} on the network grid (else native pixels), and a label."""
     from .products import ProductError, open_product
     grid = None
-    try:
-        from .reffiles.tables import load_wavegrid
-        from .reffiles.sets import load_reference_set
-        grid = load_wavegrid(load_reference_set(reference_dir, required=("wavegrid",)).path("wavegrid"))
-    except Exception:     # no usable reference set: show the native pixels instead
-        grid = None
+    if refset is not None:
+        try:
+            from .reffiles.tables import load_wavegrid
+            grid = load_wavegrid(refset.path("wavegrid"))
+        except Exception:     # no usable wavegrid: show the native pixels instead
+            grid = None
     out = {}
     try:
         with open_product(path) as reader:
@@ -308,70 +445,178 @@ def _spectra(path: Path, objids, reference_dir):
                     out[int(objid)] = [(b, *bands[b].pixels(0)) for b in ("GV", "GI")]
     except (ProductError, OSError):
         return {}, ""
-    return out, ("network grid, flux and error / the object's scale" if grid is not None
-                 else "native pixels (no reference set for the network grid)")
+    return out, ("network grid" if grid is not None else "native pixels")
 
 
-def plot(prod: Product, out_path: Path, reference_dir=None) -> Path:
+def spectrum_ylim(parts) -> tuple[float, float] | None:
+    """y-limits that show the bulk of a spectrum: each band's pixels whose error is within twice
+    the band's median error (the band ends, where the throughput falls, have large errors and
+    spikes), their 1st to 99th flux percentile and their errors, padded. None without pixels."""
+    values = []
+    for _, _, flux, err in parts:
+        flux, err = np.asarray(flux, dtype=float), np.asarray(err, dtype=float)
+        ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+        if not ok.any():
+            ok = np.isfinite(flux)
+            values.append(flux[ok])
+            continue
+        bulk = ok & (err <= 2.0 * np.median(err[ok]))
+        values += [flux[bulk], err[bulk]]
+    values = np.concatenate(values) if values else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    pad = 0.15 * (hi - lo) + 1e-6
+    return lo - pad, hi + pad
+
+
+def _mark_lines(ax, z: float, wave_lo: float, wave_hi: float):
+    """The rest-frame LINES at redshift z that fall on the shown pixels, labelled inside the axes."""
+    span = wave_hi - wave_lo
+    for name, rest in LINES:
+        obs = rest * (1 + z)
+        if not wave_lo <= obs <= wave_hi:
+            continue
+        ax.axvline(obs, color="C3", lw=0.8, ls="--")
+        left = obs - wave_lo < 0.06 * span          # near the left edge: the label goes right of the line
+        ax.text(obs, 0.98, name, transform=ax.get_xaxis_transform(), rotation=90, va="top",
+                ha="left" if left else "right", fontsize=7, color="C3", clip_on=False,
+                bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75))
+
+
+def _pz_panel(ax, prod: Product, rows, colours):
+    """p(z) of the example rows as a density in z, with Z (solid), Z_ALT (dashed) and Z_TRUE (dotted)."""
+    from matplotlib.lines import Line2D
+    ax.set_title("p(z) of the example objects", fontsize=10)
+    if prod.pz_edges is None:
+        ax.text(0.5, 0.5, "no PZ column in the product\n(written with --no-pz, or by an older version)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return
+    pz = pz_rows(prod.path, rows) if rows else None
+    if pz is None or pz.shape[-1] != prod.pz_edges.size - 1:
+        ax.text(0.5, 0.5, "the PZ column cannot be read", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    cat = prod.catalog
+    edges = prod.pz_edges
+    centres, widths = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+    have_alt = "Z_ALT" in cat.dtype.names
+    top = 0.0
+    for row, p, colour in zip(rows, pz, colours):
+        density = p / widths
+        top = max(top, float(np.nanmax(density)) if np.isfinite(density).any() else 0.0)
+        p_alt = float(cat["P_ALT"][row]) if "P_ALT" in cat.dtype.names else float("nan")
+        label = f"OBJID {int(cat['OBJID'][row])}" + (f", P_ALT {p_alt:.2f}" if np.isfinite(p_alt) and p_alt > 0
+                                                      else "")
+        ax.plot(centres, density, color=colour, lw=1.0, label=label)
+        ax.axvline(float(cat["Z"][row]), color=colour, lw=1.0, ls="-", alpha=0.8)
+        if have_alt and np.isfinite(cat["Z_ALT"][row]):
+            ax.axvline(float(cat["Z_ALT"][row]), color=colour, lw=1.0, ls="--", alpha=0.8)
+        if prod.truth is not None and np.isfinite(prod.truth[row]):
+            ax.axvline(float(prod.truth[row]), color=colour, lw=1.2, ls=":")
+    # z range: where the examples' p(z) hold all but 0.2% of their probability, and every marked z
+    marks = []
+    for row, p in zip(rows, pz):
+        c = np.nancumsum(p)
+        if c.size and c[-1] > 0:
+            c = c / c[-1]
+            marks += [edges[int(np.searchsorted(c, 0.001))], edges[min(int(np.searchsorted(c, 0.999)) + 1,
+                                                                        edges.size - 1)]]
+        marks += [float(cat["Z"][row])] + ([float(cat["Z_ALT"][row])] if have_alt else [])
+        if prod.truth is not None:
+            marks.append(float(prod.truth[row]))
+    marks = np.asarray(marks, dtype=float)
+    marks = marks[np.isfinite(marks)]
+    lo, hi = (marks.min(), marks.max()) if marks.size else (edges[0], edges[-1])
+    pad = 0.08 * (hi - lo) + 0.02
+    ax.set_xlim(max(edges[0], lo - pad), min(edges[-1], hi + pad))
+    ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)
+    ax.set_xlabel("z")
+    ax.set_ylabel("p(z) [per unit z]")
+    handles, labels = ax.get_legend_handles_labels()
+    styles = [("Z", "-"), ("Z_ALT", "--")] + ([("Z_TRUE", ":")] if prod.truth is not None else [])
+    handles += [Line2D([], [], color="k", ls=ls, lw=1.0) for _, ls in styles]
+    labels += [name for name, _ in styles]
+    ax.legend(handles, labels, fontsize=7, loc="upper right")
+
+
+def plot(prod: Product, out_path: Path, reference_dir=None, fmt: str | None = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
+    from .durable import TempFile
+    out_path = Path(out_path)
+    fmt = fmt or figure_format(out_path)
     cat = prod.catalog
     z = np.asarray(cat["Z"], dtype=float)
     zerr = np.asarray(cat["ZERR"], dtype=float)
     snr = np.asarray(cat["SNR_GI"], dtype=float)
     zwarn = np.asarray(cat["ZWARN"], dtype=np.int64)
-    fig = Figure(figsize=(15, 9), layout="constrained")
+    refset, same = run_reference_set(prod, reference_dir)
+    fig = Figure(figsize=(18, 10), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 3)
+    upper, lower = fig.subfigures(2, 1)        # each row laid out on its own: 3 panels above, 4 below
+    top, bottom = upper.subplots(1, 3), lower.subplots(1, 4)
     snr_c = np.clip(np.where(np.isfinite(snr), snr, np.nan), 0.1, None)
     norm = LogNorm(vmin=max(np.nanmin(snr_c), 0.1), vmax=max(np.nanmax(snr_c), 1.0)) \
         if np.isfinite(snr_c).any() else None
     ok = zwarn == 0
 
-    ax = axes[0, 0]
+    ax = top[0]
     if prod.truth is not None:
         zt = prod.truth
         for sel, marker, label in ((ok, "o", "ZWARN == 0"), (~ok, "x", "ZWARN != 0")):
             sc = ax.scatter(zt[sel], z[sel], c=snr_c[sel], cmap="viridis", norm=norm, s=10, marker=marker,
                             label=f"{label} ({int(sel.sum())})")
-        top = float(np.nanmax(np.concatenate([zt, z[np.isfinite(z)], [1.0]])))
-        grid = np.array([0.0, top])
-        ax.plot(grid, grid, "k-", lw=0.8)
+        hi = float(np.nanmax(np.concatenate([zt, z[np.isfinite(z)], [1.0]])))
+        line = np.array([0.0, hi])
+        ax.plot(line, line, "k-", lw=0.8)
         for sgn in (-1, 1):
-            ax.plot(grid, grid + sgn * 0.02 * (1 + grid), "k:", lw=0.8)
+            ax.plot(line, line + sgn * 0.02 * (1 + line), "k:", lw=0.8)
         ax.set_xlabel("Z_TRUE")
-        ax.set_title("Z against the truth (dotted: |dz|/(1+z) = 0.02)")
+        ax.set_title("Z against the truth (dotted: |dz|/(1+z) = 0.02)", fontsize=10)
     else:
         for sel, marker, label in ((ok, "o", "ZWARN == 0"), (~ok, "x", "ZWARN != 0")):
             sc = ax.scatter(snr_c[sel], z[sel], c=snr_c[sel], cmap="viridis", norm=norm, s=10, marker=marker,
                             label=f"{label} ({int(sel.sum())})")
         ax.set_xscale("log")
         ax.set_xlabel("SNR_GI")
-        ax.set_title("Z against SNR_GI (no truth given)")
+        ax.set_title("Z against SNR_GI (no truth given)", fontsize=10)
     ax.set_ylabel("Z")
     ax.legend(loc="upper left", fontsize=8)
     if norm is not None:
         from matplotlib.ticker import FormatStrFormatter
-        bar = fig.colorbar(sc, ax=ax, label="SNR_GI")
+        bar = upper.colorbar(sc, ax=ax, label="SNR_GI")
         bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
 
-    ax = axes[0, 1]
+    ax = top[1]
     rel = zerr / (1 + z)
     fin = np.isfinite(rel) & (rel > 0)
+    threshold, threshold_label = _large_zerr(refset, same, reference_dir is not None)
     if fin.any():
-        bins = np.logspace(np.log10(rel[fin].min()), np.log10(rel[fin].max()) + 1e-9, 40)
+        lo, hi = rel[fin].min(), rel[fin].max()
+        if threshold is not None and threshold > 0:
+            lo, hi = min(lo, threshold / 1.5), max(hi, threshold * 1.5)
+        bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, 40)
         ax.hist(rel[fin], bins=bins, histtype="step", color="k", label=f"all ({int(fin.sum())})")
         ax.hist(rel[fin & ok], bins=bins, histtype="stepfilled", alpha=0.4, label="ZWARN == 0")
         ax.set_xscale("log")
         ax.axvline(np.median(rel[fin]), color="C3", ls="--", lw=1, label=f"median {np.median(rel[fin]):.4f}")
-        ax.legend(fontsize=8)
+        if threshold is not None:
+            ax.axvline(threshold, color="C1", ls="-", lw=1.5, label=threshold_label)
+        ax.legend(fontsize=8, loc="upper left")
+    if threshold is None:
+        ax.text(0.99, 0.99, threshold_label, transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                color="0.4")
     ax.set_xlabel("ZERR / (1 + Z)")
     ax.set_ylabel("objects")
-    ax.set_title("calibrated uncertainty")
+    ax.set_title("calibrated uncertainty", fontsize=10)
 
-    ax = axes[0, 2]
+    ax = top[2]
     s = summary(cat)
     names = ["ZWARN == 0"] + [name for _, name, _, _ in s["bits"]]
     counts = [s["n_ok"]] + [count for _, _, count, _ in s["bits"]]
@@ -381,50 +626,58 @@ def plot(prod: Product, out_path: Path, reference_dir=None) -> Path:
     for y, c in zip(ypos, counts):
         ax.text(c, y, f" {c}", va="center", fontsize=8)
     ax.set_xlabel("objects")
-    ax.set_title(f"ZWARN bits ({s['n_objects']} objects)")
+    ax.set_title("ZWARN bits (an object may have several)", fontsize=10)
     ax.set_xlim(0, max(counts + [1]) * 1.15)
 
     rows = _examples(cat)
+    colours = EXAMPLE_COLOURS[:len(rows)]
+    _pz_panel(bottom[0], prod, rows, colours)
     spectra, label = ({}, "")
     if prod.spectra_path is not None and rows:
-        spectra, label = _spectra(prod.spectra_path, [int(cat["OBJID"][r]) for r in rows], reference_dir)
-    for i, ax in enumerate(axes[1]):
+        spectra, label = _spectra(prod.spectra_path, [int(cat["OBJID"][r]) for r in rows], refset)
+    for i, ax in enumerate(bottom[1:]):
         if i >= len(rows) or int(cat["OBJID"][rows[i]]) not in spectra:
-            ax.text(0.5, 0.5, "no spectra in the product" if prod.spectra_path is None else "no example",
+            ax.text(0.5, 0.5, "no spectra in the product\n(give --truth IN.fits, the run's input)"
+                    if prod.spectra_path is None else "no example",
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
         r = rows[i]
+        parts = spectra[int(cat["OBJID"][r])]
         shown = []
-        for band, wave, flux, err in spectra[int(cat["OBJID"][r])]:
+        for band, wave, flux, err in parts:
             ax.plot(wave, flux, lw=0.7, color="C0" if band == "GV" else "C1", label=f"{band} flux")
             ax.plot(wave, err, lw=0.7, color="0.4", label="error" if band == "GI" else None)
-            shown.append(np.asarray(flux, dtype=float))
-        values = np.concatenate(shown) if shown else np.zeros(0)
-        values = values[np.isfinite(values)]
-        if values.size:     # the band ends are noisy: scale to the bulk of the pixels
-            p1, p99 = np.percentile(values, [1, 99])
-            pad = 0.15 * (p99 - p1) + 1e-6
-            ax.set_ylim(min(p1 - pad, -pad), p99 + pad)
-        lo, hi = ax.get_xlim()
-        for name, rest in LINES:
-            obs = rest * (1 + z[r])
-            if lo < obs < hi:
-                ax.axvline(obs, color="C3", lw=0.8, ls="--")
-                ax.text(obs, 0.97, name, transform=ax.get_xaxis_transform(), rotation=90, va="top",
-                        ha="right", fontsize=7, color="C3")
+            wave = np.asarray(wave, dtype=float)
+            shown.append(wave[np.isfinite(np.asarray(flux, dtype=float))])
+        limits = spectrum_ylim(parts)
+        if limits is not None:
+            ax.set_ylim(*limits)
+        waves = np.concatenate(shown) if shown else np.zeros(0)
+        if waves.size:
+            ax.set_xlim(waves.min() - 0.01 * np.ptp(waves), waves.max() + 0.01 * np.ptp(waves))
+            _mark_lines(ax, z[r], waves.min(), waves.max())
         truth = "" if prod.truth is None or not np.isfinite(prod.truth[r]) else f", Z_TRUE {prod.truth[r]:.3f}"
         bits = ",".join(name for _, name, _ in decode_zwarn(int(zwarn[r]))) or "0"
         ax.set_title(f"OBJID {int(cat['OBJID'][r])}: Z {z[r]:.3f} +- {zerr[r]:.3f}{truth}\n"
-                     f"SNR_GI {snr[r]:.1f}, ZWARN {bits}", fontsize=9)
+                     f"SNR_GI {snr[r]:.1f}, ZWARN {bits}", fontsize=9, color=colours[i])
         ax.set_xlabel("wavelength [Angstrom] (dashed: lines at Z)")
-        ax.set_ylabel("flux / scale" if label.startswith("network") else "flux [1e-17 erg/s/cm2/A]")
+        ax.set_ylabel("flux, error / the object's scale" if label == "network grid"
+                      else "flux, error [1e-17 erg/s/cm2/A]")
         if i == 0:
-            ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{prod.path.name}" + (f" - example spectra on the {label}" if label else ""), fontsize=11)
-    out_path = Path(out_path)
+            ax.legend(fontsize=7, loc="lower left")
+    n = max(s["n_objects"], 1)
+    refname = str(prod.header.get(KW_REFSET) or "").split(":")[0]
+    title = (f"{prod.path.name}: {s['n_objects']} objects, {s['n_ok']} ({100 * s['n_ok'] / n:.0f}%) with "
+             f"ZWARN == 0" + (f", reference set {refname}" if refname else ""))
+    if rows:
+        shown = f"spectra on the {label}" if label else "spectra"
+        title += f"\nbottom: p(z) and {shown} of the objects at the 90th, 50th and 10th percentile of SNR_GI"
+    fig.suptitle(title, fontsize=11)
     try:
-        fig.savefig(out_path, format="png", dpi=90)
+        with TempFile(out_path) as tmp:
+            fig.savefig(tmp.path, format=fmt, dpi=90)
+            tmp.commit()
     except OSError as exc:
         raise CommandError(f"cannot write the figure {out_path} ({exc.strerror or exc})") from None
     return out_path
@@ -441,12 +694,18 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: give an output product to inspect, or --zwarn N", file=sys.stderr)
         return EXIT_ERROR
     try:
-        if args.plot is not None and not args.plot.parent.is_dir():
-            raise CommandError(f"cannot write the figure {args.plot}: directory {args.plot.parent} does not exist")
+        fmt = check_figure_path(args.plot) if args.plot is not None else None
+        if args.reference_dir is not None:
+            from .reffiles.header import ReferenceFileError
+            from .reffiles.sets import resolve_reference_dir
+            try:
+                resolve_reference_dir(args.reference_dir)
+            except ReferenceFileError as exc:
+                raise CommandError(" ".join(str(exc).split())) from None
         prod = read_product(args.product, args.truth)
         print(report(prod, args.z_bins))
         if args.plot is not None:
-            print(f"figure: {plot(prod, args.plot, args.reference_dir)}")
+            print(f"figure: {plot(prod, args.plot, args.reference_dir, fmt)}")
     except CommandError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

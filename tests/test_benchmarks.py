@@ -53,6 +53,7 @@ def quick(tmp_path_factory):
     return out.read_text(), json.loads(out.with_suffix(".json").read_text())
 
 
+@pytest.mark.slow
 def test_every_section_and_row(quick):
     text, res = quick
     for heading in SECTIONS:
@@ -66,6 +67,7 @@ def test_every_section_and_row(quick):
     assert targets.count("(quick mode: not a verdict)") == 6
 
 
+@pytest.mark.slow
 def test_internal_checks(quick):
     _, res = quick
     assert res["preprocess"]["agree"] is True
@@ -86,6 +88,7 @@ def test_internal_checks(quick):
         assert res["matmul"][key] > 0
 
 
+@pytest.mark.slow
 def test_redrock_section(quick):
     pytest.importorskip("redrock")
     text, res = quick
@@ -179,12 +182,15 @@ def test_resolution_matrix_for_r250():
     assert z[0] == 0.0 and abs(z[-1] - 1.6) < 2e-3 and np.all(np.diff(z) > 0)
 
 
+@pytest.mark.slow
 def test_objective_curves_runs_tiny(tmp_path):
     """Both objectives train for the same budget on the same data and land in the table and figure."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = tmp_path / "curves"
-    proc = subprocess.run([sys.executable, str(BENCH / "objective_curves.py"), "--budget-s", "12", "--n-train", "600",
+    # The budget in steps, not seconds (tests/step_clock.py): 12 "s" is 6 steps per objective.
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("step_clock.py")), "0.5",
+                           str(BENCH / "objective_curves.py"), "--budget-s", "12", "--n-train", "600",
                            "--n-val", "100", "--eval-every-s", "2", "--out", str(out), "--no-progress"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -199,6 +205,7 @@ def test_objective_curves_runs_tiny(tmp_path):
     assert (out / "objective_curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_memory_benchmark_runs_tiny(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -234,11 +241,14 @@ def test_calibration_variants_runs_on_cached_predictions(tmp_path):
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
-def test_leave_one_family_out_has_one_row_per_family(tmp_path):
+@pytest.mark.slow
+def test_leave_one_family_out_has_one_row_per_family(tmp_path, monkeypatch):
     """The leave-one-family-out benchmark at a tiny size: one network per left-out family plus the
     all-families one, each scored on the left-out family; the table has one row per family."""
     sys.path.insert(0, str(BENCH))
     import leave_one_family_out as lofo
+    from step_clock import install
+    install(0.2, monkeypatch)              # training budgets in steps (about 5 per network), not seconds
     argv = ["--config", "smoke", "--budget-s", "3", "--n-train", "600", "--n-val", "100", "--n-test", "40",
             "--n-oracle", "2", "--sps-library-n", "60", "--out", str(tmp_path)]
     assert lofo.main(argv) == 0
@@ -255,6 +265,7 @@ def test_leave_one_family_out_has_one_row_per_family(tmp_path):
     assert sum(line.startswith(f"| {f} |") for f in res["families"] for line in md.splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_compare_reference_sets_scores_each_set_on_the_same_file(tmp_path):
     """Two sets on one tiny product of one family: one row per set, the bound beside it."""
     sys.path.insert(0, str(BENCH))

@@ -74,6 +74,7 @@ def readme_first_command() -> str:
     return block.split("&&", 1)[1].strip()
 
 
+@pytest.mark.slow
 def test_readme_first_command_runs_twice(tmp_path):
     """The main job of the README, its own text, twice in the same directory: exit 0 both times."""
     command = readme_first_command()
@@ -131,6 +132,7 @@ def test_wrong_invocation_fails_before_tensorflow(case, tmp_path, sim_product):
         assert (tmp_path / "o.fits").read_bytes() == b"an earlier output"
 
 
+@pytest.mark.slow
 def test_run_stderr_holds_no_tensorflow_native_log(sim_product, dummy_refset, tmp_path):
     cmd = [sys.executable, "-m", "csst_sls_z.cli", "run", str(sim_product), "-o", str(tmp_path / "o.fits"),
            "--reference-dir", str(dummy_refset), "--samples", "4"]
@@ -306,7 +308,7 @@ def test_sigterm_guard_unwinds_like_ctrl_c_and_restores():
 
 
 COMMAND_MODULES = {"cli.py", "commands.py", "stage_cli.py", "batch.py", "inspect_cli.py",
-                   "simulation/simulate_cli.py", "training/regenerate.py"}
+                   "simulation/simulate_cli.py", "training/regenerate.py", "training/add_refinement.py"}
 
 
 def test_nothing_below_the_command_layer_imports_it():

@@ -3,10 +3,11 @@
 Each example is a small (1-5 object) product cut from the simulated one, mutated in
 memory, written to a temporary FITS file and read back:
 
-* ``test_fuzz_read_and_preprocess`` (N_FAST examples): ``open_product`` ->
+* ``test_fuzz_read_and_preprocess`` (N_FAST examples; a tenth of them in the default run, all
+  of them in ``test_fuzz_read_and_preprocess_all``, marked slow): ``open_product`` ->
   ``iter_chunks`` -> ``preprocess_bands`` -> ``zwarn_bits``, the I/O and numba path,
   checked against an independent numpy oracle (pixel counts, repairs, flags);
-* ``test_fuzz_full_stage`` (N_FULL examples): ``RedshiftStage.run`` with one cached stage
+* ``test_fuzz_full_stage`` (N_FULL examples, split the same way): ``RedshiftStage.run`` with one cached stage
   (network, calibration, writer included).
 
 Invariant: a product either gives one row per object (the union of OBJIDs over GV and GI,
@@ -50,6 +51,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 N_FAST = int(os.environ.get("SLSZ_FUZZ_FAST", 1000))   # products through the reader + preprocessing + flags
 N_FULL = int(os.environ.get("SLSZ_FUZZ_FULL", 200))    # products through the whole stage, network and writer
+# The default run draws a tenth of them; the slow run (``-m slow``, ``--slow``) all of them.
+N_FAST_DEFAULT, N_FULL_DEFAULT = max(1, N_FAST // 10), max(1, N_FULL // 10)
 VECTORS = ("WAVELENGTH", "FLUX", "ERR")
 REQUIRED = ("OBJID",) + VECTORS
 NODATA, MISSING, BAD, OOD = (int(ZWarn.NODATA), int(ZWarn.MISSING_BAND), int(ZWarn.BAD_INPUT),
@@ -469,11 +472,8 @@ def fuzz_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stage(dummy_refset):
-    from csst_sls_z.stage import RedshiftStage
-    st_ = RedshiftStage(reference_dir=dummy_refset, samples=4)
-    st_.sampler()
-    return st_
+def stage(dummy_stage):
+    return dummy_stage               # one network for the session (conftest), shared with test_robustness
 
 
 def _events(recipe):
@@ -501,15 +501,19 @@ def _make(base, recipe, fuzz_dir, grid):
 
 
 # ---------------------------------------------------------------------------- properties
-@settings(max_examples=N_FAST)
-@given(recipe=recipe_st)
-def test_fuzz_read_and_preprocess(recipe, base, refs, fuzz_dir):
+def _fuzz_read_and_preprocess(recipe, base, refs, fuzz_dir):
     grid, thresholds = refs
     path, exp = _make(base, recipe, fuzz_dir, grid)
     try:
         _read_and_preprocess(recipe, path, exp, grid, thresholds)
     finally:
         path.unlink()
+
+
+test_fuzz_read_and_preprocess = settings(max_examples=N_FAST_DEFAULT)(
+    given(recipe=recipe_st)(_fuzz_read_and_preprocess))
+test_fuzz_read_and_preprocess_all = pytest.mark.slow(settings(max_examples=N_FAST)(
+    given(recipe=recipe_st)(_fuzz_read_and_preprocess)))
 
 
 def _read_and_preprocess(recipe, path, exp, grid, thresholds):
@@ -568,9 +572,7 @@ def _read_and_preprocess(recipe, path, exp, grid, thresholds):
     np.testing.assert_array_equal(zwarn & BAD > 0, repaired)
 
 
-@settings(max_examples=N_FULL)
-@given(recipe=recipe_st)
-def test_fuzz_full_stage(recipe, base, refs, stage, fuzz_dir):
+def _fuzz_full_stage(recipe, base, refs, stage, fuzz_dir):
     grid, _ = refs
     path, exp = _make(base, recipe, fuzz_dir, grid)
     out = path.with_name(path.stem + "_out.fits")
@@ -583,6 +585,10 @@ def test_fuzz_full_stage(recipe, base, refs, stage, fuzz_dir):
     finally:
         path.unlink()
         out.unlink(missing_ok=True)
+
+
+test_fuzz_full_stage = settings(max_examples=N_FULL_DEFAULT)(given(recipe=recipe_st)(_fuzz_full_stage))
+test_fuzz_full_stage_all = pytest.mark.slow(settings(max_examples=N_FULL)(given(recipe=recipe_st)(_fuzz_full_stage)))
 
 
 def _full_stage(stage, path, out, exp, fuzz_dir):

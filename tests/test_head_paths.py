@@ -45,8 +45,10 @@ def test_call_shared_is_call_on_tiled_input():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("jit,block,per_object", [(True, None, True), (False, None, True), (True, 4, True),
-                                                (True, None, False), (True, 4, False)])
+@pytest.mark.parametrize("jit,block,per_object", [
+    (True, None, True), (True, 4, False),                   # the default run: each path, each noise draw
+    pytest.param(False, None, True, marks=pytest.mark.slow), pytest.param(True, 4, True, marks=pytest.mark.slow),
+    pytest.param(True, None, False, marks=pytest.mark.slow)])
 def test_fused_head_gives_the_reference_numbers(jit, block, per_object):
     """Same noise, same moments, including a short last batch (padded for XLA and cut again)."""
     from csst_sls_z.network.config import CONFIGS
@@ -87,6 +89,7 @@ def test_warm_up_in_a_thread_changes_no_number():
 
 
 
+@pytest.mark.slow
 def test_a_process_that_stops_during_the_warm_up_exits_with_its_own_code():
     """A stage that refuses its input right after starting the warm-up returns at once; the
     process must then exit with its own code, not abort because Python finalised while the
@@ -109,6 +112,7 @@ def test_a_process_that_stops_during_the_warm_up_exits_with_its_own_code():
         assert proc.returncode == 3, proc.stderr[-1000:]
         assert "terminate called" not in proc.stderr
 
+@pytest.mark.slow
 def test_shared_output_noise_gives_each_object_the_same_distribution():
     """Issue 17: drawing the output noise once per sample for the whole batch leaves each
     object's S-sample mean and variance distributed as with noise drawn per object (400

@@ -18,14 +18,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def outputs(sim_product, dummy_refset, tmp_path_factory):
+def outputs(sim_product, dummy_stage, tmp_path_factory):
     """A full output (TRUTH and spectra copied from the input) and a catalogue-only one."""
-    from csst_sls_z.stage import RedshiftStage
+    import copy
     out = tmp_path_factory.mktemp("inspect")
     full, cat_only = out / "full_slsz.fits", out / "catonly_slsz.fits"
     for path, catalog_only in ((full, False), (cat_only, True)):
-        result = RedshiftStage(reference_dir=dummy_refset, samples=4, catalog_only=catalog_only).run(
-            [sim_product], path)
+        stage = copy.copy(dummy_stage)            # the session's network, another parameter
+        stage.params = {**stage.params, "catalog_only": catalog_only}
+        result = stage.run([sim_product], path)
         assert result.exit_code == 0, result.failures
     return full, cat_only
 
@@ -53,6 +54,18 @@ def test_every_zwarn_bit_is_decoded(capsys):
     assert decode_zwarn(0) == []
     assert decode_zwarn(1 << 16) == [(16, "BIT16", "reserved for downstream use")]
     assert main(["--zwarn", "0"]) == 0 and "no bit set" in capsys.readouterr().out
+
+
+def test_undefined_zwarn_bits_are_said(capsys):
+    assert main(["--zwarn", "12345"]) == 0              # 12345 = NODATA | LOW_SNR | Z_FITLIMIT | LARGE_ZERR | bits 12, 13
+    out = capsys.readouterr().out
+    assert "12345 has undefined bits set (12, 13)" in out
+    assert main(["--zwarn", str(int(ZWarn.LOW_SNR) | 1 << 16)]) == 0
+    out = capsys.readouterr().out
+    assert "undefined" not in out and "bit 16 is reserved for downstream stages" in out
+    assert main(["--zwarn", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "undefined" not in out and "reserved" not in out
 
 
 def test_summary_counts_every_bit(outputs, capsys):
@@ -122,6 +135,57 @@ def test_plot_is_a_png(which, outputs, tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_plot_writes_the_format_its_suffix_names(suffix, magic, outputs, dummy_refset, tmp_path):
+    fig = tmp_path / f"fig{suffix}"
+    assert main([str(outputs[0]), "--plot", str(fig), "--reference-dir", str(dummy_refset)]) == 0
+    assert fig.read_bytes().startswith(magic)
+
+
+def test_figure_panels_read_the_product(outputs, dummy_refset):
+    """p(z) of the examples from the PZ column on its header's grid; the LARGE_ZERR threshold of the run's
+    thresholds file; spectra y-limits set by the bulk of the pixels, not the band ends."""
+    from csst_sls_z.inspect_cli import _examples, _large_zerr, pz_rows, run_reference_set, spectrum_ylim
+    from csst_sls_z.pz import PzGrid
+    from csst_sls_z.reffiles.tables import load_thresholds
+    prod = read_product(outputs[0])
+    with fits.open(outputs[0]) as hdul:
+        grid = PzGrid.from_header(hdul[EXT_REDSHIFT].header)
+        pz_all = np.array(hdul[EXT_REDSHIFT].data["PZ"], dtype=float)
+    np.testing.assert_allclose(prod.pz_edges, grid.edges())
+    rows = _examples(prod.catalog)
+    np.testing.assert_array_equal(pz_rows(prod.path, rows), pz_all[rows])
+    assert "PZ" not in prod.catalog.dtype.names              # read for the examples only
+    refset, same = run_reference_set(prod, dummy_refset)
+    assert same and refset.directory == dummy_refset
+    value, label = _large_zerr(refset, same, explicit=True)
+    assert value == load_thresholds(refset.path("thresholds")).large_zerr and "LARGE_ZERR above" in label
+    refset, same = run_reference_set(prod)      # the shipped set is not the run's: no threshold is claimed
+    assert not same and _large_zerr(refset, same, explicit=False)[0] is None
+    wave = np.linspace(4000, 9000, 500)
+    err = np.ones(500)
+    err[:20] = err[-20:] = 50.0                                  # the band ends: large errors, spikes
+    flux = np.random.default_rng(1).normal(2.0, 1.0, 500)
+    flux[:20], flux[-20:] = -400.0, 900.0
+    lo, hi = spectrum_ylim([("GV", wave, flux, err)])
+    assert -5 < lo < 0 and 4 < hi < 10
+
+
+def test_plot_refuses_a_suffix_it_cannot_write(outputs, tmp_path, capsys):
+    for name, text in (("fig.foo", "its suffix .foo is not a figure format"), ("fig", "has no suffix"),
+                       (".", "is a directory")):
+        target = tmp_path / name if name != "." else tmp_path
+        assert main([str(outputs[0]), "--plot", str(target)]) == 1
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("csst-sls-z inspect: error: cannot write the figure ") \
+            and text in err[0], err
+        if text != "is a directory":
+            assert ".png, .pdf" in err[0], err                 # the formats it can write
+        assert captured.out == ""                              # refused before anything is read or printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- errors
 def test_bad_input_is_one_sentence(outputs, sim_product, tmp_path, capsys):
     (tmp_path / "notes.fits").write_text("not FITS\n")
@@ -130,6 +194,7 @@ def test_bad_input_is_one_sentence(outputs, sim_product, tmp_path, capsys):
              ([str(sim_product)], "has no SLS_REDSHIFT extension"),            # an input, not an output
              ([str(outputs[1]), "--truth", str(outputs[1])], "has no TRUTH extension"),
              ([str(outputs[0]), "--plot", str(tmp_path / "nodir" / "f.png")], "does not exist"),
+             ([str(outputs[0]), "--reference-dir", "csst_sls_z_006"], "the shipped sets"),
              ([], "give an output product")]
     for argv, text in cases:
         assert main(argv) == 1, argv

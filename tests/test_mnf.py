@@ -219,6 +219,7 @@ def test_kl_weight_term_matches_closed_form():
     np.testing.assert_allclose(diff, kl_w(4.0) - kl_w(1.0), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_tiny_regression_fit():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -288,14 +288,27 @@ def test_calibration_and_thresholds_files_keep_the_new_numbers(tmp_path):
 # ----------------------------------------------------------------------------- the stage
 def _run(inp, out, refdir, **kw):
     from csst_sls_z.stage import RedshiftStage
-    result = RedshiftStage(reference_dir=refdir, samples=4, seed=1, catalog_only=True, **kw).run([inp], out)
+    return _result(RedshiftStage(reference_dir=refdir, samples=4, seed=1, catalog_only=True, **kw), inp, out)
+
+
+def _run_shared(stage, inp, out, **params):
+    """The session's DUMMY-set stage (conftest ``dummy_stage``, its network built once) with other
+    run-time parameters, catalogue only."""
+    import copy
+    stage = copy.copy(stage)
+    stage.params = {**stage.params, "catalog_only": True, **params}
+    return _result(stage, inp, out)
+
+
+def _result(stage, inp, out):
+    result = stage.run([inp], out)
     assert result.exit_code == 0, result.message
     with fits.open(out) as hdul:
         return hdul[dm.EXT_REDSHIFT].data.copy(), hdul[dm.EXT_REDSHIFT].header.copy()
 
 
-def test_stage_writes_pz_rows_that_sum_to_one_with_the_grid_keywords(product_copy, dummy_refset, tmp_path):
-    cat, hdr = _run(product_copy, tmp_path / "out.fits", dummy_refset)
+def test_stage_writes_pz_rows_that_sum_to_one_with_the_grid_keywords(product_copy, dummy_stage, tmp_path):
+    cat, hdr = _run_shared(dummy_stage, product_copy, tmp_path / "out.fits")
     grid = PzGrid.from_config(CONFIGS["smoke"])                   # the DUMMY set's network
     got = PzGrid.from_header(hdr)
     assert (got.space, got.nbin) == (grid.space, grid.nbin)
@@ -316,9 +329,9 @@ def test_stage_writes_pz_rows_that_sum_to_one_with_the_grid_keywords(product_cop
     assert not np.any(cat["ZWARN"] & int(dm.ZWarn.MULTIPLE_PEAKS))   # its thresholds file has no MPEAKPAL
 
 
-def test_no_pz_output_equals_the_default_output_minus_the_column(product_copy, dummy_refset, tmp_path):
-    full, hfull = _run(product_copy, tmp_path / "full.fits", dummy_refset)
-    bare, hbare = _run(product_copy, tmp_path / "bare.fits", dummy_refset, no_pz=True)
+def test_no_pz_output_equals_the_default_output_minus_the_column(product_copy, dummy_stage, tmp_path):
+    full, hfull = _run_shared(dummy_stage, product_copy, tmp_path / "full.fits")
+    bare, hbare = _run_shared(dummy_stage, product_copy, tmp_path / "bare.fits", no_pz=True)
     assert list(bare.names) == [n for n in full.names if n != "PZ"] == [c.name for c in dm.REDSHIFT_COLUMNS]
     for name in bare.names:
         np.testing.assert_array_equal(bare[name], full[name], err_msg=name)

@@ -21,6 +21,38 @@ def test_lookup_order(tmp_path, monkeypatch, dummy_refset):
     assert resolve_reference_dir(tmp_path) == tmp_path                     # explicit wins
 
 
+def test_a_bare_set_name_is_the_shipped_set(tmp_path, monkeypatch):
+    """The docs name sets by name (csst_sls_z_0006): that is the shipped set, from any directory."""
+    monkeypatch.chdir(tmp_path)
+    name = shipped_set_dir().name
+    assert resolve_reference_dir(name) == SHIPPED_ROOT / name
+    monkeypatch.setenv(ENV_REFERENCE_DIR, name)
+    assert resolve_reference_dir() == SHIPPED_ROOT / name
+    (tmp_path / name).mkdir()                                               # a directory here wins
+    assert resolve_reference_dir(name) == type(tmp_path)(name)
+
+
+@pytest.mark.parametrize("given", ["reference_files/csst_sls_z_006", "csst_sls_z_006", "/nowhere/set"])
+def test_a_missing_set_lists_the_sets_that_exist(given, monkeypatch):
+    monkeypatch.delenv(ENV_REFERENCE_DIR, raising=False)
+    with pytest.raises(ReferenceFileError) as info:
+        load_reference_set(given)
+    msg = str(info.value)
+    assert msg.startswith(f"reference set {given} does not exist; ") and "manifest" not in msg and "\n" not in msg
+    assert shipped_set_dir().name in msg and "csst_sls_z_0001" in msg
+
+
+def test_a_missing_set_lists_its_siblings(tmp_path, dummy_refset, monkeypatch):
+    monkeypatch.setenv(ENV_REFERENCE_DIR, str(tmp_path / "csst_sls_z_0009"))
+    shutil.copytree(dummy_refset, tmp_path / "csst_sls_z_0001")
+    with pytest.raises(ReferenceFileError, match=r"\(from \$CSST_SLS_Z_REFDIR\) does not exist; the sets in .* are "
+                                                 r"csst_sls_z_0001; the shipped sets"):
+        resolve_reference_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReferenceFileError, match="is a file, not a directory"):
+        resolve_reference_dir(tmp_path / "file")
+
+
 def test_shipped_set_verifies_and_every_file_has_a_standard_header():
     refset = load_reference_set(shipped_set_dir(), required=("instrument", "sedlib"))
     for reftype, path in refset.paths.items():

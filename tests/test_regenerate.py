@@ -18,6 +18,7 @@ def smoke_set(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_manifest_complete_and_verifies(smoke_set):
     from csst_sls_z.datamodel import REFTYPES
     refset = load_reference_set(smoke_set, optional=("refinement",))
@@ -29,6 +30,7 @@ def test_manifest_complete_and_verifies(smoke_set):
     assert set(prov["step_wall_s"]) >= {"data", "backbone", "head", "calibrate", "refine", "evaluate"}
 
 
+@pytest.mark.slow
 def test_evaluation_contract(smoke_set):
     ev = json.loads((smoke_set / "evaluation.json").read_text())
     for method in ("cnn", "bnn", "oracle", "template_fit"):
@@ -42,6 +44,7 @@ def test_evaluation_contract(smoke_set):
     assert "refined" in ev["bins"]["snr_gi"] and "cov68" in ev["bins"]["snr_gi"]["refined"]
 
 
+@pytest.mark.slow
 def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
     """The smoke set trains on all families with the instrument variations on; its evaluation
     scores each family against its own bound and each shifted instrument, and the report prints it."""
@@ -74,12 +77,14 @@ def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
     assert out.count("| SPS |") == 1 and "| flux_tilt | beyond | 0.15 |" in out
 
 
+@pytest.mark.slow
 def test_rerun_refuses_to_edit_a_finished_set(smoke_set, capsys):
     from csst_sls_z.training.regenerate import main
     assert main(["--config", "smoke", "--out", str(smoke_set)]) == 1
     assert "never edited in place" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_stage_runs_on_the_regenerated_set(smoke_set, sim_product, tmp_path):
     from astropy.io import fits
     from csst_sls_z.stage import RedshiftStage
@@ -101,6 +106,7 @@ def test_oracle_recovers_a_noiseless_redshift(models):
     assert np.all(np.abs(z - sim.population.z) <= FINE_STEP)
 
 
+@pytest.mark.slow
 def test_reuse_network_reruns_calibration_and_evaluation(smoke_set, tmp_path):
     from conftest import sha256
     from csst_sls_z.training.regenerate import main
@@ -123,6 +129,7 @@ def test_reuse_network_reruns_calibration_and_evaluation(smoke_set, tmp_path):
     load_reference_set(out)
 
 
+@pytest.mark.slow
 def test_reuse_network_refuses_another_configuration(smoke_set, tmp_path, capsys):
     from csst_sls_z.training.regenerate import main
     out = tmp_path / "csst_sls_z_9003"
@@ -211,6 +218,7 @@ def test_clean_sample_goal_out_of_reach_keeps_the_minimum_with_the_least_eta():
     assert np.average(keep_w, weights=w) >= tc.CLEAN_MIN_KEPT and keep_w.mean() < keep.mean()
 
 
+@pytest.mark.slow
 def test_the_set_calibrates_its_pz_and_chooses_multiple_peaks(smoke_set):
     """Issue 15: the calibrate step fits the p(z) temperature and the MULTIPLE_PEAKS threshold
     (with its reason), and the evaluation reports the p(z) metrics on every test set."""

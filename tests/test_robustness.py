@@ -32,7 +32,6 @@ from conftest import sha256
 from csst_sls_z import products
 from csst_sls_z.products import writer as product_writer
 from csst_sls_z.datamodel import BANDS_USED, EXT_REDSHIFT, StageStatus, ZWarn
-from csst_sls_z.stage import RedshiftStage
 from csst_sls_z.stage_cli import main as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,10 +117,8 @@ def base_tables(sim_product):
 
 
 @pytest.fixture(scope="module")
-def stage(dummy_refset):
-    st = RedshiftStage(reference_dir=dummy_refset, samples=4)
-    st.sampler()                     # build the network once for the module
-    return st
+def stage(dummy_stage):
+    return dummy_stage               # one network for the session (conftest), shared with test_fuzz
 
 
 @pytest.fixture(scope="module")
@@ -704,6 +701,7 @@ def _start_and_catch_writing(inp, out, refdir):
     pytest.fail(f"the stage was never caught writing (exit {proc.returncode}): {err[-1000:]}")
 
 
+@pytest.mark.slow
 def test_killed_mid_write_leaves_no_output(slow_to_write, dummy_refset, tmp_path, capsys):
     before = sha256(slow_to_write)
     out = tmp_path / "out.fits"
@@ -723,6 +721,7 @@ def test_killed_mid_write_leaves_no_output(slow_to_write, dummy_refset, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fits"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_write_cleans_up(slow_to_write, dummy_refset, tmp_path):
     before = sha256(slow_to_write)
     out = tmp_path / "out.fits"

@@ -359,6 +359,28 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "overwrite" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_out_that_cannot_be_a_directory_is_one_sentence(where, tmp_path, capsys):
+    """--out FILE: a sentence, not the system's '[Errno 17] File exists'."""
+    (tmp_path / "taken").write_text("a file\n")
+    out = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "sub"
+    args = ["simulate", "--n", "5", "--seed", "1", "--population", "test", "--out", str(out),
+            "--no-progress", "--log-level", "ERROR"]
+    assert run_cli(args) == dm.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Errno" not in err and "Traceback" not in err, err
+    assert err.startswith("csst-sls-z simulate: error: output directory ") and "is a file, not a directory" in err
+
+
+def test_system_errors_lose_their_errno():
+    from csst_sls_z.simulation.simulate_cli import os_error_sentence
+    out = Path("/data/out")
+    assert os_error_sentence(OSError(28, "No space left on device", "/data/out/a.fits"), out) == \
+        "cannot write /data/out/a.fits (no space left on device)"
+    assert os_error_sentence(OSError(13, "Permission denied", "/lib/x.fits"), out) == \
+        "cannot read /lib/x.fits (permission denied)"
+
+
 # ---------------------------------------------------------------------------- 8. options
 def test_missing_band_removes_one_band_per_object(tmp_path):
     path = simulate_cli(tmp_path, n=40, seed=4, extra=["--missing-band-prob", "1"])
@@ -414,6 +436,7 @@ def test_wave_shift_moves_line_by_recorded_shift(models):
 
 
 # ---------------------------------------------------------------------------- benchmark runs
+@pytest.mark.slow
 def test_benchmark_runs_tiny():
     """benchmarks/bench_simulation.py works end to end (tiny sizes; the real run is in docs/simulation.md)."""
     import importlib.util

@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -25,6 +26,8 @@ SCRIPT = textwrap.dedent("""
     from csst_sls_z.network.backbone import build_backbone
     from csst_sls_z.network.config import CONFIGS
     from csst_sls_z.training.train_backbone import make_train_step, split_batch, train_backbone
+    import step_clock
+    step_clock.install(1.0)       # the budget below is 4 steps, not 20 seconds: the same under load
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     cfg = replace(CONFIGS["smoke"], input_length=64, dropout=0.0)
     rng = np.random.default_rng(0)
@@ -73,9 +76,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_is_exact_and_trains(tmp_path):
+    tests = os.path.dirname(os.path.abspath(__file__))          # for step_clock
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "ckpt")], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT"))
     res = json.loads(line[len("RESULT"):])

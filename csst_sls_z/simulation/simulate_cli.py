@@ -7,6 +7,7 @@ Exit 0 ok, 1 error (one sentence on stderr). No TensorFlow.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,30 @@ def simulation_options(args):
     return replace(base, **changes)
 
 
+def check_out_dir(out: Path) -> str | None:
+    """Why ``out`` cannot be the output directory (one sentence), or None; it is created later if missing."""
+    if out.exists():
+        return None if out.is_dir() else f"output directory {out} is a file, not a directory"
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"output directory {out} cannot be created: {parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"output directory {out} cannot be created in {parent} (permission denied)"
+            break
+    return None
+
+
+def os_error_sentence(exc: OSError, out: Path) -> str:
+    """An OSError as one sentence without its errno: what failed, on which file."""
+    what = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    what = what[0].lower() + what[1:]
+    if exc.filename is None:
+        return f"a file operation failed ({what})"
+    name = Path(exc.filename)
+    return f"cannot {'write' if name.resolve().is_relative_to(out.resolve()) else 'read'} {name} ({what})"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -90,6 +115,10 @@ def main(argv=None) -> int:
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"{PROG}: error: --{name.replace('_', '-')} must be in [0, 1]", file=sys.stderr)
             return EXIT_ERROR
+    reason = check_out_dir(args.out)
+    if reason:
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         instrument, sedlib, refset = load_models(args.reference_dir)
@@ -98,8 +127,12 @@ def main(argv=None) -> int:
         paths = simulate_products(args.n, args.seed, args.population, args.per_file, args.out, instrument,
                                   families, options, overwrite=args.overwrite, progress=not args.no_progress,
                                   provenance={KW_REFSET: (refset.manifest_id, "reference set used")})
-    except (ReferenceFileError, FileExistsError, OSError, ValueError, FamilyUnavailable) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+    except (ReferenceFileError, ValueError, FamilyUnavailable) as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:       # our own refusals (an existing product) are sentences; the system's are errno text
+        text = str(exc) if exc.errno is None else os_error_sentence(exc, args.out)
+        print(f"{PROG}: error: {' '.join(text.split())}", file=sys.stderr)
         return EXIT_ERROR
     for path in paths:
         print(path)

@@ -40,7 +40,7 @@ def fit_on_product(source_dir: Path, product: Path, model, z_true: np.ndarray, o
     grid = stage.pz_maker().grid
     parts, zs, ids = [], [], []
     with open_product(product) as reader:
-        for c, (sl, bands) in enumerate(reader.iter_chunks(4096)):
+        for c, (sl, bands) in enumerate(reader.iter_chunks(int(stage.params["chunk_size"]))):
             cat = stage.measure_chunk(bands, sl.stop - sl.start, c).catalog
             pz = np.nan_to_num(np.asarray(cat["PZ"], np.float64))
             parts.append(refine(bands, pz, grid, np.asarray(cat["Z"], np.float64), model))
