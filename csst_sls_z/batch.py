@@ -415,7 +415,10 @@ def local_cluster(n_workers: int | None = None, tf_threads: int | None = None, *
     except ValueError:                       # not the main thread: leave signals alone
         pass
     try:
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env, **kwargs)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)    # "Port 8787 is already in use": not the user's concern
+            return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, env=env, **kwargs)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
