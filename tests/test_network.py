@@ -33,6 +33,25 @@ def test_z_from_output_uses_the_recorded_objective():
     assert bin_centres(cfg)[0] == pytest.approx(0.002)
 
 
+def test_label_width_comes_from_the_configuration_and_zero_is_one_hot():
+    from csst_sls_z.network.objectives import bin_coordinates, label_sigma_bins, smoothed_labels
+    cfg = CONFIGS["cpu_ln"]
+    z = np.array([0.0, 0.5, 1.2, 1.6], np.float32)
+    soft = smoothed_labels(cfg, z).numpy()
+    hard_cfg = replace(cfg, extra={"label_sigma_bins": 0.0})
+    assert label_sigma_bins(cfg) == 1.0 and label_sigma_bins(hard_cfg) == 0.0
+    hard = smoothed_labels(hard_cfg, z).numpy()
+    assert np.all(hard.sum(axis=1) == 1.0) and np.all((hard == 0) | (hard == 1))
+    centres = bin_coordinates(cfg)
+    # the hot bin is the one holding ln(1 + z) (the last for z_max), the soft labels' mode
+    hot = hard.argmax(axis=1)
+    assert np.all(np.abs(centres[hot] - np.log1p(z)) <= cfg.bin_width / 2 + 1e-6)
+    assert np.array_equal(hot, soft.argmax(axis=1))
+    assert np.all(soft.max(axis=1) < 0.75)                     # smoothed: spread over several bins
+    wide = smoothed_labels(replace(cfg, extra={"label_sigma_bins": 3.0}), z).numpy()
+    assert np.all(wide.max(axis=1) < soft.max(axis=1))
+
+
 def test_weights_round_trip_and_shape_mismatch(tmp_path):
     from csst_sls_z.network.backbone import build_backbone
     from csst_sls_z.network.weights import load_weights, read_config, save_weights

@@ -110,3 +110,57 @@ def test_cpu_only_uses_one_replica():
     xs, zs = split_batch(strategy, x, z)
     np.testing.assert_array_equal(xs.numpy(), x)         # the whole batch on the one replica
     np.testing.assert_array_equal(zs.numpy(), z)
+
+
+def test_schedules_start_peak_and_end_where_they_say():
+    from csst_sls_z.training.train_backbone import SCHEDULES, learning_rate
+    lr = 2e-3
+    assert learning_rate("cosine", lr, 0.0) == pytest.approx(lr)
+    assert learning_rate("cosine", lr, 0.5) == pytest.approx(lr / 2)
+    assert learning_rate("warmup_cosine", lr, 0.0) == pytest.approx(0.01 * lr)
+    assert learning_rate("warmup_cosine", lr, 0.05) == pytest.approx(lr)
+    assert learning_rate("onecycle", lr, 0.0) == pytest.approx(0.04 * lr)
+    assert learning_rate("onecycle", lr, 0.3) == pytest.approx(lr)
+    for name in SCHEDULES:
+        rates = [learning_rate(name, lr, f) for f in np.linspace(0, 1, 201)]
+        assert max(rates) == pytest.approx(lr, rel=1e-3) and rates[-1] < 1e-3 * lr
+        peak = int(np.argmax(rates))
+        assert np.all(np.diff(rates[peak:]) <= 1e-15)          # never rises again after the peak
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        learning_rate("linear", lr, 0.5)
+
+
+def test_cpu_clock_budget_adamw_and_wall_time_in_history(tmp_path):
+    """A budget on the process's CPU clock; AdamW decays weights; each entry records wall and CPU time."""
+    import time
+    from dataclasses import replace
+    from csst_sls_z.network.config import CONFIGS
+    from csst_sls_z.training.train_backbone import make_optimizer, train_backbone
+    cfg = replace(CONFIGS["smoke"], input_length=64, dropout=0.0)
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        z = rng.uniform(0.0, 1.6, n).astype(np.float32)
+        x = np.ones((n, 64, 2), np.float32)
+        x[..., 0] = 2.0 * z[:, None] + 0.05 * rng.standard_normal((n, 64))
+        return x, z
+
+    def stream():
+        while True:
+            yield make(32)
+    readings = []
+
+    def clock():                       # a clock of steps: each reading advances one "second"
+        readings.append(None)
+        return float(len(readings))
+    x_val, z_val = make(64)
+    _, history = train_backbone(cfg, stream(), x_val, z_val, budget_s=30, ckpt_dir=tmp_path, batch_size=32,
+                                eval_every_s=12, progress=False, schedule="onecycle", optimizer="adamw",
+                                clock=clock)
+    assert len(history) >= 2 and history[-1]["elapsed_s"] >= 30 - 3
+    assert all(h["wall_s"] > 0 and h["cpu_s"] > 0 for h in history)
+    assert history[-1]["wall_s"] >= history[0]["wall_s"]
+    opt = make_optimizer("adamw", 1e-3, 1e-4)
+    assert opt.weight_decay == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("sgd", 1e-3, 0.0)

@@ -27,6 +27,8 @@ from .config import NetworkConfig
 
 ZBINS_HALF_WINDOW = 3          # zbins: Z_CNN refines the mode by the mean of 3 bins each side
 ZBINS_LABEL_SIGMA_BINS = 1.0   # zbins: one-hot labels smoothed by a Gaussian one bin wide
+# A configuration may set its own width in ``cfg.extra["label_sigma_bins"]``; 0 is a hard
+# (one-hot) target. Network files record ``extra``, so the width travels with the weights.
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,21 @@ def _to_bin_space(cfg: NetworkConfig, z):
     return tf.math.log1p(z) if cfg.bin_space == "ln1pz" else z
 
 
-def smoothed_labels(cfg: NetworkConfig, z, sigma_bins: float = ZBINS_LABEL_SIGMA_BINS):
-    """One-hot bin labels smoothed by a Gaussian ``sigma_bins`` wide (training target)."""
+def label_sigma_bins(cfg: NetworkConfig) -> float:
+    """The width of the training labels' Gaussian in bins (0: one-hot)."""
+    return float(cfg.extra.get("label_sigma_bins", ZBINS_LABEL_SIGMA_BINS))
+
+
+def smoothed_labels(cfg: NetworkConfig, z, sigma_bins: float | None = None):
+    """One-hot bin labels smoothed by a Gaussian ``sigma_bins`` wide (training target).
+
+    ``sigma_bins`` defaults to the configuration's (``label_sigma_bins``); 0 gives the one-hot
+    label of the bin that holds z.
+    """
+    sigma_bins = label_sigma_bins(cfg) if sigma_bins is None else float(sigma_bins)
+    if sigma_bins <= 0:
+        idx = tf.cast(tf.floor((_to_bin_space(cfg, z) - cfg.bin_range[0]) / cfg.bin_width), tf.int32)
+        return tf.one_hot(tf.clip_by_value(idx, 0, cfg.n_bins - 1), cfg.n_bins, dtype=tf.float32)
     centres = tf.constant(bin_coordinates(cfg), dtype=tf.float32)
     d = (_to_bin_space(cfg, z)[:, None] - centres[None, :]) / (sigma_bins * cfg.bin_width)
     w = tf.exp(-0.5 * d * d)
@@ -97,7 +112,8 @@ OBJECTIVES = {
     "zbins": Objective(
         "zbins", output_layer=lambda cfg: keras.layers.Dense(cfg.n_bins, name="zbins_logits"),
         loss=_zbins_loss, z_from_output=_zbins_z, binned=True,
-        describe="softmax over the redshift bins, cross-entropy against labels smoothed one bin wide"),
+        describe="softmax over the redshift bins, cross-entropy against labels smoothed by a Gaussian "
+                 "(one bin wide unless the configuration says otherwise)"),
     "logcosh": Objective(
         "logcosh", output_layer=lambda cfg: keras.layers.Dense(1, name="z_regression"),
         loss=_logcosh_loss, z_from_output=_logcosh_z, binned=False,
