@@ -45,8 +45,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .commands import (Parser, add_log_level, add_stage_options, positive_int, setup_logging, sigterm_as_interrupt,
-                       stage_params)
+from .commands import (Parser, add_log_level, add_stage_options, positive_int, setup_logging, show_progress,
+                       sigterm_as_interrupt, stage_params)
 from .durable import TempFile, remove_abandoned_temp, temp_glob
 from .datamodel import (EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_CHECKSUM, KW_INPUT_SHA256, KW_REFSET,
                         KW_STATUS, PROVENANCE_MATCH_PREFIXES, ZWarn)
@@ -91,7 +91,7 @@ def _base_stage(pars: dict, log_level=None):
         if stage is None:
             from .stage import RedshiftStage
             stage = RedshiftStage(**pars)
-            stage.load_references()          # validated (sha256) once per worker
+            stage.load_references(announce=False)      # validated (sha256) once per worker; the client names them
             _CACHE[key] = stage
         return stage
 
@@ -643,7 +643,7 @@ def main(argv=None) -> int:
     with sigterm_as_interrupt():
         try:
             result = run_batch(args.inputs, args.output, workers=args.workers,
-                               scheduler_address=args.scheduler_address, progress=not args.no_progress,
+                               scheduler_address=args.scheduler_address, progress=show_progress(args.no_progress),
                                log_level=args.log_level, **stage_params(args))
         except KeyboardInterrupt:
             print("csst-sls-z batch: error: interrupted; rerun the same command to finish", file=sys.stderr)

@@ -104,6 +104,12 @@ from scipy.special import expit, log_expit, log_ndtr, logit, ndtr, ndtri
 
 log = logging.getLogger(__name__)
 
+
+def _ignored_level(ok) -> int:
+    """Objects without survey weight (outside the test n(z)) are expected: a warning only when
+    more than a tenth of the fit set is left out."""
+    return logging.WARNING if (~ok).mean() > 0.1 else logging.INFO
+
 F_CLIP = 1e-12              # PIT clipping used for fitting (keeps ln F, ln(1-F) finite)
 AB_MIN = 1e-3               # lower bound on a, b: keeps G strictly increasing
 MAX_THRESHOLDS = 20000      # larger validation sets use evenly spaced ranks as thresholds
@@ -317,8 +323,8 @@ def _valid_standardised(mean, sigma, z_true, weights=None):
         with np.errstate(invalid="ignore"):
             ok &= np.isfinite(w) & (w > 0)
     if (~ok).any():
-        log.warning("calibration fit: ignoring %d of %d objects with non-finite values, sigma <= 0 "
-                    "or no weight", int((~ok).sum()), ok.size)
+        log.log(_ignored_level(ok), "calibration fit: ignoring %d of %d objects with non-finite values, "
+                "sigma <= 0 or no weight", int((~ok).sum()), ok.size)
     if ok.sum() < MIN_FIT_OBJECTS:
         raise ValueError(f"calibration fit needs at least {MIN_FIT_OBJECTS} usable objects, "
                          f"got {int(ok.sum())}")
@@ -635,8 +641,8 @@ def fit_temperature(logits, truth_bin, weights=None, bounds=TEMPERATURE_BOUNDS) 
     if ok.sum() < MIN_FIT_OBJECTS:
         raise ValueError(f"temperature fit needs at least {MIN_FIT_OBJECTS} usable objects, got {int(ok.sum())}")
     if (~ok).any():
-        log.warning("fit_temperature: ignoring %d of %d objects off the grid, with non-finite logits "
-                    "or no weight", int((~ok).sum()), ok.size)
+        log.log(_ignored_level(ok), "fit_temperature: ignoring %d of %d objects off the grid, with non-finite "
+                "logits or no weight", int((~ok).sum()), ok.size)
     logits, truth_bin, w = logits[ok], truth_bin[ok], w[ok] / w[ok].sum()
     rows = np.arange(truth_bin.size)
 

@@ -70,10 +70,20 @@ def setup_logging(level: str = "INFO"):
     handler = TqdmLogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
+    # TensorFlow's absl logger reports every sharding callback at INFO: its lines only at DEBUG.
+    logging.getLogger("absl").setLevel(logging.DEBUG if level == "DEBUG" else max(logging.WARNING, getattr(logging, level)))
 
 
-def add_log_level(p, help="default: INFO"):
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", help=help)
+def add_log_level(p, help=None, default="WARNING"):
+    """``--log-level``; the commands that finish in seconds default to WARNING: a successful run
+    prints only its result (its status line and outputs on stdout), INFO adds what it did."""
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                   help=help or f"default: {default}; INFO lists the reference files and each step")
+
+
+def show_progress(no_progress: bool) -> bool:
+    """Progress bars only on a terminal: in a log file they are thousands of redrawn lines."""
+    return not no_progress and sys.stderr.isatty()
 
 
 # ---------------------------------------------------------------- validators

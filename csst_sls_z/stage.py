@@ -165,8 +165,12 @@ class RedshiftStage:
         return {name: p.check(params.get(name, p.default)) for name, p in cls.spec.items()}
 
     # ------------------------------------------------------------ reference files
-    def load_references(self):
-        """Validate (sha256, schema) and load every reference file, before any spectrum is read."""
+    def load_references(self, announce: bool = True):
+        """Validate (sha256, schema) and load every reference file, before any spectrum is read.
+
+        ``announce``: log each file with its sha256 at INFO (False: at DEBUG, for batch workers,
+        whose client has already said which set it runs).
+        """
         if self._refs is None:
             from .reffiles.sets import load_reference_set
             from .reffiles.tables import load_calibration, load_thresholds, load_wavegrid
@@ -175,8 +179,8 @@ class RedshiftStage:
                                         optional=self.optional_reference_types)
             for reftype in self.reference_types + self.optional_reference_types:
                 if reftype in refset.paths:
-                    log.info("reference %-11s %s (sha256 %s)", reftype, refset.path(reftype),
-                             refset.sha256[reftype][:16])
+                    log.log(logging.INFO if announce else logging.DEBUG, "reference %-11s %s (sha256 %s)",
+                            reftype, refset.path(reftype), refset.sha256[reftype][:16])
             self._refs = {"set": refset, "grid": load_wavegrid(refset.path("wavegrid")),
                           "calibration": load_calibration(refset.path("calibration")),
                           "thresholds": load_thresholds(refset.path("thresholds")), "refinement": None}

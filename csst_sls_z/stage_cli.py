@@ -39,7 +39,8 @@ def parser():
     p.add_argument("--summary-json", type=Path, default=None, help="also write the result summary here")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
-    add_log_level(p, "default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
+    add_log_level(p, "default: WARNING (a successful run prints its status line and outputs); INFO lists the "
+                     "reference files and each input; TensorFlow's own start-up log is shown only at DEBUG")
     return p
 
 

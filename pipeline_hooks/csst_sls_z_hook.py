@@ -88,7 +88,8 @@ def parser():
     p.add_argument("--output-dir", required=True, type=Path, help="where the SLS_REDSHIFT products go")
     # The stage's own options, from RedshiftStage.spec and its reference_types (as run and batch).
     add_stage_options(p, help={"overwrite": "replace outputs of an earlier run of this job"})
-    add_log_level(p, "default: INFO; TensorFlow's own start-up log is shown only at DEBUG")
+    add_log_level(p, "default: INFO, for the scheduler's log (each reference file with its sha256); "
+                     "TensorFlow's own start-up log is shown only at DEBUG", default="INFO")
     return p
 
 

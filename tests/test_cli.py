@@ -138,8 +138,12 @@ def test_run_stderr_holds_no_tensorflow_native_log(sim_product, dummy_refset, tm
            "--reference-dir", str(dummy_refset), "--samples", "4"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env_without_tf_settings())
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "csst_sls_z.network.loader" in out.stderr          # TensorFlow was loaded: the network ran
     assert not NATIVE_TF.search(out.stderr), out.stderr
+    # A successful run of one file is quiet at the default level: its status line and its output.
+    lines = out.stdout.splitlines() + out.stderr.splitlines()
+    assert len(lines) <= 3, lines
+    assert out.stdout.splitlines()[-1] == str(tmp_path / "o.fits") and (tmp_path / "o.fits").exists()
+    assert out.stdout.startswith("status ")
 
 
 def test_native_log_filter_knows_the_lines():
@@ -202,6 +206,22 @@ def test_log_lines_do_not_land_on_a_progress_bar():
     stream = io.StringIO()                              # no bar: an ordinary line
     TqdmLogHandler(stream).emit(logging.LogRecord("t", logging.INFO, __file__, 1, "plain", None, None))
     assert stream.getvalue() == "plain\n"
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from csst_sls_z.commands import show_progress
+
+    class Stream(io.StringIO):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+    monkeypatch.setattr(sys, "stderr", Stream(False))
+    assert show_progress(False) is False                    # a log file gets no bars
+    monkeypatch.setattr(sys, "stderr", Stream(True))
+    assert show_progress(False) is True and show_progress(True) is False
 
 
 PARSERS = {"run": "csst_sls_z.stage_cli:parser", "simulate": "csst_sls_z.simulation.simulate_cli:parser",

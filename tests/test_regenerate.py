@@ -13,9 +13,21 @@ from csst_sls_z.reffiles.sets import load_reference_set
 @pytest.fixture(scope="module")
 def smoke_set(tmp_path_factory):
     from csst_sls_z.training.regenerate import main
+    import contextlib
+    import io
     out = tmp_path_factory.mktemp("regen") / "csst_sls_z_9001"
-    assert main(["--config", "smoke", "--out", str(out), "--no-progress", "--log-level", "WARNING"]) == 0
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["--config", "smoke", "--out", str(out), "--no-progress", "--log-level", "WARNING"]) == 0
+    (out.parent / "stdout.txt").write_text(stdout.getvalue())
     return out
+
+
+@pytest.mark.slow
+def test_regenerate_ends_with_the_set_and_how_to_use_it(smoke_set):
+    lines = (smoke_set.parent / "stdout.txt").read_text().splitlines()
+    assert lines == [f"reference set written: {smoke_set}",
+                     f"use it with: csst-sls-z run IN.fits -o OUT.fits --reference-dir {smoke_set}"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..commands import Parser, add_log_level, nonneg_int, positive_int, setup_logging
+from ..commands import Parser, add_log_level, nonneg_int, positive_int, setup_logging, show_progress
 from ..datamodel import EXIT_ERROR, EXIT_OK, KW_REFSET
 
 PROG = "csst-sls-z simulate"
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         options = simulation_options(args)
         families = FamilySet(sedlib, args.families or DEFAULT_FAMILIES, sps_library=args.sps_library)
         paths = simulate_products(args.n, args.seed, args.population, args.per_file, args.out, instrument,
-                                  families, options, overwrite=args.overwrite, progress=not args.no_progress,
+                                  families, options, overwrite=args.overwrite,
+                                  progress=show_progress(args.no_progress),
                                   provenance={KW_REFSET: (refset.manifest_id, "reference set used")})
     except (ReferenceFileError, ValueError, FamilyUnavailable) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)

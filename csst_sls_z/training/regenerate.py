@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..commands import LOG_LEVELS, Parser as _Parser, positive_int, setup_logging
+from ..commands import LOG_LEVELS, Parser as _Parser, positive_int, setup_logging, show_progress
 from ..datamodel import EXIT_ERROR, EXIT_OK
 from .steps import STEPS as _STEP_FUNCTIONS, TF_STEPS
 from .steps.calibrate import CALIBRATION_TARGETS
@@ -297,13 +297,18 @@ def main(argv=None) -> int:
             overrides["calibration_target"] = args.calibration_target
         if args.backbone_budget_s:
             overrides["backbone_budget_s"] = args.backbone_budget_s
-        regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=not args.no_progress,
+        regen = Regeneration(args.config, args.out, args.source_reference_dir, progress=show_progress(args.no_progress),
                              overrides=overrides or None, reuse_network=args.reuse_network,
                              command=shlex.join(["csst-sls-z", "regenerate", *argv]))
         regen.run(until=args.until)
     except (ReferenceFileError, OSError, ValueError) as exc:
         print(f"csst-sls-z regenerate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if (args.out / "manifest.json").exists():
+        print(f"reference set written: {args.out}")
+        print(f"use it with: csst-sls-z run IN.fits -o OUT.fits --reference-dir {args.out}")
+    else:
+        print(f"stopped after step {args.until}; resume with the same command without --until: {args.out}")
     return EXIT_OK
 
 
