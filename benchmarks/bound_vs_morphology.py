@@ -13,7 +13,7 @@ import numpy as np
 from csst_sls_z.simulation import load_models
 from csst_sls_z.simulation.population import draw_population
 from csst_sls_z.simulation.simulate import simulate_spectra
-from csst_sls_z.training.evaluate import oracle_redshifts
+from csst_sls_z.training.baselines import oracle_redshifts
 from csst_sls_z.training.metrics import outlier_fraction, sigma_nmad
 
 

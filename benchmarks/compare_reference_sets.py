@@ -90,7 +90,7 @@ def run_stage(refset, product, out, seed, options=()):
 
 def oracle(pop, flux, err, instrument, families, n):
     from csst_sls_z.simulation.population import Population
-    from csst_sls_z.training.evaluate import oracle_redshifts, point_metrics
+    from csst_sls_z.training.baselines import oracle_redshifts, point_metrics
     n = min(n, len(pop))
     sub = Population(**{k: getattr(pop, k)[:n] for k in pop.__dict__})
     z_or = oracle_redshifts(sub, flux[:n], err[:n], instrument, families, 1.6, progress=False)

@@ -47,7 +47,7 @@ def cnn_on_family(regen, family, args, oracle=True):
     from csst_sls_z.preprocess import normalise
     from csst_sls_z.simulation import SimOptions
     from csst_sls_z.simulation.simulate import band_snr
-    from csst_sls_z.training.evaluate import oracle_redshifts, point_metrics
+    from csst_sls_z.training.baselines import oracle_redshifts, point_metrics
     from csst_sls_z.training.evaluate_generalisation import _simulate
     from csst_sls_z.training.data import BatchMaker
     from csst_sls_z.simulation.population import Population

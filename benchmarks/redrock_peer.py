@@ -16,7 +16,7 @@ What it fits, through Redrock's own Python API (``redrock.templates.Template``,
 * ``zfind(..., nminima=3)``, best minimum kept (``znum == 0``): Z, ZERR, ZWARN, DELTACHI2.
 
 If Redrock cannot be imported, the peer falls back to the in-repo chi-square template fit
-(``csst_sls_z.training.evaluate.template_fit_redshifts``) and says so in its output
+(``csst_sls_z.training.baselines.template_fit_redshifts``) and says so in its output
 (``method``), loudly, on stderr too.
 
 Speed is the wall time of building the targets (reading the product, resampling) plus
@@ -157,7 +157,7 @@ def fit_redrock(product, grid, sedlib, n_max=None, procs=1, dlog10z=DLOG10Z) -> 
 
 def fit_fallback(product, grid, instrument, sedlib, n_max=None) -> dict:
     """The in-repo chi-square template fit (training/evaluate.py), when redrock cannot be imported."""
-    from csst_sls_z.training.evaluate import template_fit_redshifts
+    from csst_sls_z.training.baselines import template_fit_redshifts
     t1 = time.perf_counter()
     objid, flux, err, valid, snr_gi = gridded_spectra(product, grid, n_max)
     err = np.where(valid, err, 0.0)

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     from csst_sls_z.simulation import SimOptions, load_models, simulate_products
     from csst_sls_z.simulation.families import FamilySet, parse_families
     from csst_sls_z.simulation.sps_library import build_sps_library, write_sps_library
-    from csst_sls_z.training.evaluate import oracle_redshifts
+    from csst_sls_z.training.baselines import oracle_redshifts
     from csst_sls_z.training.evaluate_generalisation import shifted_options
     from csst_sls_z.training.refine_basis import LEAVE_OUT, leave_out_model, sps_pca_vectors
     from csst_sls_z.simulation.population import Population

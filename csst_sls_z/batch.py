@@ -48,8 +48,8 @@ from pathlib import Path
 from .commands import (Parser, add_log_level, add_stage_options, positive_int, setup_logging, show_progress,
                        sigterm_as_interrupt, stage_params)
 from .durable import TempFile, remove_abandoned_temp, temp_glob
-from .datamodel import (EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_CHECKSUM, KW_INPUT_SHA256, KW_REFSET,
-                        KW_STATUS, PROVENANCE_MATCH_PREFIXES, ZWarn)
+from .datamodel import (EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_SHA256, KW_REFSET,
+                        PROVENANCE_MATCH_PREFIXES, ZWarn)
 
 log = logging.getLogger(__name__)
 
@@ -113,47 +113,6 @@ def expected_cards(stage) -> dict:
     return {k: v for k, v, _ in stage.provenance_cards(StageStatus.PERFECT) if k.startswith(PROVENANCE_MATCH_PREFIXES)}
 
 
-def verify_output(path, expected: dict, ignore_checksum: bool = False) -> tuple[bool, str, dict]:
-    """(ok, reason, info) for an existing output: checksums of every HDU and provenance.
-
-    An output made from an input whose checksum failed (``INCHKSUM = 'FAILED'``) is kept only
-    by a run that ignores checksums too. ``info`` (when ok) has n_objects, zwarn counts and
-    status read from the file.
-    """
-    import warnings
-
-    import numpy as np
-    from astropy.io import fits
-
-    from .datamodel import EXT_REDSHIFT
-    from .quality import zwarn_counts
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")           # astropy warns on a bad checksum; we report it
-            with fits.open(path, checksum=True, memmap=True) as hdul:
-                for i, hdu in enumerate(hdul):      # raw bytes, memory-mapped: the data is not decoded
-                    if hdu.verify_checksum() != 1:
-                        return False, f"HDU {i} of {path.name} fails its checksum", {}
-                names = [h.name for h in hdul]
-                if EXT_REDSHIFT not in names:
-                    return False, f"{path.name} has no {EXT_REDSHIFT} extension", {}
-                hdr = hdul[EXT_REDSHIFT].header
-                have = {k: hdr[k] for k in hdr if k.startswith(PROVENANCE_MATCH_PREFIXES)}
-                for key in sorted(set(have) | set(expected)):
-                    if have.get(key) != expected.get(key):
-                        return False, (f"{path.name} was made with {key} = {have.get(key)!r}, "
-                                       f"this run uses {expected.get(key)!r}"), {}
-                if hdr.get(KW_INPUT_CHECKSUM) == "FAILED" and not ignore_checksum:
-                    return False, f"{path.name} was made from an input that fails its FITS checksum", {}
-                zwarn = np.asarray(hdul[EXT_REDSHIFT].data["ZWARN"])
-                info = {"n_objects": int(zwarn.size), "zwarn": zwarn_counts(zwarn),
-                        "status": str(hdr.get(KW_STATUS, ""))}
-    except Exception as exc:                          # unreadable, truncated, not FITS
-        return False, f"{path.name} is unreadable ({type(exc).__name__}: {exc})".replace("\n", " "), {}
-    return True, "", info
-
-
 def _remove_stale_temps(out_path: Path) -> None:
     """Temporary files a killed write left beside ``out_path`` (``.NAME.<8 hex>.tmp``).
 
@@ -173,6 +132,7 @@ def process_one(input_path: str, out_path: str, pars: dict, job: dict) -> dict:
     ``job``: what the batch adds (``expected`` provenance cards, ``log_level``). Returns a
     summary row (dict). Never raises for a bad input: the reason is in the row.
     """
+    from .products.output_reader import verify_output
     from .reffiles.sets import sha256_file
     t0 = time.time()
     out = Path(out_path)

@@ -152,6 +152,22 @@ class ZWarn(enum.IntFlag):
         """Bit numbers this package never sets: left to downstream stages."""
         return range(16, 24)
 
+    @classmethod
+    def decode(cls, value: int) -> list:
+        """(bit, name, meaning) of every bit set in ``value``, defined or not (``BIT<n>`` for
+        undefined bits, with "reserved for downstream use" or "not defined" as the meaning)."""
+        flags = {flag.bit: flag for flag in cls}
+        out = []
+        for bit in range(int(value).bit_length()):
+            if not (int(value) >> bit) & 1:
+                continue
+            if bit in flags:
+                out.append((bit, flags[bit].name, flags[bit].meaning))
+            else:
+                what = "reserved for downstream use" if bit in cls.reserved_downstream() else "not defined"
+                out.append((bit, f"BIT{bit}", what))
+        return out
+
 
 ZWARN_MEANINGS = {   # one line per bit, for people (csst-sls-z inspect); docs/products.md has the full text
     "NODATA": "no valid pixel in GV or GI; Z is NaN",

@@ -353,3 +353,45 @@ def test_nothing_below_the_command_layer_imports_it():
             else:
                 continue
             assert not targets & command_names, (rel, targets & command_names)
+
+
+def _package_imports():
+    """module -> the package modules it imports (at module level or inside functions)."""
+    import ast
+    pkg = REPO / "csst_sls_z"
+    modules = {p.relative_to(pkg).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+               for p in pkg.rglob("*.py")}
+    graph = {}
+    for path in pkg.rglob("*.py"):
+        rel = path.relative_to(pkg).with_suffix("").as_posix()
+        name = rel.replace("/", ".").removesuffix(".__init__")
+        parts = rel.split("/")
+        is_pkg = path.name == "__init__.py"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                keep = len(parts) - node.level + (1 if is_pkg else 0)
+                base = ".".join(parts[:keep][:-1] if is_pkg and keep == len(parts) else parts[:keep])
+                mod = ".".join(x for x in (base, node.module or "") if x)
+                cands = [mod] + [f"{mod}.{a.name}" if mod else a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("csst_sls_z"):
+                mod = node.module.removeprefix("csst_sls_z").lstrip(".")
+                cands = [mod] + [f"{mod}.{a.name}".lstrip(".") for a in node.names]
+            else:
+                continue
+            found |= {c.removesuffix(".__init__") for c in cands if c in modules and c != name}
+        graph[name] = found
+    return graph
+
+
+def test_training_evaluation_modules_import_one_way():
+    """No import cycle among the training modules (evaluation, baselines, steps and the driver)."""
+    graph = _package_imports()
+    training = {m for m in graph if m.startswith("training")}
+
+    def reaches(a, b, seen=()):
+        return any(n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in graph.get(a, ()))
+    cycles = sorted((a, b) for a in training for b in graph[a] if b in training and reaches(b, a))
+    assert not cycles, cycles
+    assert "training.baselines" in graph["training.evaluate_generalisation"]
+    assert "training.evaluate" not in graph["training.evaluate_generalisation"]

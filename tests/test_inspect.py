@@ -11,7 +11,11 @@ import pytest
 from astropy.io import fits
 
 from csst_sls_z.datamodel import EXT_REDSHIFT, EXT_TRUTH, REDSHIFT_COLUMNS, TTYPE_COMMENT_MAX, ZWARN_MEANINGS, ZWarn
-from csst_sls_z.inspect_cli import decode_zwarn, main, read_product, summary, truth_metrics
+from csst_sls_z.inspect_cli import main
+from csst_sls_z.inspect_summary import summary, truth_metrics
+from csst_sls_z.products.output_reader import read_output as read_product
+
+decode_zwarn = ZWarn.decode
 from csst_sls_z.training import metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -145,7 +149,8 @@ def test_plot_writes_the_format_its_suffix_names(suffix, magic, outputs, dummy_r
 def test_figure_panels_read_the_product(outputs, dummy_refset):
     """p(z) of the examples from the PZ column on its header's grid; the LARGE_ZERR threshold of the run's
     thresholds file; spectra y-limits set by the bulk of the pixels, not the band ends."""
-    from csst_sls_z.inspect_cli import _examples, _large_zerr, pz_rows, run_reference_set, spectrum_ylim
+    from csst_sls_z.inspect_figure import _examples, _large_zerr, run_reference_set, spectrum_ylim
+    from csst_sls_z.products.output_reader import pz_rows
     from csst_sls_z.pz import PzGrid
     from csst_sls_z.reffiles.tables import load_thresholds
     prod = read_product(outputs[0])

@@ -109,7 +109,7 @@ def test_stage_runs_on_the_regenerated_set(smoke_set, sim_product, tmp_path):
 
 def test_oracle_recovers_a_noiseless_redshift(models):
     from csst_sls_z.simulation import simulate_arrays
-    from csst_sls_z.training.evaluate import FINE_STEP, oracle_redshifts
+    from csst_sls_z.training.baselines import FINE_STEP, oracle_redshifts
     instrument, sedlib = models
     sim = simulate_arrays(3, 5, "test", instrument, sedlib, noise=False)
     flux = np.concatenate([sim.bands["GV"].model, sim.bands["GI"].model], axis=1).astype(float)

@@ -189,7 +189,7 @@ def _simulate(regen, n, seed, families, options):
 
 
 def evaluate_generalisation(regen) -> dict:
-    from .evaluate import oracle_redshifts, point_metrics
+    from .baselines import oracle_redshifts, point_metrics
     rc = regen.rc
     if rc.n_family_test <= 0:
         return {}
