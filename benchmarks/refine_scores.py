@@ -46,22 +46,13 @@ def _metrics(z, zt):
 
 
 def windows_hold_truth(cat, header, model, zt) -> np.ndarray:
-    """Per object: the true redshift lies within +-window_half (ln(1+z)) of Z_BNN or of one of the
-    p(z) peaks that get a window (``refine.find_peaks``): what no fit inside the windows can fix
-    when False (peak recall)."""
+    """Per object: the true redshift within a refinement window (``training.pz_metrics.peak_recall``
+    on the catalogue's PZ and Z_BNN): what no fit inside the windows can fix when False."""
     from csst_sls_z.pz import PzGrid
-    from csst_sls_z.refine import find_peaks
+    from csst_sls_z.training.pz_metrics import peak_recall
     grid = PzGrid(z0=float(header["PZ_Z0"]), dz=float(header["PZ_DZ"]), nbin=int(header["PZ_NBIN"]),
                   space=str(header["PZ_SPACE"]).strip())
-    centres = np.log1p(grid.centres())
-    st = np.log1p(zt)
-    held = np.zeros(zt.size, bool)
-    for i, row in enumerate(np.asarray(cat["PZ"], float)):
-        if not np.all(np.isfinite(row)):
-            continue
-        anchors = np.concatenate([[np.log1p(cat["Z_BNN"][i])], centres[find_peaks(row, model)]])
-        held[i] = np.any(np.abs(anchors - st[i]) <= model.window_half)
-    return held
+    return peak_recall(np.asarray(cat["PZ"], float), grid, np.asarray(cat["Z_BNN"], float), zt, model)
 
 
 def score(cat, objid, zt, z_oracle=None, n_oracle=0, held=None):

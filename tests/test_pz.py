@@ -387,3 +387,26 @@ def test_a_logcosh_set_writes_the_calibrated_gaussian_and_says_so(product_copy, 
     measured = cat["ZWARN"] & int(dm.ZWarn.NODATA) == 0
     np.testing.assert_allclose(cat["PZ"][measured].sum(axis=1, dtype=np.float64), 1.0, rtol=0, atol=1e-6)
     assert np.all(np.isnan(cat["Z_ALT"][measured])) and np.all(cat["P_ALT"][measured] == 0)    # one peak
+
+
+def test_peak_recall_is_the_truth_inside_a_refinement_window():
+    from csst_sls_z.reffiles.refinement import load_refinement
+    from csst_sls_z.training.pz_metrics import peak_recall
+    model = load_refinement(Path(__file__).resolve().parents[1] / "reference_files" / "csst_sls_z_0007" / "refinement.fits")
+    grid = PzGrid.from_config(CONFIGS["cpu_ln"])
+    s = grid.coordinates()
+
+    def bump(z, height=1.0, width=0.004):
+        return height * np.exp(-0.5 * ((s - np.log1p(z)) / width) ** 2)
+    one = bump(0.5)
+    two = bump(0.5) + bump(1.2, 0.6)
+    pz = np.stack([one, one, two, two, np.full_like(one, np.nan)])
+    pz[:4] /= pz[:4].sum(axis=1, keepdims=True)
+    z_anchor = np.array([0.5, 0.5, 0.5, 0.5, 0.5])
+    # inside a window around Z; far from every peak; at the second peak; half a window past Z; no p(z)
+    off = math.expm1(math.log1p(0.5) + 0.5 * model.window_half)
+    z_true = np.array([0.5, 1.2, 1.2, off, 0.5])
+    held = peak_recall(pz, grid, z_anchor, z_true, model)
+    assert held.tolist() == [True, False, True, True, False]
+    far = math.expm1(math.log1p(0.5) + 1.5 * model.window_half)
+    assert not peak_recall(pz[:1], grid, z_anchor[:1], np.array([far]), model)[0]

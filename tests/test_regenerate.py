@@ -79,6 +79,8 @@ def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
         assert {"sigma_nmad", "eta", "cov68", "snr_gt3", "snr_bins"} <= set(rec["refined"])
         assert name not in rec["refined"]["basis"], rec["refined"]["basis"]
         assert "refined_on_oracle_subset" in rec
+        recall = rec["peak_recall"]              # the truth within a refinement window
+        assert 0.0 <= recall["all"] <= 1.0 and len(recall["snr_bins"]["recall"]) == 6
     assert set(gen["shifts"]) == set(shifted_options()) == {"resolution", "disp_scale", "err_scale",
                                                             "flux_tilt", "morph_kernel"}
     assert gen["shifts"]["resolution"]["edge"]["value"] == 200.0
@@ -86,7 +88,8 @@ def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
     assert report([str(smoke_set)]) == 0
     out = capsys.readouterr().out
     assert "### Per SED family" in out and "### Shifted instrument" in out
-    assert out.count("| SPS |") == 1 and "| flux_tilt | beyond | 0.15 |" in out
+    assert "### Peak recall" in out
+    assert out.count("| SPS |") == 2 and "| flux_tilt | beyond | 0.15 |" in out      # family and recall tables
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ def predict_and_flag(regen, data, seed, family: str | None = None):
     from ..quality import zwarn_bits
     from ..reffiles.tables import load_calibration, load_thresholds
     from .data import BatchMaker
-    from .pz_metrics import flag_metrics, kept_eta_curve, pz_metrics
+    from .pz_metrics import flag_metrics, kept_eta_curve, peak_recall, pz_metrics
     maker = BatchMaker(data, seed=seed)
     flux, err = maker.noisy(np.arange(len(data)))
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
@@ -173,6 +173,11 @@ def predict_and_flag(regen, data, seed, family: str | None = None):
         pz_rec["refined"] = refined_record(zt, snr_gi, ref_summ, failed)
         pz_rec["refined"]["basis"] = list(model.libraries)
         pz_rec["refined"]["z"] = ref_summ["Z"]
+        held = peak_recall(m.pz, pz_maker.grid, summ["Z"], zt, model)
+        pz_rec["peak_recall"] = {"snr_gt3": float(held[snr_gi > HIGH_SNR].mean()) if (snr_gi > HIGH_SNR).any()
+                                 else float("nan"), "all": float(held.mean()),
+                                 "snr_bins": {"edges": SNR_EDGES[:-1].tolist(),
+                                              "recall": binned(lambda h: float(np.mean(h)), snr_gi, SNR_EDGES, held)}}
     return summ, zwarn, m.z_cnn, flux, err, snr_gi, pz_rec
 
 
@@ -204,6 +209,8 @@ def evaluate_generalisation(regen) -> dict:
         summ, zwarn, z_cnn, flux, err, snr_gi, pz_rec = predict_and_flag(regen, data, base + 10 * k + 1, name)
         z_refined = pz_rec.get("refined", {}).pop("z", None)
         rec = score_set(data.z.astype(float), snr_gi, summ, zwarn, z_cnn)
+        if "peak_recall" in pz_rec:
+            rec["peak_recall"] = pz_rec.pop("peak_recall")
         if "refined" in pz_rec:
             rec["refined"] = pz_rec.pop("refined")
             rec["snr_bins"] = {"edges": SNR_EDGES[:-1].tolist(),

@@ -182,3 +182,22 @@ def pz_metrics(pz, grid, z_true) -> dict:
             "crps_median": float(np.median(c)) if c.size else float("nan"),
             "hpd_coverage": hpd_coverage(pz, grid, z_true),
             "nz_abs_diff": nz["abs_diff"], "n": int(pit.size)}
+
+
+def peak_recall(pz, grid, z_anchor, z_true, model) -> np.ndarray:
+    """Per object: whether the true redshift lies within ``model.window_half`` in ln(1 + z) of
+    ``z_anchor`` (the network's Z) or of one of the p(z) peaks that get a refinement window
+    (``refine.find_peaks``). Where it does not, no fit inside the windows can find the truth:
+    the outlier is the network's (its peak list missed the redshift). Rows without a finite p(z)
+    count as missed."""
+    from ..refine import find_peaks
+    centres = np.log1p(grid.centres())
+    s_true = np.log1p(np.asarray(z_true, dtype=float))
+    anchor = np.log1p(np.asarray(z_anchor, dtype=float))
+    held = np.zeros(s_true.size, bool)
+    for i, row in enumerate(np.asarray(pz, dtype=float)):
+        if not np.all(np.isfinite(row)):
+            continue
+        anchors = np.concatenate([[anchor[i]], centres[find_peaks(row, model)]])
+        held[i] = bool(np.any(np.abs(anchors - s_true[i]) <= model.window_half))
+    return held

@@ -92,6 +92,23 @@ def family_table(ev: dict) -> str:
     return "\n".join(rows)
 
 
+def peak_recall_table(ev: dict) -> str:
+    """Per family: the fraction of objects whose true redshift lies in a refinement window (around
+    Z or one of the p(z) peaks), by GI SNR (evaluation.json: generalisation.families.*.peak_recall)."""
+    fams = {k: r["peak_recall"] for k, r in ev.get("generalisation", {}).get("families", {}).items()
+            if "peak_recall" in r}
+    if not fams:
+        return "(no peak recall in this set: it has no refinement file)"
+    first = next(iter(fams.values()))["snr_bins"]["recall"]
+    labels = [f"{b['lo']:g}-{b['hi']:g}" if b["hi"] < 1e8 else f">= {b['lo']:g}" for b in first]
+    rows = ["| family | all | GI SNR > 3 | " + " | ".join(f"SNR {x}" for x in labels) + " |",
+            "|---" * (3 + len(labels)) + "|"]
+    for name, r in fams.items():
+        cells = [_value(b["value"]) for b in r["snr_bins"]["recall"]]
+        rows.append(f"| {name} | {_value(r['all'])} | {_value(r['snr_gt3'])} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def shift_table(ev: dict) -> str:
     """Shifted-instrument test sets (evaluation.json: generalisation.shifts)."""
     shifts = ev.get("generalisation", {}).get("shifts", {})
@@ -150,6 +167,7 @@ def main(argv=None) -> int:
     for title, text in (("Summary", summary_table(ev)), ("Coverage", coverage_table(ev)),
                         ("By redshift", binned_table(ev, "z_true")), ("By SNR_GI", binned_table(ev, "snr_gi")),
                         ("Objective curves", curve_table(ev)), ("Per SED family", family_table(ev)),
+                        ("Peak recall (truth within a refinement window)", peak_recall_table(ev)),
                         ("Shifted instrument", shift_table(ev)), ("p(z) and the clean sample", pz_table(ev))):
         print(f"### {title}\n\n{text}\n")
     return 0
