@@ -35,7 +35,6 @@ imported until it runs, so ``--help`` is quick.
 from __future__ import annotations
 
 import copy
-import fcntl
 import glob
 import logging
 import os
@@ -47,7 +46,7 @@ from pathlib import Path
 
 from .commands import (Parser, add_log_level, add_stage_options, positive_int, setup_logging, show_progress,
                        sigterm_as_interrupt, stage_params)
-from .durable import TempFile, remove_abandoned_temp, temp_glob
+from .durable import OutputDirectoryLock, TempFile, remove_stale_temps
 from .datamodel import (EXIT_ERROR, EXIT_NOTHING_TO_DO, EXIT_OK, KW_INPUT_SHA256, KW_REFSET,
                         PROVENANCE_MATCH_PREFIXES, ZWarn)
 
@@ -55,6 +54,11 @@ log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "batch_summary"
 LOCK_NAME = ".csst_sls_z_batch.lock"      # in the output directory, while a batch runs
+
+
+def batch_lock(directory: Path) -> OutputDirectoryLock:
+    """One batch at a time per output directory (``durable.OutputDirectoryLock`` on ``LOCK_NAME``)."""
+    return OutputDirectoryLock(directory, LOCK_NAME, "csst-sls-z batch")
 INPUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 OUTPUT_SUFFIX = "_slsz.fits"
 
@@ -113,18 +117,6 @@ def expected_cards(stage) -> dict:
     return {k: v for k, v, _ in stage.provenance_cards(StageStatus.PERFECT) if k.startswith(PROVENANCE_MATCH_PREFIXES)}
 
 
-def _remove_stale_temps(out_path: Path) -> None:
-    """Temporary files a killed write left beside ``out_path`` (``.NAME.<8 hex>.tmp``).
-
-    Only abandoned ones: a writer holds an ``flock`` on its temporary file until it is
-    renamed or removed, so a live one (another run's, in this directory) is left alone.
-    """
-    for pattern in temp_glob(out_path):
-        for tmp in out_path.parent.glob(pattern):
-            if remove_abandoned_temp(tmp):
-                log.info("removed the leftover temporary file %s", tmp)
-
-
 def process_one(input_path: str, out_path: str, pars: dict, job: dict) -> dict:
     """Dask task: make sure ``out_path`` holds the verified product of ``input_path``.
 
@@ -143,7 +135,7 @@ def process_one(input_path: str, out_path: str, pars: dict, job: dict) -> dict:
         base = _base_stage(pars, job.get("log_level"))
         expected = job.get("expected") or expected_cards(_file_stage(base, False, need_network=False))
         overwrite = bool(pars.get("overwrite"))
-        _remove_stale_temps(out)
+        remove_stale_temps(out)
         if out.exists() and not overwrite:
             ok, why, info = verify_output(out, {**expected, KW_INPUT_SHA256: sha256_file(input_path)},
                                           bool(pars.get("ignore_checksum")))
@@ -277,63 +269,6 @@ def write_summary(rows, output_dir: Path, meta: dict | None = None) -> list[Path
     return written
 
 
-class OutputDirectoryLock:
-    """One batch at a time per output directory: an exclusive ``flock`` on ``DIR/.csst_sls_z_batch.lock``.
-
-    The lock goes with the process however it ends (SIGKILL included); the file is removed
-    when the batch finishes. A file system without ``flock`` runs the batch unlocked, with a
-    warning.
-    """
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.path = self.directory / LOCK_NAME
-        self._fd = None
-
-    def acquire(self) -> str:
-        """'' when held, else one sentence on why not."""
-        for _ in range(20):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as exc:
-                return f"cannot lock output directory {self.directory} ({exc.strerror or exc})"
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-                os.close(fd)
-                return (f"output directory {self.directory} is in use by another csst-sls-z batch ({holder}); "
-                        f"rerun when it has finished, or use another directory")
-            except OSError as exc:
-                log.warning("cannot lock output directory %s (%s); make sure no other batch writes into it",
-                            self.directory, exc.strerror or exc)
-                self._fd = fd
-                return ""
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                st = None
-            mine = os.fstat(fd)
-            if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
-                os.close(fd)                 # a finishing batch removed the file we locked: again
-                continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.uname().nodename}:{os.getpid()} since "
-                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
-            self._fd = fd
-            return ""
-        return f"cannot lock output directory {self.directory} (the lock file keeps changing)"
-
-    def release(self) -> None:
-        if self._fd is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            os.close(self._fd)
-            self._fd = None
-
-
 def quiet_dask(level=logging.ERROR) -> None:
     """Dask's own INFO chatter (cluster start/stop) off; our per-file lines stay."""
     import distributed  # noqa: F401 - its import configures its loggers, so set levels after it
@@ -394,7 +329,7 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
     ``stage_params`` are the stage's (any of ``RedshiftStage.spec``), checked once by a stage built
     here whose ``get_pars()`` every worker receives unchanged; ``overwrite`` redoes every output, even those that verify. ``ignore_checksum`` processes
     inputs whose FITS checksums fail. The output directory is locked for the whole call
-    (:class:`OutputDirectoryLock`). Returns a BatchResult.
+    (:func:`batch_lock`). Returns a BatchResult.
     """
     from .products import missing_directory_reason
     t0 = time.time()
@@ -405,7 +340,7 @@ def run_batch(inputs, output_dir, *, workers: int | None = None, scheduler_addre
         why = missing_directory_reason(output_dir)
         return BatchResult(error=why if why and "does not exist" not in why
                            else f"cannot create output directory {output_dir} ({exc.strerror or exc})")
-    lock = OutputDirectoryLock(output_dir)
+    lock = batch_lock(output_dir)
     why = lock.acquire()
     if why:
         return BatchResult(error=why)
@@ -469,9 +404,7 @@ def _run_batch_locked(inputs, output_dir: Path, t0: float, *, workers, scheduler
 
     # stale summary temporaries from a killed run (never a live writer's)
     for suffix in (".fits", ".ecsv"):
-        for pattern in temp_glob(output_dir / f"{SUMMARY_NAME}{suffix}"):
-            for tmp in output_dir.glob(pattern):
-                remove_abandoned_temp(tmp)
+        remove_stale_temps(output_dir / f"{SUMMARY_NAME}{suffix}")
 
     interrupted = False
     if todo:

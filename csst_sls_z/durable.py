@@ -24,12 +24,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob as _glob
+import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
-__all__ = ["TempFile", "commit", "commit_new", "fsync_path", "name_max", "remove_abandoned_temp",
-           "temp_glob", "temp_prefix"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["OutputDirectoryLock", "TempFile", "commit", "commit_new", "fsync_path", "name_max",
+           "remove_abandoned_temp", "remove_stale_temps", "temp_glob", "temp_prefix"]
 
 _HEX_DIGITS = 8
 
@@ -224,3 +228,73 @@ def remove_abandoned_temp(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(out_path: Path) -> None:
+    """Temporary files a killed write left beside ``out_path`` (``.NAME.<8 hex>.tmp``).
+
+    Only abandoned ones: a writer holds an ``flock`` on its temporary file until it is
+    renamed or removed, so a live one (another run's, in this directory) is left alone.
+    """
+    for pattern in temp_glob(out_path):
+        for tmp in out_path.parent.glob(pattern):
+            if remove_abandoned_temp(tmp):
+                _log.info("removed the leftover temporary file %s", tmp)
+
+
+class OutputDirectoryLock:
+    """One writer at a time per output directory: an exclusive ``flock`` on ``DIR/<lock_name>``.
+
+    The lock goes with the process however it ends (SIGKILL included); the file is removed
+    when the batch finishes. A file system without ``flock`` runs the batch unlocked, with a
+    warning.
+    """
+
+    def __init__(self, directory: Path, lock_name: str, holder_kind: str):
+        self.directory = Path(directory)
+        self.path = self.directory / lock_name
+        self.holder_kind = holder_kind           # named in the refusal: "in use by another <holder_kind>"
+        self._fd = None
+
+    def acquire(self) -> str:
+        """'' when held, else one sentence on why not."""
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                return f"cannot lock output directory {self.directory} ({exc.strerror or exc})"
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                return (f"output directory {self.directory} is in use by another {self.holder_kind} ({holder}); "
+                        f"rerun when it has finished, or use another directory")
+            except OSError as exc:
+                _log.warning("cannot lock output directory %s (%s); make sure no other batch writes into it",
+                            self.directory, exc.strerror or exc)
+                self._fd = fd
+                return ""
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            mine = os.fstat(fd)
+            if st is None or (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)                 # a finishing batch removed the file we locked: again
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.uname().nodename}:{os.getpid()} since "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+            self._fd = fd
+            return ""
+        return f"cannot lock output directory {self.directory} (the lock file keeps changing)"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None

@@ -288,7 +288,7 @@ def test_a_second_batch_into_the_same_directory_is_refused(inputs, tmp_path, cap
     """Issue 16 case 7: one batch at a time per output directory (an flock on
     DIR/.csst_sls_z_batch.lock): a second one is refused in one sentence before it reads,
     writes or removes anything; the lock goes when the first finishes."""
-    from csst_sls_z.batch import LOCK_NAME, OutputDirectoryLock
+    from csst_sls_z.batch import LOCK_NAME, batch_lock as OutputDirectoryLock
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious_slsz.fits").write_text("another batch's finished output")
@@ -313,7 +313,7 @@ def test_a_second_batch_into_the_same_directory_is_refused(inputs, tmp_path, cap
 def test_only_abandoned_temporary_files_are_removed(tmp_path):
     """Issue 16 case 7: the batch removes a killed write's leftover temporary file, never one a live
     writer holds (every writer keeps an flock on its temporary file until it renames or removes it)."""
-    from csst_sls_z.batch import _remove_stale_temps
+    from csst_sls_z.durable import remove_stale_temps as _remove_stale_temps
     from csst_sls_z.durable import TempFile
     target = tmp_path / "a_slsz.fits"
     live = TempFile(target)                                  # another run, still writing
