@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("workdir", type=Path, help="a regeneration's work directory (DIR/work)")
     args = p.parse_args(argv)
-    from csst_sls_z.calibration import fit_beta
+    from csst_sls_z.training.calibration_fit import fit_beta
     from csst_sls_z.simulation.population import redshift_pdf
     try:
         val, test = (dict(np.load(args.workdir / f"pred_{name}.npz")) for name in ("val", "test"))

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
-from csst_sls_z.calibration import (BetaCalibration, ScaleCalibration, calibrated_summary,
-                                    calibration_from_dict, fit_beta, fit_scale, pit,
-                                    reliability_curve)
+from csst_sls_z.calibration import BetaCalibration, ScaleCalibration, calibrated_summary, calibration_from_dict
+from csst_sls_z.training.calibration_fit import fit_beta, fit_scale, pit, reliability_curve
 
 N = 20000
 HALF = N // 2

@@ -9,7 +9,8 @@ import pytest
 from astropy.io import fits
 
 from csst_sls_z import datamodel as dm
-from csst_sls_z.calibration import BetaCalibration, ScaleCalibration, TemperatureCalibration, fit_temperature
+from csst_sls_z.calibration import BetaCalibration, ScaleCalibration, TemperatureCalibration
+from csst_sls_z.training.calibration_fit import fit_temperature
 from csst_sls_z.network.config import CONFIGS
 from csst_sls_z.pz import PzGrid, PzMaker, alternative_peaks, gaussian_pz, normalise_rows, rows_float32
 from csst_sls_z.quality import ZwarnInputs, zwarn_bits
@@ -177,7 +178,8 @@ def _heavy_tailed(n, seed):
 
 
 def test_pit_map_is_monotone_widens_a_too_narrow_pz_and_fixes_what_temperature_cannot():
-    from csst_sls_z.calibration import apply_pit_map, fit_pit_map
+    from csst_sls_z.calibration import apply_pit_map
+    from csst_sls_z.training.calibration_fit import fit_pit_map
     # Too narrow, T = 1: the PIT map alone widens p(z), rows stay probabilities.
     logits, z_true = _too_narrow()
     raw = TemperatureCalibration.IDENTITY.probabilities(logits)

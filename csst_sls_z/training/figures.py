@@ -19,7 +19,7 @@ def _centres(bins):
 
 
 def make_figures(out_dir, res, arrays_path, cal):
-    from ..calibration import pit, reliability_curve
+    from .calibration_fit import pit, reliability_curve
     plt = _plt()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

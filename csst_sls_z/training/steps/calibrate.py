@@ -3,7 +3,7 @@
 Beta calibration and the single scale factor beside it, the validation objects weighted to
 the survey's n(z) (``calibration_target = "survey"``, the default) or not
 (``"validation"``); for a network with a binned objective (``zbins``), the temperature of its
-p(z) (``calibration.fit_temperature``, same weights; docs/pz.md); then the thresholds
+p(z) (``calibration_fit.fit_temperature``, same weights; docs/pz.md); then the thresholds
 (``training.threshold_choice``), MULTIPLE_PEAKS on the P_ALT of the calibrated p(z).
 """
 from __future__ import annotations
@@ -43,7 +43,8 @@ def pz_of_set(regen, p, calibration_file):
 
 
 def run(regen):
-    from ...calibration import calibrated_summary, effective_sample_size, fit_beta, fit_scale, fit_temperature
+    from ...calibration import calibrated_summary
+    from ..calibration_fit import effective_sample_size, fit_beta, fit_scale, fit_temperature
     from ...network.objectives import objective_of
     from ...pz import PzGrid
     from ...reffiles.tables import CalibrationFile, write_calibration, write_thresholds
@@ -65,9 +66,10 @@ def run(regen):
         temperature = fit_temperature(p["output"], grid.bin_index(p["z_true"]), weights=weights)
         history.append(f"p(z): softmax(logits / T) over the {grid.nbin} network bins ({grid.space}), T = "
                        f"{temperature.temperature:.4f} minimising the mean -ln p(true bin), same weights.")
-        # Then the PIT map (calibration.fit_pit_map): the CDF of each p(z) through the CDF of the
+        # Then the PIT map (calibration_fit.fit_pit_map): the CDF of each p(z) through the CDF of the
         # validation PITs, so that their PITs are uniform (docs/pz.md).
-        from ...calibration import TemperatureCalibration, fit_pit_map
+        from ...calibration import TemperatureCalibration
+        from ..calibration_fit import fit_pit_map
         from ..pz_metrics import pit_values, usable_rows
         pz_t = temperature.probabilities(p["output"])
         usable = usable_rows(pz_t, grid, p["z_true"])              # the rows pit_values returns
