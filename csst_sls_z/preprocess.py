@@ -65,6 +65,20 @@ class WaveGrid:
     def wavelength(self) -> np.ndarray:
         return np.concatenate([self.centres(b) for b in self.bands])
 
+    def coarsened(self, factor: int) -> "WaveGrid":
+        """The grid whose pixels join ``factor`` neighbouring pixels of this one, band by band
+        (a band's last ``size % factor`` pixels dropped): its edges are edges of this grid, so
+        resampling onto it is what ``rebin_gridded`` does to spectra already on this grid."""
+        factor = int(factor)
+        if factor < 1:
+            raise ValueError(f"a grid is coarsened by a whole factor of at least 1, not {factor}")
+        if factor == 1:
+            return self
+        return WaveGrid(starts=tuple(float(s + 0.5 * (factor - 1) * d) for s, d in zip(self.starts, self.steps)),
+                        steps=tuple(float(d * factor) for d in self.steps),
+                        sizes=tuple(int(n // factor) for n in self.sizes), bands=self.bands,
+                        min_cover=self.min_cover, max_rel_err=self.max_rel_err)
+
 
 @numba.njit(cache=True)
 def _resample_one(wave, flux, err, dst_edges, min_cover, out_flux, out_err, out_ok):
@@ -186,6 +200,61 @@ def _resample_band(wave, flux, err, offsets, present, dst_edges, min_cover, out_
         npix[o] = nv
         snr[o] = s
         repaired[o] = r
+
+
+def rebin_gridded(flux, err, sizes, factor: int, min_cover: float = WaveGrid.min_cover):
+    """Spectra on a grid (bands of ``sizes`` pixels, side by side) -> the grid coarsened by
+    ``factor`` (``WaveGrid.coarsened``): each coarse pixel the inverse-variance weighted mean of
+    the valid pixels it joins, with the propagated error, valid when they cover at least
+    ``min_cover`` of it; as ``preprocess_bands`` resamples native pixels onto the coarse grid.
+
+    A pixel is valid when its error is finite and > 0 and its flux finite. Returns
+    ``(flux, err)`` with invalid coarse pixels 0 in both.
+    """
+    flux = np.ascontiguousarray(flux, dtype=np.float64)
+    err = np.ascontiguousarray(err, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    out_len = int(np.sum(sizes // factor))
+    out_flux = np.zeros((flux.shape[0], out_len))
+    out_err = np.zeros((flux.shape[0], out_len))
+    _rebin_gridded(flux, err, sizes, int(factor), float(min_cover), out_flux, out_err)
+    return out_flux, out_err
+
+
+@numba.njit(cache=True, nogil=True)
+def _rebin_gridded(flux, err, sizes, factor, min_cover, out_flux, out_err):
+    n = flux.shape[0]
+    need = min_cover * factor
+    for o in range(n):
+        src = 0
+        dst = 0
+        for b in range(sizes.size):
+            m = sizes[b] // factor
+            for j in range(m):
+                num = 0.0
+                den = 0.0
+                cnt = 0
+                e_min = np.inf
+                for k in range(src + j * factor, src + (j + 1) * factor):
+                    e = err[o, k]
+                    if np.isfinite(e) and e > 0 and np.isfinite(flux[o, k]):
+                        e_min = min(e_min, e)
+                # Weights relative to the smallest error, as in _resample_one (no overflow).
+                for k in range(src + j * factor, src + (j + 1) * factor):
+                    e = err[o, k]
+                    if np.isfinite(e) and e > 0 and np.isfinite(flux[o, k]):
+                        w = (e_min / e) * (e_min / e)
+                        num += w * flux[o, k]
+                        den += w
+                        cnt += 1
+                if cnt > 0 and cnt >= need:
+                    out_flux[o, dst + j] = num / den
+                    out_err[o, dst + j] = e_min / np.sqrt(den)
+                else:
+                    out_flux[o, dst + j] = 0.0
+                    out_err[o, dst + j] = 0.0
+            src += sizes[b]
+            dst += m
 
 
 def normalise(flux, err, ok, out, max_rel_err: float = WaveGrid.max_rel_err):

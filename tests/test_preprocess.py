@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from csst_sls_z.preprocess import WaveGrid, preprocess_bands, preprocess_gridded
+from csst_sls_z.preprocess import WaveGrid, normalise, preprocess_bands, preprocess_gridded, rebin_gridded
 
 GRID = WaveGrid(starts=(4000.0, 7000.0), steps=(10.0, 10.0), sizes=(50, 40))
 
@@ -143,3 +143,46 @@ def test_shipped_sets_load_with_the_numbers_they_were_made_with():
     for reftype in ("backbone", "bnnhead"):
         cfg = read_config(root / f"{reftype}.fits", reftype)
         assert (cfg.head_mu_scale, cfg.head_sigma_offset) == (0.05, -4.6)
+
+
+def test_coarsened_grid_shares_edges():
+    grid = WaveGrid(starts=(4000.0, 6000.0), steps=(7.0, 8.5), sizes=(21, 16))
+    coarse = grid.coarsened(2)
+    assert coarse.sizes == (10, 8) and coarse.steps == (14.0, 17.0) and coarse.length == 18
+    # Every coarse edge is a native edge (pairs from each band's first pixel).
+    for band in grid.bands:
+        assert np.allclose(coarse.edges(band), grid.edges(band)[: 2 * coarse.sizes[grid.bands.index(band)] + 1:2])
+    assert grid.coarsened(1) is grid
+    with pytest.raises(ValueError):
+        grid.coarsened(0)
+
+
+def test_rebin_gridded_is_the_stage_resampling_onto_the_coarse_grid():
+    """Spectra on the native grid rebinned in pairs (training) give the network input that the
+    stage's resampling of the same pixels onto the coarsened wavegrid gives."""
+    rng = np.random.default_rng(3)
+    grid = WaveGrid(starts=(4000.0, 6000.0), steps=(7.0, 8.5), sizes=(21, 16))
+    n = 6
+    flux = rng.normal(5.0, 2.0, (n, grid.length))
+    err = rng.uniform(0.5, 3.0, (n, grid.length))
+    err[0, 3] = 0.0                        # one of a pair masked: the coarse pixel keeps the other
+    err[1, 4:6] = 0.0                      # both masked: the coarse pixel is masked
+    err[2, 25] = np.nan
+    bands = {}
+    for band in grid.bands:
+        lo, size = grid.offset(band), grid.sizes[grid.bands.index(band)]
+        bands[band] = SimpleNamespace(wave=np.tile(grid.centres(band), n), flux=flux[:, lo:lo + size].ravel(),
+                                      err=err[:, lo:lo + size].ravel(),
+                                      offsets=np.arange(n + 1) * size, present=np.ones(n, bool))
+    coarse = grid.coarsened(2)
+    staged = preprocess_bands(bands, coarse, n)
+    f2, e2 = rebin_gridded(flux, err, grid.sizes, 2)
+    x = np.empty(f2.shape + (2,), np.float32)
+    normalise(f2, e2, e2 > 0, x)
+    assert x.shape == staged.x.shape == (n, coarse.length, 2)
+    np.testing.assert_allclose(x, staged.x, rtol=1e-5, atol=1e-6)
+    assert e2[1, 2] == 0.0 and e2[0, 1] > 0 and f2[0, 1] == pytest.approx(flux[0, 2])
+    # Inverse-variance mean with the propagated error, by hand.
+    w = 1.0 / err[3, 8:10] ** 2
+    assert f2[3, 4] == pytest.approx(np.sum(w * flux[3, 8:10]) / w.sum())
+    assert e2[3, 4] == pytest.approx(1.0 / np.sqrt(w.sum()))

@@ -272,3 +272,27 @@ def test_backbone_budget_is_an_override_recorded_in_the_command(capsys):
     prov = json.loads((Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0005" / "manifest.json")
                       .read_text())["provenance"]
     assert prov["command"].endswith("--backbone-budget-s 4500") and prov["config"]["backbone_budget_s"] == 4500
+
+
+@pytest.mark.slow
+def test_a_set_on_a_coarsened_grid_runs_in_the_stage(sim_product, tmp_path):
+    """grid_rebin = 2: the wavegrid joins pixel pairs of the instrument's grid, the backbone reads
+    that many pixels, and the stage (which resamples the product's native pixels onto it) runs."""
+    from astropy.io import fits
+    from csst_sls_z.network.weights import read_config
+    from csst_sls_z.reffiles.tables import load_wavegrid
+    from csst_sls_z.stage import RedshiftStage
+    from csst_sls_z.training.regenerate import Regeneration
+    regen = Regeneration("smoke", tmp_path / "csst_sls_z_9002", progress=False, overrides={"grid_rebin": 2})
+    regen.run()
+    out = tmp_path / "csst_sls_z_9002"
+    grid = load_wavegrid(out / "wavegrid.fits")
+    want = regen.native_grid.coarsened(2)
+    assert grid.sizes == want.sizes
+    assert np.allclose(grid.starts, want.starts) and np.allclose(grid.steps, want.steps)
+    assert grid.length == sum(n // 2 for n in regen.native_grid.sizes)
+    assert read_config(out / "backbone.fits", "backbone").input_length == grid.length
+    result = RedshiftStage(reference_dir=out, samples=8).run([sim_product], tmp_path / "o.fits")
+    assert result.outputs
+    cat = fits.getdata(tmp_path / "o.fits", "SLS_REDSHIFT")
+    assert np.isfinite(cat["Z"]).all()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datamodel import BANDS_USED
-from ..preprocess import normalise
+from ..preprocess import normalise, rebin_gridded
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class BatchMaker:
 
     def __init__(self, data: TrainingSet, seed: int, noise: str = "instrument",
                  mask_run_prob: float = 0.1, missing_band_prob: float = 0.03, mask_run_max: int = 40,
-                 exact_poisson: bool = False):
+                 exact_poisson: bool = False, grid_rebin: int = 1):
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}")
         self.data = data
@@ -96,6 +96,9 @@ class BatchMaker:
         self.missing_band_prob = missing_band_prob
         self.mask_run_max = mask_run_max
         self.exact_poisson = exact_poisson
+        # The network's grid joins this many pixels of the set's grid (RegenConfig.grid_rebin):
+        # the noisy spectra are rebinned after the noise, as the stage resamples measured pixels.
+        self.grid_rebin = int(grid_rebin)
 
     def noisy(self, idx):
         d = self.data
@@ -140,14 +143,22 @@ class BatchMaker:
             err[i, self.data.band_slices[int(self.rng.integers(0, 2))]] = 0.0
         return err
 
+    def network_input(self, flux, err):
+        """``(x, ok)``: noisy spectra on the set's grid -> the network's normalised input on its
+        grid (rebinned by ``grid_rebin``) and that grid's valid pixels."""
+        if self.grid_rebin > 1:
+            sizes = [sl.stop - sl.start for sl in self.data.band_slices]
+            flux, err = rebin_gridded(flux, err, sizes, self.grid_rebin)
+        ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
+        x = np.empty(flux.shape + (2,), dtype=np.float32)
+        normalise(flux, err, ok, x)
+        return x, ok
+
     def batch(self, idx, augment: bool = True):
         flux, err = self.noisy(idx)
         if augment:
             err = self.degrade(err)
-        ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
-        x = np.empty(flux.shape + (2,), dtype=np.float32)
-        normalise(flux, err, ok, x)
-        return x, self.data.z[idx]
+        return self.network_input(flux, err)[0], self.data.z[idx]
 
     def fixed(self, augment: bool = False):
         """One fixed noisy realisation of the whole set (validation / test)."""

@@ -134,25 +134,28 @@ def predict_and_flag(regen, data, seed, family: str | None = None):
     from ..reffiles.tables import load_calibration, load_thresholds
     from .data import BatchMaker
     from .pz_metrics import flag_metrics, kept_eta_curve, peak_recall, pz_metrics
-    maker = BatchMaker(data, seed=seed)
+    maker = BatchMaker(data, seed=seed, grid_rebin=regen.rc.grid_rebin)
     flux, err = maker.noisy(np.arange(len(data)))
+    # The measured pixels (SNR, NPIX and the refinement read them, as in the stage) and the
+    # network's input on its grid (the same noise, rebinned where the grid is coarser).
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
     x = np.empty(flux.shape + (2,), dtype=np.float32)
     normalise(flux, err, ok, x)
+    x_net, ok_net = maker.network_input(flux, err) if regen.rc.grid_rebin > 1 else (x, ok)
     if getattr(regen, "_generalisation_sampler", None) is None:
         regen._generalisation_sampler = regen.sampler()[0]
     sampler = regen._generalisation_sampler
     cal = load_calibration(regen.work / "calibration.fits")
     th = load_thresholds(regen.work / "thresholds.fits")
     pz_maker = PzMaker(PzGrid.from_config(sampler.cfg), objective_of(sampler.cfg).binned, cal)
-    pred = sampler.predict(x, return_features=True, return_output=pz_maker.binned)
+    pred = sampler.predict(x_net, return_features=True, return_output=pz_maker.binned)
     m = measure_network(mean=pred.mean, sigma=pred.sigma, z_cnn=pred.z_cnn, features=pred.features,
                         output=pred.output, pz_maker=pz_maker, calibration=cal, thresholds=th)
     summ = m.summary
     gv, gi = data.band_slices
     # The SNR of the pixels scored, not of the simulator's own noise draw.
     snr_gi = band_snr(flux[:, gi], np.where(ok[:, gi], err[:, gi], 0.0))
-    zwarn = zwarn_bits(zwarn_inputs(m, npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok.mean(1),
+    zwarn = zwarn_bits(zwarn_inputs(m, npix_gv=ok[:, gv].sum(1), npix_gi=ok[:, gi].sum(1), coverage=ok_net.mean(1),
                                     snr_gi=snr_gi), th)
     zt = data.z.astype(float)
     flagged = (zwarn & int(ZWarn.MULTIPLE_PEAKS)) != 0
@@ -165,10 +168,9 @@ def predict_and_flag(regen, data, seed, family: str | None = None):
     model = refinement_model_for(regen, family)
     if model is not None:
         from ..measure import refined_summary
-        from ..reffiles.tables import grid_from_instrument
         from ..refine import refine
         from .steps.refine import grid_bands
-        r = refine(grid_bands(x, grid_from_instrument(regen.instrument)), m.pz, pz_maker.grid, summ["Z"], model)
+        r = refine(grid_bands(x, regen.native_grid), m.pz, pz_maker.grid, summ["Z"], model)
         ref_summ, failed = refined_summary(summ, r)
         pz_rec["refined"] = refined_record(zt, snr_gi, ref_summ, failed)
         pz_rec["refined"]["basis"] = list(model.libraries)

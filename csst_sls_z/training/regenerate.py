@@ -66,6 +66,9 @@ class RegenConfig:
     # Generalisation evaluation (evaluate_generalisation.py): per-family and shifted test sets.
     n_family_test: int = 0
     n_family_oracle: int = 0
+    # The network's input grid joins this many pixels of the instrument's grid (1: the native
+    # pixels; 2: about two pixels per resolution element of R ~ 250 in GI): the set's wavegrid.
+    grid_rebin: int = 1
 
 
 REGEN_CONFIGS = {
@@ -75,6 +78,13 @@ REGEN_CONFIGS = {
                        logcosh_budget_s=0, head_budget_s=300, n_head_features=100_000, n_samples=200,
                        n_oracle=400, families="SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2", variations="training",
                        n_family_test=2000, n_family_oracle=200),
+    # The learning-curve study's winner (docs/training.md): the cpu recipe on a grid two times
+    # coarser (456 input pixels, half the FLOPs), trained for two hours.
+    "cpu_coarse": RegenConfig(network="cpu_ln", n_train=300_000, n_val=10_000, n_test=6_000,
+                              backbone_budget_s=7200, logcosh_budget_s=0, head_budget_s=300,
+                              n_head_features=100_000, n_samples=200, n_oracle=400,
+                              families="SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2", variations="training",
+                              n_family_test=2000, n_family_oracle=200, grid_rebin=2),
     "paper": RegenConfig(network="paper", n_train=600_000, n_val=60_000, n_test=60_000,
                          backbone_budget_s=8 * 3600, logcosh_budget_s=8 * 3600, head_budget_s=3600,
                          n_head_features=600_000, n_samples=200, n_oracle=2000, batch_size=1024,
@@ -106,7 +116,8 @@ class Regeneration:
 
     Public to the steps and to the evaluations and benchmarks built on a regeneration:
     ``name``, ``rc`` (the RegenConfig), ``out``, ``work``, ``progress``, ``instrument``,
-    ``sedlib``, ``source_set``, ``seeds``, ``timings``, ``network_source``, ``cfg``,
+    ``sedlib``, ``source_set``, ``seeds``, ``timings``, ``network_source``, ``cfg``, ``grid``,
+    ``native_grid``, ``batch_maker()``,
     ``families()``, ``sim_options()``, ``data()``, ``load_backbone()``, ``sampler()``,
     ``predict_set()``, ``calibration_weights()``, ``load_json()`` / ``save_json()``,
     ``done()`` / ``mark()`` and ``run(until=...)``.
@@ -172,11 +183,26 @@ class Regeneration:
 
     # ------------------------------------------------------------ what the steps share
     @property
-    def cfg(self):
-        """The network configuration, its input length that of the instrument's grid."""
-        from ..network.config import CONFIGS
+    def native_grid(self):
+        """The instrument's pixel grid: the grid the simulated sets are kept on."""
         from ..reffiles.tables import grid_from_instrument
-        return replace(CONFIGS[self.rc.network], input_length=grid_from_instrument(self.instrument).length)
+        return grid_from_instrument(self.instrument)
+
+    @property
+    def grid(self):
+        """The network's input grid (the set's wavegrid): the native grid coarsened by ``grid_rebin``."""
+        return self.native_grid.coarsened(self.rc.grid_rebin)
+
+    @property
+    def cfg(self):
+        """The network configuration, its input length that of the set's grid."""
+        from ..network.config import CONFIGS
+        return replace(CONFIGS[self.rc.network], input_length=self.grid.length)
+
+    def batch_maker(self, name: str, seed: int):
+        """Noisy network inputs of simulated set ``name`` on the set's grid (``data.BatchMaker``)."""
+        from .data import BatchMaker
+        return BatchMaker(self.data()[name], seed=seed, grid_rebin=self.rc.grid_rebin)
 
     def families(self, only=None):
         """The SED families of this set (``only``: one family of them, for per-family tests).
@@ -261,7 +287,8 @@ def parser():
     p = _Parser(prog="csst-sls-z regenerate", description="Rebuild a complete reference set from nothing: "
                 "simulate, train the backbone and the MNF head, calibrate, evaluate (docs/regeneration.md).")
     p.add_argument("--config", choices=sorted(REGEN_CONFIGS), required=True,
-                   help="cpu: trains on 2 cores in about an hour; paper: the published architecture and data "
+                   help="cpu: trains on 2 cores in about an hour; cpu_coarse: the cpu recipe on a grid two times coarser, "
+                        "trained for two hours; paper: the published architecture and data "
                         "volume; smoke: seconds, for tests")
     p.add_argument("--out", type=Path, required=True, help="directory of the new reference set (resumes if it exists)")
     p.add_argument("--source-reference-dir", type=Path, default=None,

@@ -23,7 +23,6 @@ def budgets(regen) -> dict:
 
 def run(regen):
     from ...network.weights import save_weights
-    from ..data import BatchMaker
     from ..train_backbone import train_backbone
     x_val, z_val = fixed(regen, "val")
     shipped = regen.cfg.objective
@@ -32,7 +31,7 @@ def run(regen):
         if budget <= 0:
             continue
         cfg = replace(regen.cfg, objective=objective)
-        maker = BatchMaker(regen.data()["train"], seed=regen.seeds["batches"])
+        maker = regen.batch_maker("train", regen.seeds["batches"])
         model, history = train_backbone(cfg, maker.stream(regen.rc.batch_size), x_val, z_val, budget,
                                         regen.work / f"backbone_{objective}", batch_size=regen.rc.batch_size,
                                         eval_every_s=regen.rc.eval_every_s, progress=regen.progress)

@@ -48,10 +48,12 @@ def simulate_set(regen, name):
     return concat_sets([c[1] for c in chunks]), concat_truth([c[0] for c in chunks])
 
 
-def fixed(regen, name, seed_key=None):
-    """One fixed noisy realisation (x, z) of set ``name``, from the seed of ``seed_key`` (default: the set's)."""
+def fixed(regen, name, seed_key=None, native: bool = False):
+    """One fixed noisy realisation (x, z) of set ``name``, from the seed of ``seed_key`` (default: the
+    set's), on the network's grid, or with ``native`` the same noise on the instrument's pixels."""
     from ..data import BatchMaker
-    maker = BatchMaker(regen.data()[name], seed=regen.seeds[seed_key or name] + 17)
+    seed = regen.seeds[seed_key or name] + 17
+    maker = BatchMaker(regen.data()[name], seed=seed) if native else regen.batch_maker(name, seed)
     return maker.fixed()
 
 

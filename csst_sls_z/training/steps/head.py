@@ -33,9 +33,8 @@ def frozen_features(regen, backbone, cfg, n):
     Computed once and reused by the head; deterministic from the "features" seed, so the
     thresholds' feature sample can be rebuilt when the network was adopted.
     """
-    from ..data import BatchMaker
     from ..train_head import extract_features
-    maker = BatchMaker(regen.data()["train"], seed=regen.seeds["features"])
+    maker = regen.batch_maker("train", regen.seeds["features"])
     feats, zc, zt = [], [], []
     for start in range(0, n, FEATURE_CHUNK):
         idx = np.arange(start, min(n, start + FEATURE_CHUNK))

@@ -53,13 +53,15 @@ def refine_set(regen, name: str, model, n: int | None = None, data=None, x=None,
     from ...network.objectives import objective_of
     from ...pz import PzGrid, PzMaker
     from ...refine import refine
-    from ...reffiles.tables import grid_from_instrument, load_calibration, load_thresholds
+    from ...reffiles.tables import load_calibration, load_thresholds
     from .calibrate import network_config
     from .data import fixed
     from .predict import predict_set
     if x is None:
         p = predict_set(regen, name)
-        x, z_true = fixed(regen, name)
+        # The refinement reads measured pixels, as in the stage: the instrument's, with the
+        # noise the network saw (the same seed; rebinning comes after the noise).
+        x, z_true = fixed(regen, name, native=True)
     else:
         p, z_true = predictions, np.asarray(data.z, dtype=float)
     n = len(z_true) if n is None else min(int(n), len(z_true))
@@ -70,7 +72,7 @@ def refine_set(regen, name: str, model, n: int | None = None, data=None, x=None,
     m = measure_network(mean=p["mean"][:n], sigma=p["sigma"][:n], z_cnn=p["z_cnn"][:n],
                         features=p["features"][:n], output=None if out is None else out[:n], pz_maker=maker,
                         calibration=cal, thresholds=load_thresholds(regen.work / "thresholds.fits"))
-    bands = grid_bands(x[:n], grid_from_instrument(regen.instrument))
+    bands = grid_bands(x[:n], regen.native_grid)
     return refine(bands, m.pz, maker.grid, m.summary["Z"], model), m.summary, np.asarray(z_true[:n], dtype=float)
 
 

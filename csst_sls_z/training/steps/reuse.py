@@ -23,7 +23,11 @@ def adopt_network(regen, refdir: Path):
     refset = load_reference_set(refdir)
     manifest = json.loads((refdir / "manifest.json").read_text())
     prov = manifest.get("provenance", {})
-    source_config = {k: v for k, v in prov.get("config", {}).items() if k != "calibration_target"}
+    # A key the source's manifest lacks was added to RegenConfig later: the source had its default.
+    from dataclasses import MISSING, fields
+    from ..regenerate import RegenConfig
+    defaults = {f.name: f.default for f in fields(RegenConfig) if f.default is not MISSING}
+    source_config = {k: v for k, v in {**defaults, **prov.get("config", {})}.items() if k != "calibration_target"}
     mine = {k: v for k, v in regen.config_record().items() if k != "calibration_target"}
     if source_config != mine:
         changed = sorted(k for k in set(source_config) | set(mine) if source_config.get(k) != mine.get(k))

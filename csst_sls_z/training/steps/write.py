@@ -16,7 +16,7 @@ def run(regen):
     from ...tfenv import import_tensorflow
     tf = import_tensorflow()
     from ...reffiles.sets import write_manifest
-    from ...reffiles.tables import grid_from_instrument, write_wavegrid
+    from ...reffiles.tables import write_wavegrid
     out = regen.out
     files = {}
     for reftype in TRAINED:
@@ -26,7 +26,7 @@ def run(regen):
         src = regen.source_set.path(reftype)
         shutil.copy2(src, out / src.name)
         files[reftype] = src.name
-    write_wavegrid(out / "wavegrid.fits", grid_from_instrument(regen.instrument), "SIMULATION", overwrite=True)
+    write_wavegrid(out / "wavegrid.fits", regen.grid, "SIMULATION", overwrite=True)
     files["wavegrid"] = "wavegrid.fits"
     data = regen.load_json("data.json", {})
     provenance = {
