@@ -16,9 +16,10 @@ Arms (``ARMS``; each changes one thing from ``base`` unless its note says otherw
 * ``small``: widths 8-64 and a 16-filter stem, about 4x fewer FLOPs per spectrum;
 * ``wide``: widths 24-192 and a 48-filter stem, about 2.2x more;
 * ``coarse``: the input grid two times coarser (456 pixels: 14.2 A in GV, 17 A in GI, about
-  two pixels per resolution element of R ~ 250 in GI, 1.5 in GV), made by averaging pixel
-  pairs of the noisy spectra on today's grid, which is what resampling onto a grid of
-  doubled steps does;
+  two pixels per resolution element of R ~ 250 in GI, 1.5 in GV): the noisy spectra on
+  today's grid rebinned in pairs (``BatchMaker(grid_rebin=2)``, the inverse-variance mean that
+  the stage's resampling onto the coarse wavegrid gives; the results in docs/training.md were
+  measured with the equal-weight mean of commit b380663);
 * ``hard``: one-hot bin targets instead of labels smoothed by a Gaussian one bin wide;
 * ``onecycle``: the schedule and optimiser together: one-cycle (warm-up over 30% to a peak
   of 2e-3, then cosine) with AdamW (weight decay 1e-4).
@@ -105,44 +106,6 @@ def forward_flops(cfg) -> float:
     return flops + 2.0 * c_in * cfg.n_bins
 
 
-def rebin_pairs(flux, err, band_slices, factor: int):
-    """Average each band's pixels in groups of ``factor`` (valid pixels only; error in quadrature)."""
-    fs, es = [], []
-    for sl in band_slices:
-        f, e = flux[:, sl], err[:, sl]
-        m = f.shape[1] // factor
-        f = f[:, :m * factor].reshape(f.shape[0], m, factor)
-        e = e[:, :m * factor].reshape(e.shape[0], m, factor)
-        ok = (e > 0) & np.isfinite(e) & np.isfinite(f)
-        w = ok.sum(axis=2)
-        fsum = np.where(ok, f, 0.0).sum(axis=2)
-        esum = np.where(ok, e * e, 0.0).sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fs.append(np.where(w > 0, fsum / np.maximum(w, 1), 0.0))
-            es.append(np.where(w > 0, np.sqrt(esum) / np.maximum(w, 1), 0.0))
-    return np.concatenate(fs, axis=1), np.concatenate(es, axis=1)
-
-
-def batch_maker_class(rebin: int):
-    """BatchMaker, or one whose batches are rebinned by ``rebin`` before the normalisation."""
-    from csst_sls_z.preprocess import normalise
-    from csst_sls_z.training.data import BatchMaker
-    if rebin == 1:
-        return BatchMaker
-
-    class RebinnedBatchMaker(BatchMaker):
-        def batch(self, idx, augment: bool = True):
-            flux, err = self.noisy(idx)
-            if augment:
-                err = self.degrade(err)
-            flux, err = rebin_pairs(flux, err, self.data.band_slices, rebin)
-            ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
-            x = np.empty(flux.shape + (2,), dtype=np.float32)
-            normalise(flux, err, ok, x)
-            return x, self.data.z[idx]
-    return RebinnedBatchMaker
-
-
 def inference_rate(model, cfg, x, seconds: float = 8.0, batch: int = 512) -> float:
     """Spectra/s of ``FrozenBackbone`` (float32) on ``x``, after one warm-up pass."""
     import tensorflow as tf
@@ -204,9 +167,10 @@ def run_arm(name, arm, regen, data, base_cfg, budget_cpu_s, eval_every_s, workdi
     from csst_sls_z.training.train_backbone import train_backbone
     band_sizes = [sl.stop - sl.start for sl in data["train"].band_slices]
     cfg = arm_config(base_cfg, arm, band_sizes)
-    maker_cls = batch_maker_class(arm.get("rebin", 1))
-    x_val, z_val = maker_cls(data["val"], seed=regen.seeds["val"] + 17).fixed()
-    maker = maker_cls(data["train"], seed=regen.seeds["batches"])
+    from csst_sls_z.training.data import BatchMaker
+    rebin = arm.get("rebin", 1)
+    x_val, z_val = BatchMaker(data["val"], seed=regen.seeds["val"] + 17, grid_rebin=rebin).fixed()
+    maker = BatchMaker(data["train"], seed=regen.seeds["batches"], grid_rebin=rebin)
     train = {"lr": 1e-3, "schedule": "cosine", "optimizer": "adam", **arm.get("train", {})}
     load0 = os.getloadavg()[0]
     model, history = train_backbone(cfg, maker.stream(regen.rc.batch_size), x_val, z_val, budget_cpu_s,
@@ -350,7 +314,8 @@ def main(argv=None) -> int:
         res["arms"][name] = result
         write_outputs(res, args.out)
     if args.bf16_rate and "bf16" not in res:
-        maker = batch_maker_class(1)(data["train"], seed=1)
+        from csst_sls_z.training.data import BatchMaker
+        maker = BatchMaker(data["train"], seed=1)
         res["bf16"] = {"flags": bf16_supported(), "rate": bf16_step_rate(regen.cfg, maker, 256)}
         (args.workdir / "bf16.json").write_text(json.dumps(res["bf16"], indent=1))
     res["arms"] = {a: res["arms"][a] for a in names if a in res["arms"]}

@@ -19,17 +19,6 @@ def lc():
     return module
 
 
-def test_rebin_pairs_averages_valid_pixels_per_band(lc):
-    flux = np.array([[1.0, 3.0, 5.0, 7.0, 9.0, 2.0, 4.0, 6.0, 8.0]])
-    err = np.array([[1.0, 1.0, 2.0, 0.0, 1.0, 3.0, 4.0, 1.0, 1.0]])    # pixel 3 masked
-    bands = (slice(0, 5), slice(5, 9))          # an odd band: its last pixel is dropped
-    f, e = lc.rebin_pairs(flux, err, bands, 2)
-    np.testing.assert_allclose(f, [[2.0, 5.0, 3.0, 7.0]])
-    np.testing.assert_allclose(e, [[np.sqrt(2) / 2, 2.0, 5.0 / 2, np.sqrt(2) / 2]])
-    f, e = lc.rebin_pairs(flux, np.zeros_like(err), bands, 2)
-    assert np.all(e == 0) and np.all(f == 0)                  # nothing valid: masked, not NaN
-
-
 def test_forward_flops_scale_with_widths_and_input(lc):
     from csst_sls_z.network.config import CONFIGS
     cfg = CONFIGS["cpu_ln"]
