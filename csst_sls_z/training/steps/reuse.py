@@ -25,8 +25,7 @@ def adopt_network(regen, refdir: Path):
     prov = manifest.get("provenance", {})
     # A key the source's manifest lacks was added to RegenConfig later: the source had its default.
     from dataclasses import MISSING, fields
-    from ..regenerate import RegenConfig
-    defaults = {f.name: f.default for f in fields(RegenConfig) if f.default is not MISSING}
+    defaults = {f.name: f.default for f in fields(type(regen.rc)) if f.default is not MISSING}
     source_config = {k: v for k, v in {**defaults, **prov.get("config", {})}.items() if k != "calibration_target"}
     mine = {k: v for k, v in regen.config_record().items() if k != "calibration_target"}
     if source_config != mine:
