@@ -22,7 +22,7 @@ from :mod:`csst_sls_z.datamodel`. The package:
 """
 from __future__ import annotations
 
-from .fitsutil import ProductError, _stem_of, stable_objid  # noqa: F401  (_stem_of: stage.output_name)
+from .fitsutil import ProductError, stable_objid
 from .layout import Layout, detect_layout, registered
 from .layout_a import LAYOUT_A, LayoutA
 from .layout_b import LAYOUT_B, LayoutB

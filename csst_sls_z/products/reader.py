@@ -27,8 +27,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from ..datamodel import BANDS_USED, COL_ERR, COL_FLUX, COL_WAVE, FLUX_UNIT, KW_INPUT_CHECKSUM, KW_UNITS_ASSUMED, WAVE_UNIT
-from .fitsutil import (_GZIP_MAGIC, ProductError, _cfitsio_reason, _ColSpec, _one_line, _warn_once, _warnings_to_log,
-                       checksum_failures, log, read_raw, table_info)
+from .fitsutil import (GZIP_MAGIC, ColSpec, ProductError, cfitsio_reason, checksum_failures, log, one_line, read_raw,
+                       table_info, warn_once, warnings_to_log)
 from .layout import Layout, detect_layout
 
 
@@ -94,30 +94,30 @@ class ProductReader:
         except OSError as exc:
             self.close()
             raise ProductError(f"input product {self.path} cannot be read ({exc.strerror or exc})") from None
-        self._compressed = magic[:2] == _GZIP_MAGIC
+        self._compressed = magic[:2] == GZIP_MAGIC
         if not self._compressed and not magic.startswith(b"SIMPLE  ="):
             self.close()
             raise ProductError(f"input product {self.path} is not a FITS file (it does not begin with SIMPLE)")
         try:
-            with _warnings_to_log(self.path, self._identity):
+            with warnings_to_log(self.path, self._identity):
                 self._fits = fitsio.FITS(str(self.path), "r")   # read-only: the input is never modified
         except Exception as exc:
             self.close()
             raise ProductError(f"input product {self.path} is not a readable FITS file "
-                               f"({_cfitsio_reason(exc)})") from None
+                               f"({cfitsio_reason(exc)})") from None
         if self.replaced():       # cfitsio opened the path after our descriptor: it must be the same file
             self.close()
             raise ProductError(f"input product {self.path} was replaced by another file while it was being "
                                f"opened; run again")
         try:
-            with _warnings_to_log(self.path, self._identity):
+            with warnings_to_log(self.path, self._identity):
                 self._open()
         except ProductError:
             self.close()
             raise
         except Exception as exc:  # anything cfitsio/astropy throws at a malformed file
             self.close()
-            raise ProductError(f"input product {self.path} is malformed ({_one_line(_cfitsio_reason(exc))})") from None
+            raise ProductError(f"input product {self.path} is malformed ({one_line(cfitsio_reason(exc))})") from None
 
     # -- the file that was opened
     @property
@@ -126,7 +126,7 @@ class ProductReader:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _warn(self, msg: str, *args) -> None:
-        _warn_once(self._identity, msg, *args)
+        warn_once(self._identity, msg, *args)
 
     def sha256(self) -> str:
         """sha256 of the opened file (read through the kept descriptor, not the path)."""
@@ -182,7 +182,7 @@ class ProductReader:
             self._warn("%s fails its FITS checksum: %s%s; processed anyway (ignore_checksum), the output "
                         "says %s = 'FAILED'", self.path, failed[0], more, KW_INPUT_CHECKSUM)
 
-    def _read_raw(self, hdu_index: int, spec: _ColSpec, rows: np.ndarray, where: str, raw: bool = False):
+    def _read_raw(self, hdu_index: int, spec: ColSpec, rows: np.ndarray, where: str, raw: bool = False):
         """The stored numbers of one column for ``rows`` (sorted), scaled unless ``raw`` (:func:`.fitsutil.read_raw`)."""
         info = self._tables.get(hdu_index)
         if info is None and not self._compressed and spec.offset is not None:
@@ -324,7 +324,7 @@ class ProductReader:
         The first two chunks are read in turn: the caller's first chunk is where its
         one-time work happens (TensorFlow traces its functions), and that may enter
         ``warnings.catch_warnings``, which is not thread-safe and which the reads use
-        (``fitsutil._warnings_to_log``). :meth:`close` waits for a read in flight before
+        (``fitsutil.warnings_to_log``). :meth:`close` waits for a read in flight before
         it closes the file.
         """
         chunk_size = int(chunk_size)
