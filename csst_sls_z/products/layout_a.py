@@ -39,7 +39,7 @@ class LayoutA(Layout):
                 if _kind_of(hdus, found[0]) != "BINARY_TBL":
                     raise ProductError(f"input product {reader.path} has {EXT_SPEC[band]} that is not a binary table")
                 if len(found) > 1:
-                    reader._warn("%s has %d %s extensions; reading the first", reader.path, len(found),
+                    reader.warn("%s has %d %s extensions; reading the first", reader.path, len(found),
                                  EXT_SPEC[band])
                 found_tables[band] = found[0]
         return {band: cls(reader, idx, band, EXT_SPEC[band]) for band, idx in found_tables.items()}
@@ -50,7 +50,7 @@ class LayoutA(Layout):
         self.band = band
         self.label = f"table {extname}"
         path = reader.path
-        hdu = reader._fits[hdu_index]
+        hdu = reader.hdu(hdu_index)
         hdr = hdu.read_header()
         self.nrows = int(hdu.get_nrows())
         self.cols, self.naxis1 = parse_columns(hdr)
@@ -67,7 +67,7 @@ class LayoutA(Layout):
             if spec.name.upper() in SPEC_REQUIRED_AND_POSITION and spec.letter in NUMERIC_LETTERS:
                 check_scaling(path, self.label, spec)
         self.factors, assumed = unit_factors(path, self.label, self.cols)
-        reader._note_assumed_units(self.label, assumed)
+        reader.note_assumed_units(self.label, assumed)
         self.vec = [self.cols[c] for c in SPEC_VECTOR_COLUMNS]
         self.ids = self._read_objid()
         self.ra = self._read_optional_float(COL_RA)
@@ -81,9 +81,9 @@ class LayoutA(Layout):
         if spec.scaled:
             if spec.name.upper() == COL_OBJID:
                 return self._scaled_objid(spec)
-            return self.reader._read_raw(self.hdu_index, spec, np.arange(self.nrows), self.label).reshape(-1)
+            return self.reader.read_stored_column(self.hdu_index, spec, np.arange(self.nrows), self.label).reshape(-1)
         try:
-            return self.reader._fits[self.hdu_index].read_column(spec.name)
+            return self.reader.hdu(self.hdu_index).read_column(spec.name)
         except Exception as exc:
             raise ProductError(f"input product {self.reader.path} could not be read: column {spec.name} of "
                                f"{self.label} failed ({cfitsio_reason(exc)})") from None
@@ -95,7 +95,7 @@ class LayoutA(Layout):
             raise ProductError(f"input product {self.reader.path} has column {COL_OBJID} in {self.label} scaled "
                                f"by TSCAL = {spec.tscal!r}, TZERO = {spec.tzero!r}, which cannot be integer ids")
         raw_spec = ColSpec(spec.name, spec.tform, spec.letter, "", 1, spec.offset)
-        raw = self.reader._read_raw(self.hdu_index, raw_spec, np.arange(self.nrows), self.label, raw=True)
+        raw = self.reader.read_stored_column(self.hdu_index, raw_spec, np.arange(self.nrows), self.label, raw=True)
         values = [int(x) + int(spec.tzero) for x in raw.reshape(-1)]
         if values and not (-(2 ** 63) <= min(values) and max(values) < 2 ** 63):
             raise ProductError(f"input product {self.reader.path} has values in column {COL_OBJID} of "
@@ -164,14 +164,13 @@ class LayoutA(Layout):
 
     def _descriptor_counts(self, spec: ColSpec) -> np.ndarray | None:
         reader = self.reader
-        if reader._compressed or spec.offset is None or self.naxis1 is None:
+        if reader.compressed or spec.offset is None or self.naxis1 is None:
             return None
         if self.nrows == 0:
             return np.zeros(0, dtype=np.int64)
-        info = reader._fits[self.hdu_index].get_offsets()
+        info = reader.hdu(self.hdu_index).get_offsets()
         width = 8 if spec.var == "P" else 16
-        mm = np.memmap(reader._fh, dtype=np.uint8, mode="r", offset=info["data_start"],
-                       shape=(self.nrows, self.naxis1))
+        mm = reader.memmap(info["data_start"], (self.nrows, self.naxis1))
         try:
             raw = np.ascontiguousarray(mm[:, spec.offset:spec.offset + width])
         finally:
@@ -212,16 +211,15 @@ class LayoutA(Layout):
         data = None
         if plain:
             try:
-                with warnings_to_log(self.reader.path, self.reader._identity):
-                    data = self.reader._fits[self.hdu_index].read(rows=sorted_rows, columns=plain,
-                                                                  vstorage="object")
+                with warnings_to_log(self.reader.path, self.reader.identity):
+                    data = self.reader.hdu(self.hdu_index).read(rows=sorted_rows, columns=plain, vstorage="object")
             except Exception as exc:
                 raise ProductError(f"input product {self.reader.path} could not be read: spectra of "
                                    f"{self.label} failed ({cfitsio_reason(exc)})") from None
         columns, lengths = [], []
         for spec, cname in zip(self.vec, SPEC_VECTOR_COLUMNS):
             if spec.scaled:
-                col = self.reader._read_raw(self.hdu_index, spec, sorted_rows, self.label)
+                col = self.reader.read_stored_column(self.hdu_index, spec, sorted_rows, self.label)
             else:
                 col = data[spec.name]
             if spec.var:

@@ -35,12 +35,12 @@ class LayoutB(Layout):
     def _entries(reader, hdus) -> dict[str, list[dict]]:
         """Per band, one entry per object HDU: its index, columns, rows, OBJID, RA, DEC, unit factors."""
         entries: dict[str, list[dict]] = {b: [] for b in BANDS_USED}
-        primary = reader._fits[0].read_header()
+        primary = reader.hdu(0).read_header()
         stem = stem_of(reader.path)
         for i, kind, _name in hdus:
             if i == 0 or kind != "BINARY_TBL":
                 continue
-            hdr = reader._fits[i].read_header()
+            hdr = reader.hdu(i).read_header()
             band = str(hdr_get(hdr, KEY_BAND, "")).strip().upper()
             if band not in BANDS_USED:
                 continue   # GU, or not a spectrum
@@ -55,8 +55,8 @@ class LayoutB(Layout):
                                        f"{cols[cname].tform!r} in HDU {i}, which cannot be read as real numbers")
                 check_scaling(reader.path, f"HDU {i}", cols[cname])
             factors, assumed = unit_factors(reader.path, f"HDU {i} ({KEY_BAND}={band})", cols)
-            reader._note_assumed_units(f"HDU {i}", assumed)
-            nrows = int(reader._fits[i].get_nrows())
+            reader.note_assumed_units(f"HDU {i}", assumed)
+            nrows = int(reader.hdu(i).get_nrows())
             if not any(cols[c].var for c in SPEC_VECTOR_COLUMNS):
                 n = [nrows * cols[c].repeat for c in SPEC_VECTOR_COLUMNS]
                 if len(set(n)) > 1:
@@ -68,7 +68,7 @@ class LayoutB(Layout):
             else:
                 objid = stable_objid(raw_id)
                 if str(objid) != str(raw_id).strip():
-                    reader._warn("%s HDU %d: %s=%r is not an integer; using %d", reader.path, i, KEY_OBJID,
+                    reader.warn("%s HDU %d: %s=%r is not an integer; using %d", reader.path, i, KEY_OBJID,
                                  raw_id, objid)
             ra = as_float(hdr_get(hdr, COL_RA, hdr_get(primary, COL_RA, np.nan)))
             dec = as_float(hdr_get(hdr, COL_DEC, hdr_get(primary, COL_DEC, np.nan)))
@@ -89,11 +89,11 @@ class LayoutB(Layout):
         waves, fluxes, errs, lengths = [], [], [], []
         for row in rows:
             entry = self.entries[int(row)]
-            hdu = self.reader._fits[entry["hdu"]]
+            hdu = self.reader.hdu(entry["hdu"])
             specs = [entry["cols"][c] for c in SPEC_VECTOR_COLUMNS]
             plain = [s.name for s in specs if not s.scaled]
             try:
-                with warnings_to_log(self.reader.path, self.reader._identity):
+                with warnings_to_log(self.reader.path, self.reader.identity):
                     data = hdu.read(columns=plain, vstorage="object") if entry["nrows"] and plain else None
             except Exception as exc:
                 raise ProductError(f"input product {self.reader.path} could not be read: HDU "
@@ -104,7 +104,7 @@ class LayoutB(Layout):
                     cols.append(np.zeros(0))
                     continue
                 if spec.scaled:
-                    col = self.reader._read_raw(entry["hdu"], spec, np.arange(entry["nrows"]),
+                    col = self.reader.read_stored_column(entry["hdu"], spec, np.arange(entry["nrows"]),
                                                 f"HDU {entry['hdu']}")
                 else:
                     col = data[spec.name]

@@ -206,7 +206,7 @@ def write_redshift_product(out_path, input_path, catalog,
         raise type(exc)(f"cannot create a file in output directory {out_path.parent} "
                         f"({os_reason(exc) or one_line(exc)})") from None
     try:
-        with warnings_to_log(input_path, source._identity if source is not None else None):
+        with warnings_to_log(input_path, source.identity if source is not None else None):
             _write_output(out_path, input_path, tmp.path, cat_hdu, header_cards, catalog_only, source)
         if source is not None:
             if not source.unchanged():
@@ -240,8 +240,7 @@ def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_c
         if not catalog_only:
             # Uncompressed input: the extensions' data are copied in blocks read from the opened
             # descriptor, not through a memory map of the whole file (_stream_copy).
-            fd = (source._fh.fileno() if source is not None and not source._compressed and source._fh is not None
-                  else None)
+            fd = source.fileno() if source is not None and not source.compressed else None
             for i, hdu in enumerate(src[1:], start=1):
                 if isinstance(hdu, _CORRUPTED_HDU):
                     raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
