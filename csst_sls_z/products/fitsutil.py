@@ -3,8 +3,9 @@
 Everything here works on one open file and knows no layout: it parses a binary table's
 TFORMs (:func:`parse_columns`), converts TUNITs with astropy.units, applies TSCAL/TZERO/TNULL
 to the stored bytes (fitsio gets scaled integer columns wrong, docs/robustness.md), checks
-CHECKSUM/DATASUM, and words cfitsio's and the OS's errors as one sentence. The layouts
-(``layout_a.py``, ``layout_b.py``) and the reader are built on it.
+CHECKSUM/DATASUM (:func:`verify_checksums`, the one check of the package, for the input, the
+outputs and the reference files), and words cfitsio's and the OS's errors as one sentence. The
+layouts (``layout_a.py``, ``layout_b.py``), the reader and the writer are built on it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import fitsio
 import numpy as np
 
 from ..datamodel import COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE, FLUX_UNIT, SPEC_VECTOR_COLUMNS, WAVE_UNIT
@@ -372,28 +374,33 @@ def read_raw(path, fh, compressed: bool, info: dict, spec: ColSpec, rows: np.nda
 
 
 # ---------------------------------------------------------------------------- checksums
-def checksum_failures(fits_file) -> tuple[bool, list[str]]:
-    """CHECKSUM / DATASUM of every HDU that has them (cfitsio computes them).
+@dataclass(frozen=True)
+class ChecksumCheck:
+    """Whether one HDU's DATASUM and CHECKSUM cards hold: True, False, or None (no card, or not checked)."""
+    datasum: bool | None
+    checksum: bool | None
 
-    Returns (whether any HDU has them, one phrase per HDU whose sums fail or cannot be checked).
+    @property
+    def present(self) -> bool:
+        """A DATASUM or CHECKSUM card was found and checked."""
+        return self.datasum is not None or self.checksum is not None
+
+
+def verify_checksums(hdu, datasum: bool = True) -> ChecksumCheck:
+    """Check the DATASUM and CHECKSUM cards of one HDU against its header and data.
+
+    ``hdu`` is a fitsio HDU (cfitsio checks both cards in one pass) or an astropy HDU
+    (astropy sums it: ``datasum=False`` leaves DATASUM unchecked, which saves a pass over
+    the data since a CHECKSUM that holds covers the data too, and a DATASUM that fails
+    leaves CHECKSUM unchecked). A card the HDU lacks is None. Raises what the library
+    raises for a card or data it cannot read; the caller words it.
     """
-    present, failed = False, []
-    for i in range(len(fits_file)):
-        hdu = fits_file[i]
-        hdr = hdu.read_header()
-        has_data, has_hdu = "DATASUM" in hdr, "CHECKSUM" in hdr
-        if not (has_data or has_hdu):
-            continue
-        present = True
-        name = (hdu.get_extname() or "").strip() or ("primary" if i == 0 else "no EXTNAME")
-        try:
-            res = hdu._FITS.verify_checksum(i + 1)  # {'dataok', 'hduok'}: 1 ok, 0 missing, -1 wrong
-        except Exception as exc:                     # a damaged CHECKSUM/DATASUM card
-            failed.append(f"HDU {i} ({name}) has CHECKSUM/DATASUM cards that cannot be checked "
-                          f"({cfitsio_reason(exc)})")
-            continue
-        if has_data and res["dataok"] != 1:
-            failed.append(f"HDU {i} ({name}) has a DATASUM that does not match its data")
-        elif has_hdu and res["hduok"] != 1:
-            failed.append(f"HDU {i} ({name}) has a CHECKSUM that does not match its header and data")
-    return present, failed
+    if isinstance(hdu, fitsio.hdu.base.HDUBase):
+        # fitsio's public HDU.verify_checksum() only passes or raises, and stops at a missing DATASUM;
+        # this is cfitsio's answer per card: 1 holds, -1 does not, 0 no card.
+        res = hdu._FITS.verify_checksum(hdu.get_extnum() + 1)
+        return ChecksumCheck(*({1: True, -1: False}.get(res[key]) for key in ("dataok", "hduok")))
+    has_data, has_hdu = "DATASUM" in hdu.header, "CHECKSUM" in hdu.header
+    data_ok = hdu.verify_datasum() == 1 if datasum and has_data else None
+    hdu_ok = hdu.verify_checksum() == 1 if has_hdu and data_ok is not False else None
+    return ChecksumCheck(data_ok, hdu_ok)

@@ -27,8 +27,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from ..datamodel import BANDS_USED, COL_ERR, COL_FLUX, COL_WAVE, FLUX_UNIT, KW_INPUT_CHECKSUM, KW_UNITS_ASSUMED, WAVE_UNIT
-from .fitsutil import (GZIP_MAGIC, ColSpec, ProductError, cfitsio_reason, checksum_failures, log, one_line, read_raw,
-                       table_info, warn_once, warnings_to_log)
+from .fitsutil import (GZIP_MAGIC, ColSpec, ProductError, cfitsio_reason, log, one_line, read_raw, table_info,
+                       verify_checksums, warn_once, warnings_to_log)
 from .layout import Layout, detect_layout
 
 
@@ -200,7 +200,21 @@ class ProductReader:
 
     def _verify_checksums(self) -> None:
         """CHECKSUM / DATASUM of every HDU that has them: refused on failure unless ``ignore_checksum``."""
-        present, failed = checksum_failures(self._fits)
+        present, failed = False, []
+        for i in range(len(self._fits)):
+            try:
+                check = verify_checksums(self._fits[i])
+            except Exception as exc:                     # a damaged CHECKSUM/DATASUM card
+                present = True
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has CHECKSUM/DATASUM cards that cannot be checked "
+                              f"({cfitsio_reason(exc)})")
+                continue
+            present = present or check.present
+            if check.datasum is False:
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has a DATASUM that does not match its data")
+            elif check.checksum is False:
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has a CHECKSUM that does not match its header "
+                              f"and data")
         self.checksum_state = "FAILED" if failed else "VALID" if present else "ABSENT"
         if failed:
             more = f" (and {len(failed) - 1} more HDU(s))" if len(failed) > 1 else ""
@@ -209,6 +223,9 @@ class ProductReader:
                                    f"the file is corrupt (--ignore-checksum processes it anyway)")
             self.warn("%s fails its FITS checksum: %s%s; processed anyway (ignore_checksum), the output "
                       "says %s = 'FAILED'", self.path, failed[0], more, KW_INPUT_CHECKSUM)
+
+    def _hdu_name(self, index: int) -> str:
+        return (self._fits[index].get_extname() or "").strip() or ("primary" if index == 0 else "no EXTNAME")
 
     # -- opening
     def _open(self) -> None:
