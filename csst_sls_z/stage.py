@@ -426,8 +426,8 @@ class ChunkMeasurement:
 def output_name(path) -> str:
     """Directory mode: ``<stem>_slsz.fits``, the stem being the whole file name less its FITS and
     compression suffixes (``sky.north.fits.gz`` -> ``sky.north_slsz.fits``), so distinct names stay distinct."""
-    from .products import _stem_of
-    return f"{_stem_of(Path(path))}_slsz.fits"
+    from .products.fitsutil import stem_of
+    return f"{stem_of(Path(path))}_slsz.fits"
 
 
 def output_paths(inputs, output: Path, unique: bool = True):

@@ -15,14 +15,15 @@ from :mod:`csst_sls_z.datamodel`. The package:
     like these, and one line in :func:`layout.registered`.
 ``reader.py``
     :class:`ProductReader` (:func:`open_product`): opens the file once, detects the layout,
-    joins the bands by OBJID and reads the spectra chunk by chunk.
+    joins the bands by OBJID and reads the spectra chunk by chunk; layouts and the writer
+    use only its public methods (``hdu``, ``read_stored_column``, ``memmap``, ``fileno``, ``warn``, ...).
 ``writer.py``
     :func:`write_redshift_product`: the output product, written durably
     (:mod:`csst_sls_z.durable`).
 """
 from __future__ import annotations
 
-from .fitsutil import ProductError, _stem_of, stable_objid  # noqa: F401  (_stem_of: stage.output_name)
+from .fitsutil import ProductError, stable_objid
 from .layout import Layout, detect_layout, registered
 from .layout_a import LAYOUT_A, LayoutA
 from .layout_b import LAYOUT_B, LayoutB

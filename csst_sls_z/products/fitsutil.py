@@ -1,10 +1,11 @@
 """FITS plumbing of the input reader: column descriptions, units, scaled integers, checksums.
 
 Everything here works on one open file and knows no layout: it parses a binary table's
-TFORMs (:func:`_parse_columns`), converts TUNITs with astropy.units, applies TSCAL/TZERO/TNULL
+TFORMs (:func:`parse_columns`), converts TUNITs with astropy.units, applies TSCAL/TZERO/TNULL
 to the stored bytes (fitsio gets scaled integer columns wrong, docs/robustness.md), checks
-CHECKSUM/DATASUM, and words cfitsio's and the OS's errors as one sentence. The layouts
-(``layout_a.py``, ``layout_b.py``) and the reader are built on it.
+CHECKSUM/DATASUM (:func:`verify_checksums`, the one check of the package, for the input, the
+outputs and the reference files), and words cfitsio's and the OS's errors as one sentence. The
+layouts (``layout_a.py``, ``layout_b.py``), the reader and the writer are built on it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import fitsio
 import numpy as np
 
 from ..datamodel import COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE, FLUX_UNIT, SPEC_VECTOR_COLUMNS, WAVE_UNIT
@@ -24,13 +26,13 @@ from ..datamodel import COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE,
 log = logging.getLogger(__package__)     # "csst_sls_z.products", for every module of the package
 
 # FITS TFORM letters numpy can hold as real numbers, and their sizes in bytes.
-_NUMERIC_LETTERS = {"B": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8}
-_INTEGER_LETTERS = "BIJK"
+NUMERIC_LETTERS = {"B": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8}
+INTEGER_LETTERS = "BIJK"
 # Bytes per element of every TFORM letter (P/Q are descriptors), to locate columns in a row.
 _LETTER_BYTES = {"L": 1, "B": 1, "A": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8,
                  "C": 8, "M": 16, "P": 8, "Q": 16}
 _TFORM_RE = re.compile(r"^\s*(\d*)\s*([LXBIJKAEDCMPQ])\s*([LXBIJKAEDCM]?)\s*(\(\s*\d*\s*\))?\s*$")
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _FITS_SUFFIXES = (".fits", ".fit", ".fts")
 _COMPRESSION_SUFFIXES = (".gz", ".fz", ".bz2", ".z")
 
@@ -40,11 +42,11 @@ class ProductError(Exception):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _cfitsio_reason(exc: BaseException) -> str:
+def cfitsio_reason(exc: BaseException) -> str:
     """The first useful line of a (multi-line) cfitsio error message."""
     for line in str(exc).splitlines():
         line = re.sub(r"^FITSIO status = \d+:\s*", "", line).strip()
@@ -53,7 +55,7 @@ def _cfitsio_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _stem_of(path: Path) -> str:
+def stem_of(path: Path) -> str:
     """The file name without compression and FITS suffixes (``123.fits.gz`` -> ``123``)."""
     name = path.name
     for suffixes in (_COMPRESSION_SUFFIXES, _FITS_SUFFIXES):
@@ -77,7 +79,7 @@ def stable_objid(text: str) -> int:
 
 
 @dataclass
-class _ColSpec:
+class ColSpec:
     """What the header says about one column of a binary table."""
     name: str            # as spelled in the file
     tform: str
@@ -95,23 +97,23 @@ class _ColSpec:
         """True when cfitsio/fitsio would hand back raw or wrongly scaled numbers: this reader
         then reads the raw values itself and applies TSCAL/TZERO/TNULL (docs/robustness.md).
         fitsio gets the unsigned-integer conventions (TSCAL 1, TZERO 2**15, 2**31, 2**63, -128) right."""
-        if self.letter not in _NUMERIC_LETTERS:
+        if self.letter not in NUMERIC_LETTERS:
             return False
-        if self.tnull is not None and self.letter in _INTEGER_LETTERS:
+        if self.tnull is not None and self.letter in INTEGER_LETTERS:
             return True
         if (self.tscal, self.tzero) == (1.0, 0.0):
             return False
         return not (self.tscal == 1.0 and self.tzero == _UNSIGNED_ZERO.get(self.letter))
 
 
-def _parse_columns(hdr) -> tuple[dict[str, _ColSpec], int | None]:
+def parse_columns(hdr) -> tuple[dict[str, ColSpec], int | None]:
     """Columns of a binary table keyed by upper-case name, and the row width NAXIS1.
 
     Byte offsets are computed from the TFORMs; when they do not add up to NAXIS1 the
     offsets are set to None (then the open-time descriptor check is skipped).
     """
     ncol = int(hdr.get("TFIELDS", 0) or 0)
-    cols: dict[str, _ColSpec] = {}
+    cols: dict[str, ColSpec] = {}
     offset = 0
     offsets_ok = True
     for i in range(1, ncol + 1):
@@ -119,23 +121,23 @@ def _parse_columns(hdr) -> tuple[dict[str, _ColSpec], int | None]:
         tform = str(hdr.get(f"TFORM{i}", "")).strip().upper()
         m = _TFORM_RE.match(tform)
         if m is None:
-            spec = _ColSpec(name, tform, "?", "", 0, None)
+            spec = ColSpec(name, tform, "?", "", 0, None)
             offsets_ok = False
         else:
             rep = int(m.group(1)) if m.group(1) else 1
             code = m.group(2)
             if code in "PQ":
-                spec = _ColSpec(name, tform, m.group(3) or "?", code, 1, offset)
+                spec = ColSpec(name, tform, m.group(3) or "?", code, 1, offset)
                 nbytes = _LETTER_BYTES[code] * max(rep, 1)
             else:
-                spec = _ColSpec(name, tform, code, "", rep, offset)
+                spec = ColSpec(name, tform, code, "", rep, offset)
                 nbytes = (rep + 7) // 8 if code == "X" else _LETTER_BYTES[code] * rep
             offset += nbytes
-        unit = _hdr_get(hdr, f"TUNIT{i}", None)
+        unit = hdr_get(hdr, f"TUNIT{i}", None)
         spec.unit = str(unit).strip() or None if unit is not None else None
-        spec.tscal = _hdr_get(hdr, f"TSCAL{i}", 1.0)
-        spec.tzero = _hdr_get(hdr, f"TZERO{i}", 0.0)
-        spec.tnull = _hdr_get(hdr, f"TNULL{i}", None)
+        spec.tscal = hdr_get(hdr, f"TSCAL{i}", 1.0)
+        spec.tzero = hdr_get(hdr, f"TZERO{i}", 0.0)
+        spec.tnull = hdr_get(hdr, f"TNULL{i}", None)
         cols.setdefault(name.upper(), spec)   # a repeated name: the first one wins, as in cfitsio
     naxis1 = hdr.get("NAXIS1")
     if not offsets_ok or naxis1 is None or int(naxis1) != offset:
@@ -144,7 +146,7 @@ def _parse_columns(hdr) -> tuple[dict[str, _ColSpec], int | None]:
     return cols, (int(naxis1) if naxis1 is not None else None)
 
 
-def _hdr_get(hdr, key, default=None):
+def hdr_get(hdr, key, default=None):
     try:
         value = hdr.get(key, default)
     except Exception:  # fitsio raises on odd keys; treat as absent
@@ -152,7 +154,7 @@ def _hdr_get(hdr, key, default=None):
     return default if value is None else value
 
 
-def _as_float(value) -> float:
+def as_float(value) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -167,7 +169,7 @@ _REPORTED_BY_THE_READER = ("Unexpected extra padding at the end of the file",)
 _WARNED: set = set()       # (file identity, message): what was already logged in this process
 
 
-def _warn_once(identity, msg: str, *args) -> None:
+def warn_once(identity, msg: str, *args) -> None:
     """log.warning, once per file and message (the command's quick checks open an input too)."""
     text = msg % args if args else msg
     key = (identity, text)
@@ -180,7 +182,7 @@ def _warn_once(identity, msg: str, *args) -> None:
 
 
 @contextlib.contextmanager
-def _warnings_to_log(path, identity=None):
+def warnings_to_log(path, identity=None):
     """Warnings of astropy, fitsio and numpy about one file go to the log, once each, not raw to stderr."""
     from astropy.units import UnitsWarning
     with warnings.catch_warnings(record=True) as caught:
@@ -191,12 +193,12 @@ def _warnings_to_log(path, identity=None):
             yield
         finally:
             for w in caught:
-                text = _one_line(w.message)
+                text = one_line(w.message)
                 if not text.startswith(_REPORTED_BY_THE_READER):
-                    _warn_once(identity or str(path), "%s: %s: %s", path, w.category.__name__, text)
+                    warn_once(identity or str(path), "%s: %s: %s", path, w.category.__name__, text)
 
 
-def _os_reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
     """The operating system's wording of an OSError, once (astropy re-raises ENOSPC with its own prefix)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -250,7 +252,7 @@ def _unit_factor(path, where: str, cname: str, text: str) -> float:
     return factor
 
 
-def _unit_factors(path, where: str, cols: dict) -> tuple[dict, list]:
+def unit_factors(path, where: str, cols: dict) -> tuple[dict, list]:
     """Factors to the internal units for WAVELENGTH, FLUX, ERR, and the columns without a TUNIT.
 
     A column without TUNIT is taken to be in the documented unit (docs/products.md). FLUX and
@@ -272,20 +274,20 @@ def _unit_factors(path, where: str, cols: dict) -> tuple[dict, list]:
     return factors, assumed
 
 
-def _check_scaling(path, where: str, spec: _ColSpec) -> None:
+def check_scaling(path, where: str, spec: ColSpec) -> None:
     for key, value in (("TSCAL", spec.tscal), ("TZERO", spec.tzero)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
                 or (key == "TSCAL" and value == 0):
             raise ProductError(f"input product {path} has column {spec.name} in {where} with {key} = {value!r}, "
                                f"which is not a usable number")
-    if spec.tnull is not None and spec.letter in _INTEGER_LETTERS and \
+    if spec.tnull is not None and spec.letter in INTEGER_LETTERS and \
             (isinstance(spec.tnull, bool) or not isinstance(spec.tnull, (int, np.integer))):
         raise ProductError(f"input product {path} has column {spec.name} in {where} with TNULL = "
                            f"{spec.tnull!r}, which is not an integer")
     spec.tscal, spec.tzero = float(spec.tscal), float(spec.tzero)
 
 
-def _to_internal(values: np.ndarray, factor: float) -> np.ndarray:
+def to_internal(values: np.ndarray, factor: float) -> np.ndarray:
     """float64 values in the column's unit -> the internal unit (in place; overflow gives inf, a bad pixel)."""
     if factor != 1.0:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
@@ -296,10 +298,10 @@ def _to_internal(values: np.ndarray, factor: float) -> np.ndarray:
 SPEC_REQUIRED_AND_POSITION = (COL_OBJID, COL_RA, COL_DEC) + SPEC_VECTOR_COLUMNS
 
 
-def _physical(raw: np.ndarray, spec: _ColSpec) -> np.ndarray:
+def _physical(raw: np.ndarray, spec: ColSpec) -> np.ndarray:
     """Raw stored numbers -> float64 values: TNULL -> NaN, then value * TSCAL + TZERO."""
     out = raw.astype(np.float64)
-    null = (raw == spec.tnull) if spec.tnull is not None and spec.letter in _INTEGER_LETTERS else None
+    null = (raw == spec.tnull) if spec.tnull is not None and spec.letter in INTEGER_LETTERS else None
     if (spec.tscal, spec.tzero) != (1.0, 0.0):
         with np.errstate(over="ignore", invalid="ignore"):
             out *= spec.tscal
@@ -317,15 +319,15 @@ def table_info(fits_file, fh, hdu_index: int) -> dict:
     hdu = fits_file[hdu_index]
     hdr = hdu.read_header()
     off = hdu.get_offsets()
-    naxis1, nrows = int(_hdr_get(hdr, "NAXIS1", 0)), int(_hdr_get(hdr, "NAXIS2", 0))
+    naxis1, nrows = int(hdr_get(hdr, "NAXIS1", 0)), int(hdr_get(hdr, "NAXIS2", 0))
     main = naxis1 * nrows
     size = os.fstat(fh.fileno()).st_size
     return {"start": int(off["data_start"]), "naxis1": naxis1, "nrows": nrows,
-            "theap": int(_hdr_get(hdr, "THEAP", main)), "heap_end": main + int(_hdr_get(hdr, "PCOUNT", 0)),
+            "theap": int(hdr_get(hdr, "THEAP", main)), "heap_end": main + int(hdr_get(hdr, "PCOUNT", 0)),
             "length": min(int(off["data_end"]), size) - int(off["data_start"])}
 
 
-def read_raw(path, fh, compressed: bool, info: dict, spec: _ColSpec, rows: np.ndarray, where: str,
+def read_raw(path, fh, compressed: bool, info: dict, spec: ColSpec, rows: np.ndarray, where: str,
              raw: bool = False):
     """The stored numbers of one column for ``rows`` (sorted), read from the file's bytes.
 
@@ -372,28 +374,33 @@ def read_raw(path, fh, compressed: bool, info: dict, spec: _ColSpec, rows: np.nd
 
 
 # ---------------------------------------------------------------------------- checksums
-def checksum_failures(fits_file) -> tuple[bool, list[str]]:
-    """CHECKSUM / DATASUM of every HDU that has them (cfitsio computes them).
+@dataclass(frozen=True)
+class ChecksumCheck:
+    """Whether one HDU's DATASUM and CHECKSUM cards hold: True, False, or None (no card, or not checked)."""
+    datasum: bool | None
+    checksum: bool | None
 
-    Returns (whether any HDU has them, one phrase per HDU whose sums fail or cannot be checked).
+    @property
+    def present(self) -> bool:
+        """A DATASUM or CHECKSUM card was found and checked."""
+        return self.datasum is not None or self.checksum is not None
+
+
+def verify_checksums(hdu, datasum: bool = True) -> ChecksumCheck:
+    """Check the DATASUM and CHECKSUM cards of one HDU against its header and data.
+
+    ``hdu`` is a fitsio HDU (cfitsio checks both cards in one pass) or an astropy HDU
+    (astropy sums it: ``datasum=False`` leaves DATASUM unchecked, which saves a pass over
+    the data since a CHECKSUM that holds covers the data too, and a DATASUM that fails
+    leaves CHECKSUM unchecked). A card the HDU lacks is None. Raises what the library
+    raises for a card or data it cannot read; the caller words it.
     """
-    present, failed = False, []
-    for i in range(len(fits_file)):
-        hdu = fits_file[i]
-        hdr = hdu.read_header()
-        has_data, has_hdu = "DATASUM" in hdr, "CHECKSUM" in hdr
-        if not (has_data or has_hdu):
-            continue
-        present = True
-        name = (hdu.get_extname() or "").strip() or ("primary" if i == 0 else "no EXTNAME")
-        try:
-            res = hdu._FITS.verify_checksum(i + 1)  # {'dataok', 'hduok'}: 1 ok, 0 missing, -1 wrong
-        except Exception as exc:                     # a damaged CHECKSUM/DATASUM card
-            failed.append(f"HDU {i} ({name}) has CHECKSUM/DATASUM cards that cannot be checked "
-                          f"({_cfitsio_reason(exc)})")
-            continue
-        if has_data and res["dataok"] != 1:
-            failed.append(f"HDU {i} ({name}) has a DATASUM that does not match its data")
-        elif has_hdu and res["hduok"] != 1:
-            failed.append(f"HDU {i} ({name}) has a CHECKSUM that does not match its header and data")
-    return present, failed
+    if isinstance(hdu, fitsio.hdu.base.HDUBase):
+        # fitsio's public HDU.verify_checksum() only passes or raises, and stops at a missing DATASUM;
+        # this is cfitsio's answer per card: 1 holds, -1 does not, 0 no card.
+        res = hdu._FITS.verify_checksum(hdu.get_extnum() + 1)
+        return ChecksumCheck(*({1: True, -1: False}.get(res[key]) for key in ("dataok", "hduok")))
+    has_data, has_hdu = "DATASUM" in hdu.header, "CHECKSUM" in hdu.header
+    data_ok = hdu.verify_datasum() == 1 if datasum and has_data else None
+    hdu_ok = hdu.verify_checksum() == 1 if has_hdu and data_ok is not False else None
+    return ChecksumCheck(data_ok, hdu_ok)

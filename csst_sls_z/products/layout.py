@@ -22,9 +22,12 @@ class Layout:
 
     Subclasses set ``name`` (what ``ProductReader.layout`` says, e.g. 'A') and ``wanted``
     (what a file of the layout has, for the message when a file has no layout), and
-    implement :meth:`detect` and :meth:`read`. They use the reader's open file
-    (``reader._fits``, ``reader._fh``, ``reader._read_raw``) and report through it
-    (``reader._warn``, ``reader._note_assumed_units``).
+    implement :meth:`detect` and :meth:`read`. They read the open file only through the
+    reader's public interface (``reader.py``, :class:`ProductReader`): ``reader.hdu(i)`` (a
+    fitsio HDU), ``reader.read_stored_column(...)`` (a scaled column from the file's bytes),
+    ``reader.memmap(offset, shape)`` and ``reader.compressed`` (whether the bytes can be
+    mapped), ``reader.path`` and ``reader.identity``; and report through
+    ``reader.warn(...)`` and ``reader.note_assumed_units(...)``.
 
     Attributes: ``band`` ('GV' or 'GI'), ``label`` (how messages name where the band is,
     e.g. 'table SPEC_GV'), ``ids`` (int64 OBJID per row), ``ra``/``dec`` (float64 per row,

@@ -9,9 +9,8 @@ import numpy as np
 
 from ..datamodel import (BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_OBJID, COL_RA, COL_WAVE, EXT_SPEC,
                          SPEC_VECTOR_COLUMNS)
-from .fitsutil import (_INTEGER_LETTERS, _NUMERIC_LETTERS, SPEC_REQUIRED_AND_POSITION, ProductError, _cfitsio_reason,
-                       _check_scaling, _ColSpec, _hdr_get, _parse_columns, _to_internal, _unit_factors,
-                       _warnings_to_log)
+from .fitsutil import (INTEGER_LETTERS, NUMERIC_LETTERS, SPEC_REQUIRED_AND_POSITION, ColSpec, ProductError,
+                       cfitsio_reason, check_scaling, hdr_get, parse_columns, to_internal, unit_factors, warnings_to_log)
 from .layout import Layout
 
 LAYOUT_A = "A"
@@ -40,7 +39,7 @@ class LayoutA(Layout):
                 if _kind_of(hdus, found[0]) != "BINARY_TBL":
                     raise ProductError(f"input product {reader.path} has {EXT_SPEC[band]} that is not a binary table")
                 if len(found) > 1:
-                    reader._warn("%s has %d %s extensions; reading the first", reader.path, len(found),
+                    reader.warn("%s has %d %s extensions; reading the first", reader.path, len(found),
                                  EXT_SPEC[band])
                 found_tables[band] = found[0]
         return {band: cls(reader, idx, band, EXT_SPEC[band]) for band, idx in found_tables.items()}
@@ -51,24 +50,24 @@ class LayoutA(Layout):
         self.band = band
         self.label = f"table {extname}"
         path = reader.path
-        hdu = reader._fits[hdu_index]
+        hdu = reader.hdu(hdu_index)
         hdr = hdu.read_header()
         self.nrows = int(hdu.get_nrows())
-        self.cols, self.naxis1 = _parse_columns(hdr)
+        self.cols, self.naxis1 = parse_columns(hdr)
         self.hdr = hdr
         missing = [c for c in (COL_OBJID,) + SPEC_VECTOR_COLUMNS if c not in self.cols]
         if missing:
             raise ProductError(f"input product {path} has no {' or '.join(missing)} column in {self.label}")
         for cname in SPEC_VECTOR_COLUMNS:
             spec = self.cols[cname]
-            if spec.letter not in _NUMERIC_LETTERS:
+            if spec.letter not in NUMERIC_LETTERS:
                 raise ProductError(f"input product {path} has column {cname} of type {spec.tform!r} in "
                                    f"{self.label}, which cannot be read as real numbers")
         for spec in self.cols.values():
-            if spec.name.upper() in SPEC_REQUIRED_AND_POSITION and spec.letter in _NUMERIC_LETTERS:
-                _check_scaling(path, self.label, spec)
-        self.factors, assumed = _unit_factors(path, self.label, self.cols)
-        reader._note_assumed_units(self.label, assumed)
+            if spec.name.upper() in SPEC_REQUIRED_AND_POSITION and spec.letter in NUMERIC_LETTERS:
+                check_scaling(path, self.label, spec)
+        self.factors, assumed = unit_factors(path, self.label, self.cols)
+        reader.note_assumed_units(self.label, assumed)
         self.vec = [self.cols[c] for c in SPEC_VECTOR_COLUMNS]
         self.ids = self._read_objid()
         self.ra = self._read_optional_float(COL_RA)
@@ -76,27 +75,27 @@ class LayoutA(Layout):
         self.lengths = self._row_lengths()
 
     # -- open-time reads
-    def _read_column(self, spec: _ColSpec) -> np.ndarray:
+    def _read_column(self, spec: ColSpec) -> np.ndarray:
         if self.nrows == 0:
             return np.zeros(0)
         if spec.scaled:
             if spec.name.upper() == COL_OBJID:
                 return self._scaled_objid(spec)
-            return self.reader._read_raw(self.hdu_index, spec, np.arange(self.nrows), self.label).reshape(-1)
+            return self.reader.read_stored_column(self.hdu_index, spec, np.arange(self.nrows), self.label).reshape(-1)
         try:
-            return self.reader._fits[self.hdu_index].read_column(spec.name)
+            return self.reader.hdu(self.hdu_index).read_column(spec.name)
         except Exception as exc:
             raise ProductError(f"input product {self.reader.path} could not be read: column {spec.name} of "
-                               f"{self.label} failed ({_cfitsio_reason(exc)})") from None
+                               f"{self.label} failed ({cfitsio_reason(exc)})") from None
 
-    def _scaled_objid(self, spec: _ColSpec) -> np.ndarray:
+    def _scaled_objid(self, spec: ColSpec) -> np.ndarray:
         """OBJID with TZERO (TSCAL 1): added in integers, so 64-bit ids stay exact; TNULL is ignored."""
         if spec.tscal != 1.0 or spec.tzero != round(spec.tzero) or spec.repeat != 1 or spec.var \
-                or spec.letter not in _INTEGER_LETTERS:
+                or spec.letter not in INTEGER_LETTERS:
             raise ProductError(f"input product {self.reader.path} has column {COL_OBJID} in {self.label} scaled "
                                f"by TSCAL = {spec.tscal!r}, TZERO = {spec.tzero!r}, which cannot be integer ids")
-        raw_spec = _ColSpec(spec.name, spec.tform, spec.letter, "", 1, spec.offset)
-        raw = self.reader._read_raw(self.hdu_index, raw_spec, np.arange(self.nrows), self.label, raw=True)
+        raw_spec = ColSpec(spec.name, spec.tform, spec.letter, "", 1, spec.offset)
+        raw = self.reader.read_stored_column(self.hdu_index, raw_spec, np.arange(self.nrows), self.label, raw=True)
         values = [int(x) + int(spec.tzero) for x in raw.reshape(-1)]
         if values and not (-(2 ** 63) <= min(values) and max(values) < 2 ** 63):
             raise ProductError(f"input product {self.reader.path} has values in column {COL_OBJID} of "
@@ -110,7 +109,7 @@ class LayoutA(Layout):
                            f"{self.label}, which cannot be read as integer ids")
         if spec.var or (spec.letter != "A" and spec.repeat != 1):
             raise bad
-        if spec.letter not in _NUMERIC_LETTERS and spec.letter != "A":
+        if spec.letter not in NUMERIC_LETTERS and spec.letter != "A":
             raise bad
         raw = np.asarray(self._read_column(spec))
         if self.nrows == 0:
@@ -139,7 +138,7 @@ class LayoutA(Layout):
         spec = self.cols.get(name)
         if spec is None:
             return None
-        if spec.var or spec.repeat != 1 or spec.letter not in _NUMERIC_LETTERS:
+        if spec.var or spec.repeat != 1 or spec.letter not in NUMERIC_LETTERS:
             raise ProductError(f"input product {self.reader.path} has column {name} of type {spec.tform!r} "
                                f"in {self.label}, which cannot be read as one number per row")
         return np.asarray(self._read_column(spec), dtype=np.float64).reshape(self.nrows)
@@ -163,16 +162,15 @@ class LayoutA(Layout):
         self._check_lengths(lengths, np.arange(self.nrows))
         return lengths[0]
 
-    def _descriptor_counts(self, spec: _ColSpec) -> np.ndarray | None:
+    def _descriptor_counts(self, spec: ColSpec) -> np.ndarray | None:
         reader = self.reader
-        if reader._compressed or spec.offset is None or self.naxis1 is None:
+        if reader.compressed or spec.offset is None or self.naxis1 is None:
             return None
         if self.nrows == 0:
             return np.zeros(0, dtype=np.int64)
-        info = reader._fits[self.hdu_index].get_offsets()
+        info = reader.hdu(self.hdu_index).get_offsets()
         width = 8 if spec.var == "P" else 16
-        mm = np.memmap(reader._fh, dtype=np.uint8, mode="r", offset=info["data_start"],
-                       shape=(self.nrows, self.naxis1))
+        mm = reader.memmap(info["data_start"], (self.nrows, self.naxis1))
         try:
             raw = np.ascontiguousarray(mm[:, spec.offset:spec.offset + width])
         finally:
@@ -181,9 +179,9 @@ class LayoutA(Layout):
         counts, heap_off = desc[:, 0], desc[:, 1]
         # A descriptor pointing outside the heap means a corrupt file; say so now, not mid-run.
         nbytes_main = self.naxis1 * self.nrows
-        theap = int(_hdr_get(self.hdr, "THEAP", nbytes_main))
-        heap_size = int(_hdr_get(self.hdr, "PCOUNT", 0)) - (theap - nbytes_main)
-        end = heap_off + counts * _NUMERIC_LETTERS[spec.letter]
+        theap = int(hdr_get(self.hdr, "THEAP", nbytes_main))
+        heap_size = int(hdr_get(self.hdr, "PCOUNT", 0)) - (theap - nbytes_main)
+        end = heap_off + counts * NUMERIC_LETTERS[spec.letter]
         bad = np.flatnonzero((counts < 0) | (heap_off < 0) | (end > heap_size))
         if bad.size:
             raise ProductError(f"input product {reader.path} is corrupt: column {spec.name} of "
@@ -213,16 +211,15 @@ class LayoutA(Layout):
         data = None
         if plain:
             try:
-                with _warnings_to_log(self.reader.path, self.reader._identity):
-                    data = self.reader._fits[self.hdu_index].read(rows=sorted_rows, columns=plain,
-                                                                  vstorage="object")
+                with warnings_to_log(self.reader.path, self.reader.identity):
+                    data = self.reader.hdu(self.hdu_index).read(rows=sorted_rows, columns=plain, vstorage="object")
             except Exception as exc:
                 raise ProductError(f"input product {self.reader.path} could not be read: spectra of "
-                                   f"{self.label} failed ({_cfitsio_reason(exc)})") from None
+                                   f"{self.label} failed ({cfitsio_reason(exc)})") from None
         columns, lengths = [], []
         for spec, cname in zip(self.vec, SPEC_VECTOR_COLUMNS):
             if spec.scaled:
-                col = self.reader._read_raw(self.hdu_index, spec, sorted_rows, self.label)
+                col = self.reader.read_stored_column(self.hdu_index, spec, sorted_rows, self.label)
             else:
                 col = data[spec.name]
             if spec.var:
@@ -233,6 +230,6 @@ class LayoutA(Layout):
                 arr = np.asarray(col).reshape(len(sorted_rows), -1)[order]
                 lengths.append(np.full(len(rows), arr.shape[1], dtype=np.int64))
                 values = arr.astype(np.float64).reshape(-1)
-            columns.append(_to_internal(values, self.factors[cname]))
+            columns.append(to_internal(values, self.factors[cname]))
         self._check_lengths(lengths, rows)
         return lengths[0], tuple(columns)

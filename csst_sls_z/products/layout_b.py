@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..datamodel import BANDS_USED, COL_DEC, COL_ERR, COL_FLUX, COL_RA, COL_WAVE, KEY_BAND, KEY_OBJID, SPEC_VECTOR_COLUMNS
-from .fitsutil import (_NUMERIC_LETTERS, ProductError, _as_float, _cfitsio_reason, _check_scaling, _hdr_get,
-                       _parse_columns, _stem_of, _to_internal, _unit_factors, _warnings_to_log, stable_objid)
+from .fitsutil import (NUMERIC_LETTERS, ProductError, as_float, cfitsio_reason, check_scaling, hdr_get, parse_columns,
+                       stable_objid, stem_of, to_internal, unit_factors, warnings_to_log)
 from .layout import Layout
 
 LAYOUT_B = "B"
@@ -35,43 +35,43 @@ class LayoutB(Layout):
     def _entries(reader, hdus) -> dict[str, list[dict]]:
         """Per band, one entry per object HDU: its index, columns, rows, OBJID, RA, DEC, unit factors."""
         entries: dict[str, list[dict]] = {b: [] for b in BANDS_USED}
-        primary = reader._fits[0].read_header()
-        stem = _stem_of(reader.path)
+        primary = reader.hdu(0).read_header()
+        stem = stem_of(reader.path)
         for i, kind, _name in hdus:
             if i == 0 or kind != "BINARY_TBL":
                 continue
-            hdr = reader._fits[i].read_header()
-            band = str(_hdr_get(hdr, KEY_BAND, "")).strip().upper()
+            hdr = reader.hdu(i).read_header()
+            band = str(hdr_get(hdr, KEY_BAND, "")).strip().upper()
             if band not in BANDS_USED:
                 continue   # GU, or not a spectrum
-            cols, _ = _parse_columns(hdr)
+            cols, _ = parse_columns(hdr)
             missing = [c for c in SPEC_VECTOR_COLUMNS if c not in cols]
             if missing:
                 raise ProductError(f"input product {reader.path} has no {' or '.join(missing)} column in "
                                    f"HDU {i} ({KEY_BAND}={band})")
             for cname in SPEC_VECTOR_COLUMNS:
-                if cols[cname].letter not in _NUMERIC_LETTERS:
+                if cols[cname].letter not in NUMERIC_LETTERS:
                     raise ProductError(f"input product {reader.path} has column {cname} of type "
                                        f"{cols[cname].tform!r} in HDU {i}, which cannot be read as real numbers")
-                _check_scaling(reader.path, f"HDU {i}", cols[cname])
-            factors, assumed = _unit_factors(reader.path, f"HDU {i} ({KEY_BAND}={band})", cols)
-            reader._note_assumed_units(f"HDU {i}", assumed)
-            nrows = int(reader._fits[i].get_nrows())
+                check_scaling(reader.path, f"HDU {i}", cols[cname])
+            factors, assumed = unit_factors(reader.path, f"HDU {i} ({KEY_BAND}={band})", cols)
+            reader.note_assumed_units(f"HDU {i}", assumed)
+            nrows = int(reader.hdu(i).get_nrows())
             if not any(cols[c].var for c in SPEC_VECTOR_COLUMNS):
                 n = [nrows * cols[c].repeat for c in SPEC_VECTOR_COLUMNS]
                 if len(set(n)) > 1:
                     raise ProductError(f"input product {reader.path} has {COL_WAVE}, {COL_FLUX} and {COL_ERR} of "
                                        f"different lengths ({n[0]}, {n[1]}, {n[2]}) in HDU {i}")
-            raw_id = _hdr_get(hdr, KEY_OBJID, _hdr_get(primary, KEY_OBJID, None))
+            raw_id = hdr_get(hdr, KEY_OBJID, hdr_get(primary, KEY_OBJID, None))
             if raw_id is None:
                 objid = stable_objid(stem)
             else:
                 objid = stable_objid(raw_id)
                 if str(objid) != str(raw_id).strip():
-                    reader._warn("%s HDU %d: %s=%r is not an integer; using %d", reader.path, i, KEY_OBJID,
+                    reader.warn("%s HDU %d: %s=%r is not an integer; using %d", reader.path, i, KEY_OBJID,
                                  raw_id, objid)
-            ra = _as_float(_hdr_get(hdr, COL_RA, _hdr_get(primary, COL_RA, np.nan)))
-            dec = _as_float(_hdr_get(hdr, COL_DEC, _hdr_get(primary, COL_DEC, np.nan)))
+            ra = as_float(hdr_get(hdr, COL_RA, hdr_get(primary, COL_RA, np.nan)))
+            dec = as_float(hdr_get(hdr, COL_DEC, hdr_get(primary, COL_DEC, np.nan)))
             entries[band].append({"hdu": i, "cols": cols, "nrows": nrows, "objid": objid, "ra": ra, "dec": dec,
                                   "factors": factors})
         return entries
@@ -89,22 +89,22 @@ class LayoutB(Layout):
         waves, fluxes, errs, lengths = [], [], [], []
         for row in rows:
             entry = self.entries[int(row)]
-            hdu = self.reader._fits[entry["hdu"]]
+            hdu = self.reader.hdu(entry["hdu"])
             specs = [entry["cols"][c] for c in SPEC_VECTOR_COLUMNS]
             plain = [s.name for s in specs if not s.scaled]
             try:
-                with _warnings_to_log(self.reader.path, self.reader._identity):
+                with warnings_to_log(self.reader.path, self.reader.identity):
                     data = hdu.read(columns=plain, vstorage="object") if entry["nrows"] and plain else None
             except Exception as exc:
                 raise ProductError(f"input product {self.reader.path} could not be read: HDU "
-                                   f"{entry['hdu']} failed ({_cfitsio_reason(exc)})") from None
+                                   f"{entry['hdu']} failed ({cfitsio_reason(exc)})") from None
             cols = []
             for spec, cname in zip(specs, SPEC_VECTOR_COLUMNS):
                 if not entry["nrows"]:
                     cols.append(np.zeros(0))
                     continue
                 if spec.scaled:
-                    col = self.reader._read_raw(entry["hdu"], spec, np.arange(entry["nrows"]),
+                    col = self.reader.read_stored_column(entry["hdu"], spec, np.arange(entry["nrows"]),
                                                 f"HDU {entry['hdu']}")
                 else:
                     col = data[spec.name]
@@ -113,7 +113,7 @@ class LayoutB(Layout):
                     values = np.concatenate(parts) if parts else np.zeros(0)
                 else:
                     values = np.array(col, dtype=np.float64).ravel()
-                cols.append(_to_internal(values, entry["factors"][cname]))
+                cols.append(to_internal(values, entry["factors"][cname]))
             if not (len(cols[0]) == len(cols[1]) == len(cols[2])):
                 raise ProductError(
                     f"input product {self.reader.path} has {COL_WAVE}, {COL_FLUX} and {COL_ERR} of different "

@@ -27,8 +27,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from ..datamodel import BANDS_USED, COL_ERR, COL_FLUX, COL_WAVE, FLUX_UNIT, KW_INPUT_CHECKSUM, KW_UNITS_ASSUMED, WAVE_UNIT
-from .fitsutil import (_GZIP_MAGIC, ProductError, _cfitsio_reason, _ColSpec, _one_line, _warn_once, _warnings_to_log,
-                       checksum_failures, log, read_raw, table_info)
+from .fitsutil import (GZIP_MAGIC, ColSpec, ProductError, cfitsio_reason, log, one_line, read_raw, table_info,
+                       verify_checksums, warn_once, warnings_to_log)
 from .layout import Layout, detect_layout
 
 
@@ -70,6 +70,10 @@ class ProductReader:
     even if another file is renamed over the path meanwhile; :meth:`unchanged` tells
     whether it was modified in place since it was opened. A file whose CHECKSUM or
     DATASUM fails is refused unless ``ignore_checksum``.
+
+    What layouts (``layout.py``) and the writer use of the opened file: :meth:`hdu`,
+    :meth:`read_stored_column`, :meth:`memmap`, :meth:`fileno`, ``compressed``,
+    ``identity``, and to report, :meth:`warn` and :meth:`note_assumed_units`.
     """
 
     def __init__(self, path: os.PathLike | str, ignore_checksum: bool = False):
@@ -94,39 +98,67 @@ class ProductReader:
         except OSError as exc:
             self.close()
             raise ProductError(f"input product {self.path} cannot be read ({exc.strerror or exc})") from None
-        self._compressed = magic[:2] == _GZIP_MAGIC
-        if not self._compressed and not magic.startswith(b"SIMPLE  ="):
+        self.compressed = magic[:2] == GZIP_MAGIC
+        if not self.compressed and not magic.startswith(b"SIMPLE  ="):
             self.close()
             raise ProductError(f"input product {self.path} is not a FITS file (it does not begin with SIMPLE)")
         try:
-            with _warnings_to_log(self.path, self._identity):
+            with warnings_to_log(self.path, self.identity):
                 self._fits = fitsio.FITS(str(self.path), "r")   # read-only: the input is never modified
         except Exception as exc:
             self.close()
             raise ProductError(f"input product {self.path} is not a readable FITS file "
-                               f"({_cfitsio_reason(exc)})") from None
+                               f"({cfitsio_reason(exc)})") from None
         if self.replaced():       # cfitsio opened the path after our descriptor: it must be the same file
             self.close()
             raise ProductError(f"input product {self.path} was replaced by another file while it was being "
                                f"opened; run again")
         try:
-            with _warnings_to_log(self.path, self._identity):
+            with warnings_to_log(self.path, self.identity):
                 self._open()
         except ProductError:
             self.close()
             raise
         except Exception as exc:  # anything cfitsio/astropy throws at a malformed file
             self.close()
-            raise ProductError(f"input product {self.path} is malformed ({_one_line(_cfitsio_reason(exc))})") from None
+            raise ProductError(f"input product {self.path} is malformed ({one_line(cfitsio_reason(exc))})") from None
 
-    # -- the file that was opened
+    # -- the file that was opened (what layouts and the writer use)
     @property
-    def _identity(self):
+    def identity(self) -> tuple:
+        """(device, inode, size, mtime) of the opened file: a message is logged once per identity."""
         st = self._stat
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _warn(self, msg: str, *args) -> None:
-        _warn_once(self._identity, msg, *args)
+    def warn(self, msg: str, *args) -> None:
+        """log.warning(msg % args), once per opened file and message."""
+        warn_once(self.identity, msg, *args)
+
+    def hdu(self, index: int):
+        """HDU ``index`` of the opened file, a fitsio HDU (``read_header``, ``read``, ``read_column``, ...)."""
+        return self._fits[index]
+
+    def read_stored_column(self, hdu_index: int, spec: ColSpec, rows: np.ndarray, where: str, raw: bool = False):
+        """The stored numbers of one column for ``rows`` (sorted), read from the file's bytes with
+        TSCAL/TZERO/TNULL applied unless ``raw`` (:func:`.fitsutil.read_raw`: cfitsio gets scaled
+        integer columns wrong). ``where`` names the table in messages."""
+        info = self._tables.get(hdu_index)
+        if info is None and not self.compressed and spec.offset is not None:
+            info = self._tables[hdu_index] = table_info(self._fits, self._fh, hdu_index)
+        return read_raw(self.path, self._fh, self.compressed, info, spec, rows, where, raw=raw)
+
+    def memmap(self, offset: int, shape) -> np.memmap:
+        """A read-only uint8 memory map of the opened file's bytes (uncompressed files only: see ``compressed``)."""
+        return np.memmap(self._fh, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+
+    def fileno(self) -> int:
+        """The descriptor of the opened file (its bytes are the FITS file's unless ``compressed``)."""
+        return self._fh.fileno()
+
+    def note_assumed_units(self, where: str, columns) -> None:
+        """Record that ``columns`` of ``where`` have no TUNIT (the documented units are assumed)."""
+        if columns:
+            self.units_assumed.append(f"{', '.join(columns)} of {where}")
 
     def sha256(self) -> str:
         """sha256 of the opened file (read through the kept descriptor, not the path)."""
@@ -166,28 +198,34 @@ class ProductReader:
         return [(KW_UNITS_ASSUMED, bool(self.units_assumed), "T: a spectrum column had no TUNIT"),
                 (KW_INPUT_CHECKSUM, self.checksum_state, "input CHECKSUM/DATASUM check")]
 
-    def _note_assumed_units(self, where: str, columns) -> None:
-        if columns:
-            self.units_assumed.append(f"{', '.join(columns)} of {where}")
-
     def _verify_checksums(self) -> None:
         """CHECKSUM / DATASUM of every HDU that has them: refused on failure unless ``ignore_checksum``."""
-        present, failed = checksum_failures(self._fits)
+        present, failed = False, []
+        for i in range(len(self._fits)):
+            try:
+                check = verify_checksums(self._fits[i])
+            except Exception as exc:                     # a damaged CHECKSUM/DATASUM card
+                present = True
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has CHECKSUM/DATASUM cards that cannot be checked "
+                              f"({cfitsio_reason(exc)})")
+                continue
+            present = present or check.present
+            if check.datasum is False:
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has a DATASUM that does not match its data")
+            elif check.checksum is False:
+                failed.append(f"HDU {i} ({self._hdu_name(i)}) has a CHECKSUM that does not match its header "
+                              f"and data")
         self.checksum_state = "FAILED" if failed else "VALID" if present else "ABSENT"
         if failed:
             more = f" (and {len(failed) - 1} more HDU(s))" if len(failed) > 1 else ""
             if not self.ignore_checksum:
                 raise ProductError(f"input product {self.path} fails its FITS checksum: {failed[0]}{more}, so "
                                    f"the file is corrupt (--ignore-checksum processes it anyway)")
-            self._warn("%s fails its FITS checksum: %s%s; processed anyway (ignore_checksum), the output "
-                        "says %s = 'FAILED'", self.path, failed[0], more, KW_INPUT_CHECKSUM)
+            self.warn("%s fails its FITS checksum: %s%s; processed anyway (ignore_checksum), the output "
+                      "says %s = 'FAILED'", self.path, failed[0], more, KW_INPUT_CHECKSUM)
 
-    def _read_raw(self, hdu_index: int, spec: _ColSpec, rows: np.ndarray, where: str, raw: bool = False):
-        """The stored numbers of one column for ``rows`` (sorted), scaled unless ``raw`` (:func:`.fitsutil.read_raw`)."""
-        info = self._tables.get(hdu_index)
-        if info is None and not self._compressed and spec.offset is not None:
-            info = self._tables[hdu_index] = table_info(self._fits, self._fh, hdu_index)
-        return read_raw(self.path, self._fh, self._compressed, info, spec, rows, where, raw=raw)
+    def _hdu_name(self, index: int) -> str:
+        return (self._fits[index].get_extname() or "").strip() or ("primary" if index == 0 else "no EXTNAME")
 
     # -- opening
     def _open(self) -> None:
@@ -204,9 +242,9 @@ class ProductReader:
         self.layout = layout.name
         self._join()
         if self.units_assumed:
-            self._warn("%s: no TUNIT for %s; assuming %s in %s and %s, %s in %s (the output says %s = T)",
-                        self.path, "; ".join(self.units_assumed), COL_WAVE, WAVE_UNIT, COL_FLUX, COL_ERR,
-                        FLUX_UNIT, KW_UNITS_ASSUMED)
+            self.warn("%s: no TUNIT for %s; assuming %s in %s and %s, %s in %s (the output says %s = T)",
+                      self.path, "; ".join(self.units_assumed), COL_WAVE, WAVE_UNIT, COL_FLUX, COL_ERR,
+                      FLUX_UNIT, KW_UNITS_ASSUMED)
         counts = ", ".join(f"{b} {len(s.ids)}" for b, s in self._sources.items())
         log.info("opened %s: layout %s, %d objects (rows: %s)", self.path, self.layout, self.n_objects, counts)
 
@@ -216,7 +254,7 @@ class ProductReader:
         cfitsio opens a file cut inside an HDU's data, and silently stops at an
         extension whose header is cut; compare what the headers promise with the size.
         """
-        if self._compressed:
+        if self.compressed:
             return
         size = os.fstat(self._fh.fileno()).st_size
         end = 0
@@ -232,7 +270,7 @@ class ProductReader:
             if tail == b"XTENSION":
                 raise ProductError(f"input product {self.path} is truncated or corrupt: the extension "
                                    f"starting at byte {end} cannot be read")
-            self._warn("%s has %d bytes after its last HDU; they are ignored", self.path, size - end)
+            self.warn("%s has %d bytes after its last HDU; they are ignored", self.path, size - end)
 
     def _join(self) -> None:
         """Union of OBJIDs over the bands in order of first appearance; per band, the row of each."""
@@ -282,9 +320,9 @@ class ProductReader:
         if dups:
             dup = np.unique(np.concatenate(dups))
             self.duplicate_objids = self.objid[np.isin(self.objid, dup)]
-            self._warn("%s: %d OBJID(s) occur more than once in one band table (e.g. %s); the first "
-                        "occurrence of each is used", self.path, len(dup),
-                        ", ".join(str(x) for x in self.duplicate_objids[:5]))
+            self.warn("%s: %d OBJID(s) occur more than once in one band table (e.g. %s); the first "
+                      "occurrence of each is used", self.path, len(dup),
+                      ", ".join(str(x) for x in self.duplicate_objids[:5]))
         else:
             self.duplicate_objids = np.zeros(0, dtype=np.int64)
 
@@ -324,7 +362,7 @@ class ProductReader:
         The first two chunks are read in turn: the caller's first chunk is where its
         one-time work happens (TensorFlow traces its functions), and that may enter
         ``warnings.catch_warnings``, which is not thread-safe and which the reads use
-        (``fitsutil._warnings_to_log``). :meth:`close` waits for a read in flight before
+        (``fitsutil.warnings_to_log``). :meth:`close` waits for a read in flight before
         it closes the file.
         """
         chunk_size = int(chunk_size)

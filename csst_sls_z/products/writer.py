@@ -18,7 +18,7 @@ from astropy.io.fits.verify import VerifyWarning
 from ..datamodel import EXT_REDSHIFT, PZ_COLUMN, redshift_columns
 from ..durable import TempFile, name_max
 from .catalog_rows import CatalogRows
-from .fitsutil import ProductError, _one_line, _os_reason, _warnings_to_log, log
+from .fitsutil import ProductError, log, one_line, os_reason, warnings_to_log
 from .reader import ProductReader
 
 
@@ -204,9 +204,9 @@ def write_redshift_product(out_path, input_path, catalog,
         tmp = TempFile(out_path)
     except OSError as exc:
         raise type(exc)(f"cannot create a file in output directory {out_path.parent} "
-                        f"({_os_reason(exc) or _one_line(exc)})") from None
+                        f"({os_reason(exc) or one_line(exc)})") from None
     try:
-        with _warnings_to_log(input_path, source._identity if source is not None else None):
+        with warnings_to_log(input_path, source.identity if source is not None else None):
             _write_output(out_path, input_path, tmp.path, cat_hdu, header_cards, catalog_only, source)
         if source is not None:
             if not source.unchanged():
@@ -240,8 +240,7 @@ def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_c
         if not catalog_only:
             # Uncompressed input: the extensions' data are copied in blocks read from the opened
             # descriptor, not through a memory map of the whole file (_stream_copy).
-            fd = (source._fh.fileno() if source is not None and not source._compressed and source._fh is not None
-                  else None)
+            fd = source.fileno() if source is not None and not source.compressed else None
             for i, hdu in enumerate(src[1:], start=1):
                 if isinstance(hdu, _CORRUPTED_HDU):
                     raise ProductError(f"input product {input_path} has a corrupt HDU {i} that cannot be "
@@ -257,16 +256,16 @@ def _write_output(out_path: Path, input_path: Path, tmp: Path, cat_hdu, header_c
         if isinstance(exc, ProductError) or not isinstance(exc, _INPUT_COPY_ERRORS + (OSError,)):
             raise
         raise ProductError(f"input product {input_path} cannot be read to copy it into the output "
-                           f"({_one_line(exc) or type(exc).__name__})") from None
+                           f"({one_line(exc) or type(exc).__name__})") from None
     try:
         out.append(cat_hdu)
         try:
             _write_hdulist(out, tmp)
         except OSError as exc:        # disk full, quota, I/O error: name the output, one sentence
-            raise type(exc)(f"cannot write output {out_path} ({_os_reason(exc) or _one_line(exc)})") from None
+            raise type(exc)(f"cannot write output {out_path} ({os_reason(exc) or one_line(exc)})") from None
         except _INPUT_COPY_ERRORS as exc:
             # astropy cannot re-encode an input HDU that cfitsio read (a corrupt card or header)
             raise ProductError(f"input product {input_path} has an extension that cannot be copied into "
-                               f"the output ({_one_line(exc) or type(exc).__name__})") from None
+                               f"the output ({one_line(exc) or type(exc).__name__})") from None
     finally:
         src.close()

@@ -68,6 +68,7 @@ def verify_reference_file(path: os.PathLike, reftype: str) -> None:
     path = Path(path)
     if not path.is_file():
         raise ReferenceFileError(f"reference file {path} ({reftype}) is missing")
+    from ..products.fitsutil import verify_checksums   # here, not at import: reffiles sits below products
     with open_reference_file(path, reftype) as hdul:
         for i, hdu in enumerate(hdul):
             if "CHECKSUM" not in hdu.header or "DATASUM" not in hdu.header:
@@ -76,7 +77,8 @@ def verify_reference_file(path: os.PathLike, reftype: str) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    ok = hdu.verify_datasum() == 1 and hdu.verify_checksum() == 1
+                    check = verify_checksums(hdu)
+                    ok = check.datasum and check.checksum
                 except Exception as exc:   # astropy cannot read the data to sum it
                     raise ReferenceFileError(f"reference file {path} ({reftype}) cannot be checked: HDU {i} "
                                              f"is unreadable ({' '.join(str(exc).split())})") from None

@@ -67,6 +67,7 @@ from astropy.io import fits
 from scipy.special import erf
 
 from ..datamodel import REFTYPES
+from ..products.fitsutil import verify_checksums
 from ..reffiles.header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 from .sedlib import LOG_STEP, SMOOTH_R, _reduce, rest_grid
 
@@ -619,7 +620,7 @@ def load_sps_library(path) -> SPSLibrary:
     with open_reference_file(path, SPS_REFTYPE) as hdul:
         hdr = hdul[0].header
         try:
-            bad = [h.name for h in hdul if "CHECKSUM" in h.header and h.verify_checksum() != 1]
+            bad = [h.name for h in hdul if verify_checksums(h, datasum=False).checksum is False]
             npar = hdul["PARAMS"].data.shape[1]
             sfh_names, i = [], 0
             while f"SFH{i:03d}" in hdr:
