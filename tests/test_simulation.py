@@ -230,7 +230,7 @@ def test_snr_distribution_matches_paper(models):
     (no "bright, so nearby" shortcut).
 
     The seed is fixed (1): GI log-mode 1.78, GV below 1 64.0%, docs/simulation.md shows the
-    histograms (``python benchmarks/make_simulation_figures.py --out docs/figures``).
+    histograms (``python docs/figures/make_simulation_figures.py --out docs/figures``).
     """
     instrument, sedlib = models
     sim = simulate_arrays(10000, 1, "test", instrument, sedlib)
