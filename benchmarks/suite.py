@@ -176,6 +176,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="[benchmarks %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("csst_sls_z").setLevel(logging.WARNING)     # the measured stage's own progress lines
     names = args.names or list(REGISTRY)
     out = args.out
     if out is None and not args.names and not args.quick:

@@ -243,6 +243,23 @@ def test_runner_rejects_unknown_names_and_params(capsys):
                                                                          "batch": {"workers": "1,2"}}
 
 
+def test_the_package_never_imports_the_benchmarks_or_the_studies():
+    """benchmarks/ and studies/ use csst_sls_z; nothing in csst_sls_z or pipeline_hooks points back."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for package in ("csst_sls_z", "pipeline_hooks"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                assert not {n.split(".")[0] for n in names} & {"benchmarks", "studies"}, (path, names)
+
+
 # ----------------------------------------------------------------------------- reference implementations
 def test_numpy_reference_matches_numba_on_damaged_input():
     """Unsorted, repeated, NaN / inf / zero-error pixels, missing bands: same output bit for bit."""
