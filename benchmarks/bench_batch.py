@@ -28,17 +28,20 @@ A quick check that it works (seconds of CPU; what the test machine ran):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger(__name__)
 
 
 def _vmhwm_mib() -> float:
@@ -106,7 +109,7 @@ def same_z(a_dir: Path, b_dir: Path, files) -> bool:
     return True
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--objects-per-file", type=int, default=100000, help="objects in each product")
     p.add_argument("--files", type=int, default=2, help="products (>= workers, so every worker has work)")
@@ -120,54 +123,70 @@ def main(argv=None) -> int:
                    help="the stage's backbone_precision (docs/stage.md)")
     p.add_argument("--reference-dir", type=Path, default=None, help="a trained reference set to use instead")
     p.add_argument("--workdir", type=Path, default=None, help="keep products and outputs here (default: temp)")
-    args = p.parse_args(argv)
+    return p
+
+
+def measure(args, ws) -> dict:
+    """The stage in one process, then ``run_batch`` on each cluster size, on the same products
+    (simulated into the workspace once)."""
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    work = ws.path(f"batch_{args.files}x{args.objects_per_file}")
+    refdir = args.reference_dir or ws.dummy_set(args.network)
+    indir = work / "in"
+    files = sorted(indir.glob("*.fits")) if indir.is_dir() else []
+    n_total = args.files * args.objects_per_file
+    if len(files) != args.files:
+        from csst_sls_z.simulation import simulate_products
+        indir.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        files = simulate_products(n_total, 7, "test", args.objects_per_file, indir, *ws.models(),
+                                  overwrite=True, progress=False)
+        log.info("simulated %d objects in %d file(s) in %.1f s", n_total, len(files), time.perf_counter() - t0)
+    runs = [{"name": "stage (1 process)", "processes": 1, **run_stage(files, work / "out_stage", args, refdir)}]
+    for w in workers:
+        out = work / f"out_batch_w{w}"
+        if out.exists():
+            import shutil
+            shutil.rmtree(out)
+        runs.append({"name": f"batch, {w} worker(s)", "processes": w, **run_dask(files, out, w, args, refdir)})
+        runs[-1]["same"] = same_z(work / "out_stage", out, files)
+    for r in runs:
+        r["spectra_per_s"] = n_total / r["wall"]
+        r["speedup"] = runs[0]["wall"] / r["wall"]
+    return {"files": args.files, "objects_per_file": args.objects_per_file, "n_total": n_total,
+            "samples": args.samples, "chunk_size": args.chunk_size, "backbone_precision": args.backbone_precision,
+            "network": args.network if args.reference_dir is None else str(args.reference_dir), "runs": runs}
 
-    tmp = tempfile.TemporaryDirectory(prefix="bench_batch_") if args.workdir is None else None
-    work = Path(tmp.name if tmp else args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        refdir = args.reference_dir
-        if refdir is None:
-            from csst_sls_z.training.dummy import write_dummy_set
-            refdir = work / f"refs_{args.network}"
-            if not (refdir / "manifest.json").is_file():
-                write_dummy_set(refdir, network=args.network)
-        indir = work / "in"
-        files = sorted(indir.glob("*.fits")) if indir.is_dir() else []
-        n_total = args.files * args.objects_per_file
-        if len(files) != args.files:
-            from csst_sls_z.simulation import load_models, simulate_products
-            indir.mkdir(exist_ok=True)
-            t0 = time.perf_counter()
-            files = simulate_products(n_total, 7, "test", args.objects_per_file, indir, *load_models()[:2],
-                                      overwrite=True, progress=False)
-            print(f"simulated {n_total} objects in {len(files)} file(s) in {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr)
-        runs = [("stage (1 process)", 1, run_stage(files, work / "out_stage", args, refdir))]
-        for w in workers:
-            out = work / f"out_batch_w{w}"
-            if out.exists():
-                import shutil
-                shutil.rmtree(out)
-            runs.append((f"batch, {w} worker(s)", w, run_dask(files, out, w, args, refdir)))
-            runs[-1][2]["same"] = same_z(work / "out_stage", out, files)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
-    base = runs[0][2]["wall"]
-    print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.files} file(s) x {args.objects_per_file} objects, samples {args.samples}, "
-          f"chunk {args.chunk_size}, network {args.network if args.reference_dir is None else args.reference_dir}, "
-          f"backbone {args.backbone_precision}\n")
-    print("| run | processes | wall (s) | spectra/s | speed-up | peak RSS per process (MiB) | Z as the stage |")
-    print("|---|---|---|---|---|---|---|")
-    for name, n, r in runs:
+def measure_batch(ws, objects_per_file: int, files: int, workers: str, samples: int, network: str) -> dict:
+    """The suite's benchmark: :func:`measure` with those options (DUMMY set of ``network``)."""
+    args = parser().parse_args(["--objects-per-file", str(objects_per_file), "--files", str(files),
+                                "--workers", workers, "--samples", str(samples), "--network", network])
+    return measure(args, ws)
+
+
+def markdown(res: dict) -> str:
+    lines = [f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
+             f"{res['files']} file(s) x {res['objects_per_file']} objects, samples {res['samples']}, "
+             f"chunk {res['chunk_size']}, network {res['network']}, backbone {res['backbone_precision']}", "",
+             "| run | processes | wall (s) | spectra/s | speed-up | peak RSS per process (MiB) | Z as the stage |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
         rss = ", ".join(f"{m:.0f}" for m in r["rss"])
         same = "-" if "same" not in r else ("identical" if r["same"] else "DIFFERENT")
-        print(f"| {name} | {n} | {r['wall']:.1f} | {n_total / r['wall']:.0f} | {base / r['wall']:.2f} | "
-              f"{rss} | {same} |")
+        lines.append(f"| {r['name']} | {r['processes']} | {r['wall']:.1f} | {r['spectra_per_s']:.0f} | "
+                     f"{r['speedup']:.2f} | {rss} | {same} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from benchmarks.workspace import Workspace
+    with Workspace(args.workdir) as ws:
+        res = measure(args, ws)
+    print()
+    print(markdown(res))
     return 0
 
 

@@ -12,9 +12,10 @@
 * ``run_stage_subprocess``: the stage, FITS in -> FITS out, in a fresh process: spectra/s
   and the peak resident memory of that process after each product.
 
-Every function returns plain dicts; ``run_all.py`` turns them into the results table.
-Speed benchmarks use DUMMY reference sets (``training.dummy.write_dummy_set``): untrained
-weights cost what trained ones cost.
+Every function returns plain dicts. The ``measure_*`` functions at the end are the suite's
+benchmarks (``python -m benchmarks matmul preprocess backbone bnn e2e``): each takes the shared
+:class:`~benchmarks.workspace.Workspace` and its size as keywords. Speed benchmarks use DUMMY
+reference sets (``training.dummy.write_dummy_set``): untrained weights cost what trained ones cost.
 """
 from __future__ import annotations
 
@@ -410,8 +411,7 @@ t_start = time.perf_counter()
 from csst_sls_z.stage import RedshiftStage
 spec = json.loads(sys.argv[1])
 stages = {{}}
-sys.path.insert(0, {bench!r})
-from rss_sampler import PeakRss, status_kib
+from benchmarks.rss_sampler import PeakRss, status_kib
 rss = PeakRss()      # mapped pages of the input are reclaimable page cache: report them apart
 for job in spec["jobs"]:
     refdir = job["refdir"]
@@ -461,8 +461,7 @@ def run_stage_subprocess(jobs, samples=200, chunk_size=4096, warm=None) -> dict:
     """
     spec = {"jobs": [{k: str(v) for k, v in j.items()} for j in jobs], "samples": samples,
             "chunk_size": chunk_size, "warm": str(warm) if warm is not None else None}
-    cmd = [sys.executable, "-c", STAGE_SNIPPET.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent)),
-           json.dumps(spec)]
+    cmd = [sys.executable, "-c", STAGE_SNIPPET.format(root=str(ROOT)), json.dumps(spec)]
     if Path("/bin/sh").exists():
         # Linux carries a process's peak RSS across execve into ru_maxrss, so a child exec'd straight
         # from this (large, TensorFlow-holding) process would report at least this process's peak.
@@ -488,3 +487,53 @@ def children_maxrss_mib() -> float:
     """resource.getrusage(RUSAGE_CHILDREN).ru_maxrss: the largest peak RSS of any child reaped so far."""
     import resource
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+# ----------------------------------------------------------------------------- the suite's benchmarks
+SAMPLES = 200          # BNN samples per spectrum, as the stage's default
+
+
+def measure_matmul(ws, n: int, repeats: int) -> dict:
+    """The yardstick: dense float32 n x n matmul, TensorFlow and numpy."""
+    return bench_matmul(n, repeats)
+
+
+def measure_preprocess(ws, n: int, repeats: int) -> dict:
+    """numba ``preprocess_bands`` against the plain numpy reference on ``n`` simulated spectra."""
+    return bench_preprocess(ws.product(n), ws.grid(), n_max=n, repeats=repeats)
+
+
+def measure_backbone(ws, n: int, repeats: int, profile_paper: bool) -> dict:
+    """Backbone inference of the ``cpu`` and ``paper`` configurations on ``n`` random spectra."""
+    length = ws.grid().length
+    return {net: bench_backbone(net, n, input_length=length, repeats=repeats,
+                                with_profiler=net == "cpu" or profile_paper)
+            for net in ("cpu", "paper")}
+
+
+def measure_bnn(ws, n: int, n_naive: int, repeats: int, eager: bool, samples: int = SAMPLES) -> dict:
+    """The backbone-once sampler against S full passes (DUMMY ``cpu`` set), on ``n`` simulated
+    spectra (``n_naive`` of them for the slow way), with the network's FLOPs per spectrum."""
+    from csst_sls_z.network.config import CONFIGS
+    from csst_sls_z.preprocess import preprocess_bands
+    grid = ws.grid()
+    bands, n_read, _ = read_product_bands(ws.product(n), n)
+    x = preprocess_bands(bands, grid, n_read).x
+    out = bench_bnn(ws.dummy_set("cpu"), x, n_naive, samples, repeats=repeats, eager=eager)
+    cfg = replace(CONFIGS["cpu"], input_length=grid.length)
+    out["backbone_flops_per_spectrum"] = 2.0 * sum(conv_macs(cfg).values())
+    out["head_flops_per_spectrum"] = 2.0 * sum(head_macs(cfg, samples).values())
+    return out
+
+
+def measure_end_to_end(ws, n: int, n_large: int, n_warm: int, samples: int = SAMPLES) -> dict:
+    """The stage (DUMMY ``cpu`` set) in one fresh process: ``n`` objects, then ``n_large`` (peak
+    memory after each), then ``n`` again with the bfloat16 backbone."""
+    dummy, out = ws.dummy_set("cpu"), ws.path("end_to_end")
+    small, large = ws.product(n), ws.product(n_large)
+    jobs = [{"name": "small", "product": small, "out": out / "small_slsz.fits", "refdir": dummy},
+            {"name": "large", "product": large, "out": out / "large_slsz.fits", "refdir": dummy},
+            {"name": "bfloat16", "product": small, "out": out / "bfloat16_slsz.fits", "refdir": dummy,
+             "precision": "bfloat16"}]
+    runs = run_stage_subprocess(jobs, samples, warm=ws.product(n_warm, seed=101))
+    return {"samples": samples, **runs}

@@ -1,4 +1,4 @@
-"""The BNN head at S = 200 (issue 17): what each change gives, measured in one process.
+"""The BNN head at S = 200: what each way of sampling it costs, measured in one process.
 
     python benchmarks/bench_head.py                          # a few minutes on 2 idle cores
     python benchmarks/bench_head.py --objects 1024 --repeats 3 --blocks 25,50 --copies 100 --json /tmp/head.json
@@ -15,7 +15,7 @@ each repeat, so load on a shared machine hits them alike.
 then through ``S`` head samples in batches of 256 (the stage's batches, seeded as the stage
 seeds them), by each variant:
 
-* ``reference``: the code before issue 17 (``Sampler(head_path="reference")``): the
+* ``reference``: the original head path (``Sampler(head_path="reference")``): the
   features tiled S times, the noise drawn inside the same ``tf.function``;
 * ``tiled, noise apart``: the same arithmetic, the noise drawn by a separate call (how the
   fused path draws it), so the next rows change one thing at a time;
@@ -61,40 +61,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from benchmarks.workspace import GOLDEN, write_repeated_product  # noqa: E402
+
 REFSET = ROOT / "reference_files" / "csst_sls_z_0003"
-GOLDEN = ROOT / "tests" / "data" / "golden_input.fits"
 BATCH = 256
-
-
-# ----------------------------------------------------------------------------- a fixed product
-def make_product(src: Path, copies: int, path: Path, seed: int = 0) -> int:
-    """``src``'s band tables (SPEC_*) repeated ``copies`` times (OBJID + k * 10^9 for copy k; copy
-    k >= 1 has FLUX + ERR * N(0, 1), seeded), written to ``path``. Returns the number of objects."""
-    from astropy.io import fits
-    rng = np.random.default_rng(seed)
-    ids = set()
-    with fits.open(src) as hd:
-        primary = fits.PrimaryHDU(header=hd[0].header.copy())
-        tables = []
-        for hdu in hd[1:]:
-            if not hdu.name.startswith("SPEC_"):         # the band tables only (not TRUTH)
-                continue
-            data = np.asarray(hdu.data)
-            parts = []
-            for k in range(copies):
-                part = data.copy()
-                part["OBJID"] = part["OBJID"] + k * 10 ** 9
-                if k:
-                    part["FLUX"] = part["FLUX"] + part["ERR"] * rng.standard_normal(part["FLUX"].shape)
-                parts.append(part)
-            table = np.concatenate(parts)
-            ids.update(int(i) for i in table["OBJID"])
-            header = hdu.header.copy()
-            for key in ("CHECKSUM", "DATASUM"):
-                header.remove(key, ignore_missing=True)
-            tables.append(fits.BinTableHDU(data=table, header=header, name=hdu.name))
-    fits.HDUList([primary] + tables).writeto(path, overwrite=True, checksum=True)
-    return len(ids)
 
 
 # ----------------------------------------------------------------------------- the head alone
@@ -140,7 +110,7 @@ def bench_head(args) -> dict:
 
     def sampler(**kw):
         return Sampler(backbone, head, cfg, n_samples=S, seed=0, batch=BATCH, **kw)
-    # Every exact variant draws the noise per object, as before issue 17; the shipped path
+    # Every exact variant draws the noise per object, as the reference path does; the shipped path
     # shares it across the batch (the same distribution per object, other draws).
     ref = sampler(head_path="reference", per_object_noise=True)
     fused_po, fused_plain = sampler(per_object_noise=True), sampler(jit_compile=False, per_object_noise=True)
@@ -251,7 +221,7 @@ def bench_stage(args) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_head_"))
     work.mkdir(parents=True, exist_ok=True)
     product = work / f"fixed_{args.copies}.fits"
-    n = make_product(GOLDEN, args.copies, product, seed=1)
+    n = write_repeated_product(GOLDEN, args.copies, product, seed=1)
     stage = RedshiftStage(reference_dir=REFSET, catalog_only=True, overwrite=True, samples=args.samples,
                           chunk_size=args.chunk_size)
     from csst_sls_z.network.sampler import Sampler
@@ -309,7 +279,7 @@ def bench_s_sweep(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     product = work / f"fixed_{args.copies}.fits"
     if not product.exists():
-        make_product(GOLDEN, args.copies, product, seed=1)
+        write_repeated_product(GOLDEN, args.copies, product, seed=1)
     values = [int(v) for v in args.s_sweep.split(",")]
     cats, rates = {}, {}
     for S in values:
@@ -339,9 +309,9 @@ def bench_s_sweep(args) -> dict:
 
 MEMORY_SNIPPET = r"""
 import json, os, sys, time
-sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
+sys.path.insert(0, {root!r})
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from rss_sampler import PeakRss, status_kib
+from benchmarks.rss_sampler import PeakRss, status_kib
 from csst_sls_z.products import writer
 from csst_sls_z.stage import RedshiftStage
 spec = json.loads(sys.argv[1])
@@ -374,14 +344,14 @@ def bench_memory(args) -> dict:
     for c in [2] + sizes:
         products[c] = work / f"fixed_{c}.fits"
         if not products[c].exists():
-            make_product(GOLDEN, c, products[c], seed=1)
+            write_repeated_product(GOLDEN, c, products[c], seed=1)
     out = {"sizes": {}, "ways": {}}
     for c in sizes:
         out["sizes"][c] = {"objects": c * 24, "mib": products[c].stat().st_size / 2 ** 20}
     for name, stream in (("before: astropy's memory map", False), ("now: streamed in 8 MiB blocks", True)):
         spec = {"stream": stream, "refdir": str(REFSET), "samples": args.samples, "warm": str(products[2]),
                 "out": str(work / "mem_out.fits"), "products": [str(products[c]) for c in sizes]}
-        cmd = [sys.executable, "-c", MEMORY_SNIPPET.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent)),
+        cmd = [sys.executable, "-c", MEMORY_SNIPPET.format(root=str(ROOT)),
                json.dumps(spec)]
         cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]   # a small parent: ru_maxrss/VmHWM are the child's own
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -473,7 +443,7 @@ def markdown(head: dict | None, stage: dict | None, sweep: dict | None = None, m
     return "\n".join(L)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--objects", type=int, default=1024, help="spectra for the head alone (batches of 256)")
@@ -495,7 +465,25 @@ def main(argv=None) -> int:
     p.add_argument("--skip-stage", action="store_true")
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None, help="write every number here")
-    args = p.parse_args(argv)
+    return p
+
+
+def measure_head(ws, objects: int, repeats: int, copies: int, stage_repeats: int, chunk_size: int,
+                 samples: int = 200) -> dict:
+    """The suite's benchmark: the head variants alone (shipped weights), then the stage's ways
+    on the fixed product of ``copies`` x 24 objects, as ``bench_head.py`` with those options."""
+    args = parser().parse_args([])
+    args.objects, args.repeats, args.copies, args.stage_repeats = objects, repeats, copies, stage_repeats
+    args.chunk_size, args.samples, args.workdir = chunk_size, samples, str(ws.path("head"))
+    return {"head": bench_head(args), "stage": bench_stage(args)}
+
+
+def report_head(res: dict) -> str:
+    return markdown(res["head"], res["stage"])
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     t0 = time.time()
     head = None if args.skip_head else bench_head(args)
     stage = None if args.skip_stage or args.network != "0003" else bench_stage(args)

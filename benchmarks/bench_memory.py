@@ -15,12 +15,39 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def measure_memory(ws, sizes: list[int], warm: int, samples: int = 200) -> dict:
+    """The stage (DUMMY cpu set) in one fresh process on products of each of ``sizes``, full output
+    then catalogue only, after a warm-up on ``warm`` objects."""
+    from benchmarks import bench_core
+    refdir = ws.dummy_set("cpu")
+    products = {n: ws.product(n) for n in sizes}
+    out = ws.path("memory")
+    jobs = [{"name": f"{mode}_{n}", "product": products[n], "out": out / f"out_{mode}_{n}.fits",
+             "refdir": refdir, "catalog_only": mode == "catalog"}
+            for mode in ("full", "catalog") for n in sizes]
+    runs = bench_core.run_stage_subprocess(jobs, samples, warm=ws.product(warm, seed=101))
+    rows = [{"output": "catalogue only" if job["catalog_only"] else "full (input copied)", **runs[job["name"]]}
+            for job in jobs]
+    return {"samples": samples, "sizes": sizes, "rows": rows,
+            "input_mib": {n: products[n].stat().st_size / 2 ** 20 for n in sizes}}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"stage, cpu network (DUMMY), S = {res['samples']}, chunk 4096; input sizes "
+             + ", ".join(f"{n:,} objects = {res['input_mib'][n]:,.0f} MiB" for n in res["sizes"]), "",
+             "| output | objects | spectra/s | peak RssAnon (MiB) | peak RssFile (MiB) | VmHWM so far (MiB) |",
+             "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['output']} | {r['n']:,} | {r['spectra_per_s']:.0f} | {r['anon_peak_mib']:,.0f} | "
+                     f"{r['file_peak_mib']:,.0f} | {r['vmhwm_mib']:,.0f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -32,43 +59,11 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, default=None, help="keep products here (reused by a rerun)")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    import bench_core as bc
-    from csst_sls_z.simulation import load_models, simulate_products
-    from csst_sls_z.training.dummy import write_dummy_set
-    tmp = tempfile.TemporaryDirectory(prefix="bench_memory_") if args.workdir is None else None
-    work = Path(tmp.name if tmp else args.workdir)
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        refdir = work / "refs_dummy_cpu"
-        if not (refdir / "manifest.json").is_file():
-            write_dummy_set(refdir, network="cpu")
-        instrument, sedlib, _ = load_models()
-        products = {}
-        for n in [args.warm] + sizes:
-            d = work / f"in_{n}"
-            existing = sorted(d.glob("*.fits")) if d.is_dir() else []
-            if existing:
-                products[n] = existing[0]
-            else:
-                d.mkdir(parents=True, exist_ok=True)
-                (products[n],) = simulate_products(n, 300 + n % 97, "test", n, d, instrument, sedlib,
-                                                   progress=False, overwrite=True)
-        jobs = [{"name": f"{mode}_{n}", "product": products[n], "out": work / f"out_{mode}_{n}.fits",
-                 "refdir": refdir, "catalog_only": mode == "catalog"}
-                for mode in ("full", "catalog") for n in sizes]
-        runs = bc.run_stage_subprocess(jobs, args.samples, warm=products[args.warm])
-        print(f"\nstage, cpu network (DUMMY), S = {args.samples}, chunk 4096; input sizes "
-              + ", ".join(f"{n:,} objects = {products[n].stat().st_size / 2**20:,.0f} MiB" for n in sizes) + "\n")
-        print("| output | objects | spectra/s | peak RssAnon (MiB) | peak RssFile (MiB) | VmHWM so far (MiB) |")
-        print("|---|---|---|---|---|---|")
-        for job in jobs:
-            r = runs[job["name"]]
-            mode = "catalogue only" if job["catalog_only"] else "full (input copied)"
-            print(f"| {mode} | {r['n']:,} | {r['spectra_per_s']:.0f} | {r['anon_peak_mib']:,.0f} | "
-                  f"{r['file_peak_mib']:,.0f} | {r['vmhwm_mib']:,.0f} |")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    from benchmarks.workspace import Workspace
+    with Workspace(args.workdir) as ws:
+        res = measure_memory(ws, sizes, args.warm, args.samples)
+    print()
+    print(markdown(res))
     return 0
 
 

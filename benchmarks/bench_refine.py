@@ -198,7 +198,7 @@ def markdown(res) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="objects (default 2000)")
     parser.add_argument("--seed", type=int, default=1)
@@ -212,14 +212,27 @@ def main(argv=None) -> int:
     parser.add_argument("--n-full", type=int, default=200, help="objects for --full (default 200)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows that it works, not how fast")
     parser.add_argument("--json", default=None, help="also write the numbers here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def measure_refine(ws, n: int, n_full: int, chunk_size: int) -> dict:
+    """The suite's benchmark: the refinement (synthetic p(z)) on the workspace's product of ``n``
+    objects, one thread and all, and the note's full method on ``n_full`` of them."""
+    args = parser().parse_args(["--n", str(n), "--n-full", str(n_full), "--chunk-size", str(chunk_size), "--full",
+                                "--product", str(ws.product(n))])
+    return run(args)
+
+
+def main(argv=None) -> int:
+    parser_ = parser()
+    args = parser_.parse_args(argv)
     if args.quick:
         args.n, args.n_full, args.chunk_size = 64, 16, 32
         args.full = True
     if args.n <= 0 or args.chunk_size <= 0:
-        parser.error("--n and --chunk-size must be positive")
+        parser_.error("--n and --chunk-size must be positive")
     if args.catalog and not args.product:
-        parser.error("--catalog needs --product (the input the catalogue was made from)")
+        parser_.error("--catalog needs --product (the input the catalogue was made from)")
     res = run(args)
     print(markdown(res))
     if args.quick:

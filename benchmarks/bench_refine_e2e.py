@@ -14,29 +14,56 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def measure(product: Path, repeats: int, work: Path, reference_dir=None) -> dict:
+    """spectra/s of the stage on ``product`` with its refinement (``refined``) and with
+    ``no_refine`` (``network``), each ``repeats`` times, alternated, after one warm-up run each."""
+    from csst_sls_z.products import open_product
+    from csst_sls_z.stage import RedshiftStage
+    with open_product(product) as reader:
+        n = reader.n_objects
+    stages = {"refined": RedshiftStage(overwrite=True, reference_dir=reference_dir),
+              "network": RedshiftStage(overwrite=True, no_refine=True, reference_dir=reference_dir)}
+    for name, stage in stages.items():
+        stage.run([product], work / f"warm_{name}.fits")
+    rates = {name: [] for name in stages}
+    for _ in range(repeats):
+        for name, stage in stages.items():
+            t0 = time.perf_counter()
+            stage.run([product], work / f"{name}.fits")
+            rates[name].append(n / (time.perf_counter() - t0))
+    return {"n": n, "repeats": repeats, "spectra_per_s": rates,
+            "refined_over_network": sum(rates["refined"]) / sum(rates["network"])}
+
+
+def measure_refine_e2e(ws, n: int, repeats: int) -> dict:
+    """The suite's benchmark: :func:`measure` on the workspace's product of ``n`` objects, with the
+    set the accuracy comparisons use (``--reference-dir``, else the shipped one)."""
+    refdir, trained, label = ws.shipped_set()
+    res = measure(ws.product(n), repeats, ws.path("refine_e2e"), refdir)
+    return {"set": label, "trained": trained, **res}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"{name}: " + ", ".join(f"{v:,.0f}" for v in r) + " spectra/s"
+             for name, r in res["spectra_per_s"].items()]
+    if "set" in res:
+        lines.insert(0, f"The stage with {res['set']}, {res['n']:,} objects, {res['repeats']} repeat(s):\n")
+    lines.append(f"refined / network: {res['refined_over_network']:.2f}")
+    return "\n".join(lines)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("product", type=Path)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
-    from csst_sls_z.products import open_product
-    from csst_sls_z.stage import RedshiftStage
-    with open_product(args.product) as reader:
-        n = reader.n_objects
-    out = Path(tempfile.mkdtemp(prefix="bench_refine_e2e_"))
-    stages = {"refined": RedshiftStage(overwrite=True), "network": RedshiftStage(overwrite=True, no_refine=True)}
-    for name, stage in stages.items():
-        stage.run([args.product], out / f"warm_{name}.fits")
-    rates = {name: [] for name in stages}
-    for _ in range(args.repeats):
-        for name, stage in stages.items():
-            t0 = time.perf_counter()
-            stage.run([args.product], out / f"{name}.fits")
-            rates[name].append(n / (time.perf_counter() - t0))
-    for name, r in rates.items():
-        print(f"{name}: " + ", ".join(f"{v:,.0f}" for v in r) + " spectra/s")
-    print(f"refined / network: {sum(rates['refined']) / sum(rates['network']):.2f}")
+    res = measure(args.product, args.repeats, Path(tempfile.mkdtemp(prefix="bench_refine_e2e_")))
+    print(markdown(res))
     return 0
 
 

@@ -34,8 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MEMORY_SNIPPET = r"""
 import sys, time
 sys.path.insert(0, {root!r})
-sys.path.insert(0, {bench!r})
-from rss_sampler import PeakRss, status_kib
+from benchmarks.rss_sampler import PeakRss, status_kib
 rss = PeakRss()      # the writer's checksum pass maps the finished product: report it apart
 mode, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 from csst_sls_z.simulation import load_models
@@ -55,7 +54,7 @@ print(elapsed, status_kib("VmHWM"), rss.peak["RssAnon"], rss.peak["RssFile"])
 
 def peak_memory(mode: str, n: int, out: str):
     """(seconds, peak RSS in MiB) of a fresh interpreter doing ``mode`` ('baseline' or 'product')."""
-    code = MEMORY_SNIPPET.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent))
+    code = MEMORY_SNIPPET.format(root=str(ROOT))
     res = subprocess.run([sys.executable, "-c", code, mode, str(n), out], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"memory run ({mode}) failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -74,8 +73,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(n: int, n_memory: int, seed: int = 1, population: str = "test") -> list:
-    sys.path.insert(0, str(ROOT))
+def run(n: int, n_memory: int, seed: int = 1, population: str = "test", sps_n: int = 5000) -> list:
+    """The rows of the table (quantity, value), measured in this process and two fresh ones."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     import numba
 
     from csst_sls_z.simulation import load_models, simulate_arrays, simulate_products
@@ -93,7 +94,7 @@ def run(n: int, n_memory: int, seed: int = 1, population: str = "test") -> list:
         t_fits = time.perf_counter() - t0
         size_mib = path.stat().st_size / 2 ** 20
 
-    family_rows = per_family_rates(n, seed, population, instrument, sedlib)
+    family_rows = per_family_rates(n, seed, population, instrument, sedlib, sps_n)
 
     with tempfile.TemporaryDirectory() as tmp:
         _, base_rss, base_anon, base_file = peak_memory("baseline", n_memory, tmp)
@@ -149,6 +150,11 @@ def per_family_rates(n, seed, population, instrument, sedlib, sps_n: int = 5000)
         dt = time.perf_counter() - t0
         rows.append((f"simulate_arrays, {n:,} objects, {label}", f"{n / dt:,.0f} objects/s ({dt:.2f} s)"))
     return rows
+
+
+def measure_simulation(ws, n: int, n_memory: int, sps_n: int) -> dict:
+    """The suite's benchmark: :func:`run` (the simulator needs nothing from the workspace)."""
+    return {"rows": run(n, n_memory, sps_n=sps_n)}
 
 
 def markdown(rows) -> str:

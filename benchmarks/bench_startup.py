@@ -1,4 +1,4 @@
-"""Start-up of the stage (issue 17): from launching a process to its first processed chunk.
+"""Start-up of the stage: from launching a process to its first processed chunk.
 
     python benchmarks/bench_startup.py                  # about a minute on 2 idle cores
     python benchmarks/bench_startup.py --repeats 5 --json /tmp/startup.json
@@ -27,7 +27,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,17 +68,16 @@ def _timed(cmd) -> tuple[float, str, float]:
     return time.time() - t0, proc.stdout, t0
 
 
-def run(args) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_head import GOLDEN, make_product
-    work = Path(tempfile.mkdtemp(prefix="bench_startup_"))
-    product = work / "small.fits"
-    n = make_product(GOLDEN, args.copies, product, seed=2)
+def run(repeats: int, product: Path, work: Path) -> dict:
+    """Every series of the module doc, ``repeats`` times, on ``product`` (outputs in ``work``)."""
+    from csst_sls_z.products import open_product
+    with open_product(product) as reader:
+        n = reader.n_objects
     out = work / "out.fits"
     py = sys.executable
     series = {"python -c pass": [], "import tensorflow": [], "csst-sls-z run (whole process)": []}
     phases = []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         series["python -c pass"].append(_timed([py, "-c", "pass"])[0])
         series["import tensorflow"].append(
             _timed([py, "-c", "from csst_sls_z.tfenv import import_tensorflow; import_tensorflow()"])[0])
@@ -96,7 +94,7 @@ def run(args) -> dict:
     for k in keys:
         steps[k] = at[k] - prev
         prev = at[k]
-    return {"objects": n, "repeats": args.repeats, "processes": med, "phase_ends_s": at, "phase_s": steps,
+    return {"objects": n, "repeats": repeats, "processes": med, "phase_ends_s": at, "phase_s": steps,
             "first_chunk_one_off_s": steps[keys[3]] - steps[keys[4]],
             "to_first_chunk_s": at[keys[3]], "load": os.getloadavg()[0]}
 
@@ -113,13 +111,20 @@ def markdown(r: dict) -> str:
     return "\n".join(L)
 
 
+def measure_startup(ws, repeats: int, copies: int) -> dict:
+    """The suite's benchmark: :func:`run` on the fixed product of ``copies`` x 24 objects."""
+    return run(repeats, ws.fixed_product(copies, seed=2), ws.path("startup"))
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="bench_startup.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--copies", type=int, default=11, help="copies of the golden product's 24 rows (one chunk)")
     p.add_argument("--json", default=None, help="write every number here")
     args = p.parse_args(argv)
-    r = run(args)
+    from benchmarks.workspace import Workspace
+    with Workspace() as ws:
+        r = measure_startup(ws, args.repeats, args.copies)
     print(markdown(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

@@ -39,7 +39,7 @@ Per object (s = ln(1 + z) throughout):
   The note's measured method is ``coarse_width=-1, coarse_step=1e-3, coarse_bin=1, fine_step=1e-4,
   fine_half=4e-3, parabola_steps=1, minimum_margin=1e30, profile_rounds=1``; the defaults cost about
   a tenth of it (33 chi2 evaluations an object against 351) with the same sigma_NMAD and eta on the
-  project's simulator (``benchmarks/refine_accuracy.py`` measures each simplification).
+  project's simulator (``studies/refine_accuracy.py`` measures each simplification).
 
 Status: 0 ok; 1 not run (too few usable pixels, no p(z), Z not finite, or no window where the
 basis covers the pixels): Z is NaN; 2 the minimum lies on a window edge (the fine minimum is the

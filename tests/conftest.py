@@ -1,8 +1,8 @@
 """Shared fixtures: small simulated products, a DUMMY reference set with a tiny network and one
 stage on it; and the ``slow`` marker.
 
-Slow tests (real regeneration, ``benchmarks/run_all.py``, the objective curves and the other
-training benchmarks, the large fuzz counts, multi-process and subprocess runs of the whole
+Slow tests (real regeneration, the benchmark suite at tiny size, the objective curves and the
+other training studies, the large fuzz counts, multi-process and subprocess runs of the whole
 stage, the README's own command) are marked ``@pytest.mark.slow``. ``python -m pytest -q``
 leaves them out (they are counted as deselected); ``python -m pytest -q --slow`` runs every
 test, ``python -m pytest -q -m slow`` only the slow ones (what ``.ci/run`` adds after the

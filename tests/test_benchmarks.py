@@ -1,121 +1,269 @@
-"""The benchmark suite: ``benchmarks/run_all.py --quick`` runs and writes every section and row.
+"""The benchmark suite (``python -m benchmarks``): every registered benchmark at its tiny size,
+in this process, on one shared workspace, with its returned numbers checked: rates positive,
+sizes as asked, and the consistency checks the benchmarks make themselves (numba and numpy
+agree, both BNN paths agree, the FLOP counts agree). Speed itself is not checked: tiny sizes on
+a shared machine say the code works, not how fast it is.
 
-One quick run (tiny sizes, in a subprocess) is shared by the tests below; its numbers are
-not checked for speed, only for being there and for the internal consistency checks the
-suite makes (numba vs numpy agree, both BNN paths agree, FLOP counts agree).
+Most benchmarks start TensorFlow networks or fresh processes, so they are marked slow; the
+registry, the runner, the report and the reference implementations are checked in the default run.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "benchmarks"
+from benchmarks import report
+from benchmarks.suite import REGISTRY, main, parse_params, run_suite
+from benchmarks.workspace import Workspace
 
-SECTIONS = ["# csst_sls_z performance results", "## Machine", "## Yardstick: dense matmul", "## Preprocessing",
-            "## Backbone", "## BNN sampling", "## End to end", "## Simulation", "## Against redrock", "## Targets"]
-ROWS = [
-    "| CPU |", "| cores (usable) |", "| memory |", "| versions |",
-    "| TensorFlow float32 matmul", "| numpy float32 matmul",
-    "| numba (`preprocess_bands`", "| plain numpy (`bench_core.numpy_preprocess`", "| numba speed-up over numpy |",
-    "| numba and numpy agree",
-    "| cpu |", "| paper |",
-    "| backbone once,", "| S full passes, compiled,", "| S full passes, `Sampler.predict_naive`,",
-    "| time ratio, same spectra", "| time ratio, production throughput", "| largest difference of the means",
-    "Peak RSS ratio", "| preprocess | backbone | BNN head",
-    "| simulate_arrays,", "| simulate_products,",
-    "| spectra/s (all cores) |", "| spectra/s per core |", "| speed ratio stage / redrock |",
-    "| speed ratio per core |", "| all |", "| SNR_GI 0-1 |", "| SNR_GI 5-inf |",
-    "The paper's \"about 1% for traditional template fitting\"",
-    "| end to end >= 2,000 spectra/s |", "| end to end >= 1,500 spectra/s (progress) |",
-    "| BNN head cheaper than the backbone per spectrum |", "| BNN >= 50x faster than S full passes |",
-    "| >= 150x faster than redrock's DESI scan |", "| backbone >= 50% of matmul FLOP/s |",
-    "With `--backbone-precision bfloat16`", "Compute floor: the network's multiply-adds per spectrum",
-]
+FAST = {"matmul", "preprocess", "fail_fast"}
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "perf.md"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--out", str(out),
-                           "--workdir", str(tmp / "work")], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out.read_text(), json.loads(out.with_suffix(".json").read_text())
+def ws(tmp_path_factory):
+    return Workspace(tmp_path_factory.mktemp("bench_ws"))
 
 
-@pytest.mark.slow
-def test_every_section_and_row(quick):
-    text, res = quick
-    for heading in SECTIONS:
-        assert f"\n{heading}\n" in f"\n{text}\n", heading
-    for row in ROWS:
-        assert row in text, row
-    assert "QUICK MODE" in text
-    assert res["quick"] is True
-    # The targets table has a verdict on every line, labelled as no verdict in quick mode.
-    targets = text.split("## Targets", 1)[1]
-    assert targets.count("(quick mode: not a verdict)") == 6
+@pytest.fixture(scope="module")
+def tiny(ws):
+    """``tiny(name)``: the benchmark's result at its tiny size, run once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = REGISTRY[name].run(ws, "tiny")
+        return cache[name]
+    return get
 
 
-@pytest.mark.slow
-def test_internal_checks(quick):
-    _, res = quick
-    assert res["preprocess"]["agree"] is True
-    bnn = res["bnn"]
-    assert bnn["samples"] == 200 and bnn["n_naive"] >= 1
-    assert bnn["max_dmean_over_sigma"] < 1e-3          # backbone once == S full passes, same noise
-    cpu = res["backbone"]["cpu"]
-    assert abs(cpu["profiler_flops"] / cpu["flops_per_spectrum"] - 1) < 0.02
-    assert cpu["keras_per_s"] > 0 and cpu["bfloat16_per_s"] > 0
+def _sizes(name):
+    return REGISTRY[name].sizes["tiny"]
+
+
+# ----------------------------------------------------------------------------- what each benchmark returns
+def check_matmul(r):
+    assert r["n"] == _sizes("matmul")["n"]
+    assert r["tf_gflops"] > 0 and r["numpy_gflops"] > 0
+
+
+def check_preprocess(r):
+    assert r["n"] == _sizes("preprocess")["n"]
+    assert r["numba_per_s"] > 0 and r["numpy_per_s"] > 0 and r["speedup"] > 0
+    assert r["agree"] is True and r["numba_threads"] >= 1
+
+
+def check_backbone(r):
+    assert set(r) == {"cpu", "paper"}
+    for net, b in r.items():
+        assert b["n"] == _sizes("backbone")["n"] and b["params"] > 0
+        assert min(b["spectra_per_s"], b["keras_per_s"], b["bfloat16_per_s"], b["achieved_gflops"]) > 0
+    cpu, paper = r["cpu"], r["paper"]
+    assert abs(cpu["profiler_flops"] / cpu["flops_per_spectrum"] - 1) < 0.02   # analytic count = TF's
+    assert "profiler_flops" not in paper                                       # tiny: cpu only
+    assert paper["flops_per_spectrum"] > 10 * cpu["flops_per_spectrum"]
+
+
+def check_bnn(r):
+    size = _sizes("bnn")
+    assert r["samples"] == 200 and r["n_naive"] == size["n_naive"] and r["n_all"] == size["n"]
+    assert min(r["once_per_s"], r["once_per_s_same_n"], r["naive_per_s"], r["ratio_same_n"]) > 0
+    assert r["max_dmean_over_sigma"] < 1e-3             # backbone once == S full passes, same noise
+    assert r["eager_checked"] is False
     # S = 200 head samples on 128 features, units 256 and 128: (128*256 + 2*256*128 + 128*2) MACs each
-    assert res["flops_per_spectrum"]["head"] == 2 * (128 * 256 + 200 * (128 * 256 + 2 * 256 * 128 + 128 * 2))
-    assert res["e2e"]["bfloat16"]["n"] == res["sizes"]["n_e2e"]
-    e2e = res["e2e"]
-    assert e2e["small"]["n"] == res["sizes"]["n_e2e"] and e2e["large"]["n"] == res["sizes"]["n_mem"]
-    assert e2e["small"]["status"] in ("PERFECT", "WARNING") and e2e["large"]["maxrss_mib"] > 0
-    assert 0 < e2e["small"]["vmhwm_mib"] <= e2e["large"]["vmhwm_mib"]
-    for key in ("tf_gflops", "numpy_gflops"):
-        assert res["matmul"][key] > 0
+    assert r["head_flops_per_spectrum"] == 2 * (128 * 256 + 200 * (128 * 256 + 2 * 256 * 128 + 128 * 2))
+    assert r["backbone_flops_per_spectrum"] > r["head_flops_per_spectrum"]
+
+
+def check_e2e(r):
+    size = _sizes("e2e")
+    small, large, bf16 = r["small"], r["large"], r["bfloat16"]
+    assert (small["n"], large["n"], bf16["n"]) == (size["n"], size["n_large"], size["n"])
+    for run in (small, large, bf16):
+        assert run["status"] in ("PERFECT", "WARNING") and run["spectra_per_s"] > 0 and run["maxrss_mib"] > 0
+    assert small["setup_s"] > 0 and r["process_wall_s"] > small["run_s"] + large["run_s"]
+    assert 0 < small["vmhwm_mib"] <= large["vmhwm_mib"]
+
+
+def check_refine_e2e(r):
+    assert r["n"] == _sizes("refine_e2e")["n"] and r["trained"] is True
+    for rates in r["spectra_per_s"].values():
+        assert len(rates) == _sizes("refine_e2e")["repeats"] and min(rates) > 0
+    assert r["refined_over_network"] > 0
+
+
+def check_memory(r):
+    sizes = _sizes("memory")["sizes"]
+    assert [row["n"] for row in r["rows"]] == sizes + sizes          # full output, then catalogue only
+    for row in r["rows"]:
+        assert row["anon_peak_mib"] > 50 and row["file_peak_mib"] > 0   # TensorFlow alone is well over 50 MiB
+        assert row["spectra_per_s"] > 0
+    assert all(r["input_mib"][n] > 0 for n in sizes)
+
+
+def check_startup(r):
+    assert r["objects"] == 24 * _sizes("startup")["copies"]
+    assert all(v > 0 for v in r["processes"].values())
+    ends = list(r["phase_ends_s"].values())
+    assert ends == sorted(ends) and r["to_first_chunk_s"] > 0
+    assert r["processes"]["import tensorflow"] > r["processes"]["python -c pass"]
+
+
+def check_fail_fast(r):
+    rows = {row["case"]: row for row in r["rows"]}
+    assert len(rows) == 8
+    for case, row in rows.items():
+        assert row["wall_median_s"] > 0
+        if case.startswith("(reference)"):
+            assert row["exit"] == 0
+        else:                                           # an error, before TensorFlow
+            assert row["exit"] != 0 and row["tensorflow_imported"] is False
+    assert 0 < r["slowest_error_s"] == max(row["wall_median_s"] for c, row in rows.items()
+                                           if not c.startswith("(reference)"))
+
+
+def check_head(r):
+    head, stage = r["head"], r["stage"]
+    assert head["objects"] == _sizes("head")["objects"] and head["samples"] == _sizes("head")["samples"]
+    assert "reference" in head["rows"] and "backbone" in head["rows"]
+    for row in head["rows"].values():
+        assert row["ms_per_spectrum"] > 0 and row["speedup_vs_reference"] > 0
+    # the same arithmetic on the same noise: the fused per-object path gives the reference's means
+    assert head["rows"]["var once, z folded, XLA"]["agreement"]["max_dmean_over_sigma"] < 1e-2
+    assert head["head_over_backbone"] > 0 and head["predict"]["z_cnn_identical"] is True
+    assert stage["objects"] == 24 * _sizes("head")["copies"] and len(stage["ways"]) == 4
+    for way in stage["ways"].values():
+        assert way["spectra_per_s"] > 0 and way["speedup"] > 0
+
+
+def check_refine(r):
+    size = _sizes("refine")
+    assert r["n"] == size["n"] and r["n_full"] == size["n_full"]
+    assert min(r["rate_1_thread"], r["rate_all"], r["full_rate_1_thread"], r["intervals_rate"]) > 0
+    assert sum(r["status"]) == size["n"] and r["evaluations_mean"] > 0
+
+
+def check_simulation(r):
+    labels = [label for label, _ in r["rows"]]
+    for family in ("REDROCK2016", "KCORRECT", "SPS"):
+        assert any(label.endswith(f"objects, {family}") for label in labels), family
+    # 5 general rows, the SPS library row, one per family alone and the training mixture
+    assert any("training variations" in label for label in labels) and len(labels) == 10
+    rates = [float(v.split()[0].replace(",", "")) for label, v in r["rows"] if label.startswith("simulate_")]
+    assert len(rates) == 6 and min(rates) > 0
+
+
+def check_redrock(r):
+    pytest.importorskip("redrock")
+    assert r["is_redrock"] is True and r["n"] == _sizes("redrock")["n"]
+    assert set(r["peers"]) == {"default", "coarse"} and r["speed_ratio"] > 0 and r["stage_per_s"] > 0
+    for peer in r["peers"].values():
+        assert peer["method"].startswith("redrock ") and peer["per_s"] > 0 and peer["n"] == r["n"]
+        assert len(peer["accuracy"]) == 7 and peer["accuracy"][0]["n"] == r["n"]
+    assert r["peers"]["coarse"]["n_redshifts"] < r["peers"]["default"]["n_redshifts"]
+    assert len(r["stage_accuracy"]) == 7
+
+
+def check_batch(r):
+    pytest.importorskip("distributed")
+    size = _sizes("batch")
+    assert r["n_total"] == size["files"] * size["objects_per_file"]
+    assert [run["processes"] for run in r["runs"]] == [1] + [int(w) for w in size["workers"].split(",")]
+    for run in r["runs"]:
+        assert run["wall"] > 0 and run["spectra_per_s"] > 0 and min(run["rss"]) > 0
+    assert all(run["same"] is True for run in r["runs"][1:])     # batch catalogues hold the stage's Z
+
+
+CHECKS = {name: globals()[f"check_{name}"] for name in REGISTRY}
+
+
+def test_every_registered_benchmark_has_a_check_and_both_sizes():
+    assert set(CHECKS) == set(REGISTRY)
+    for b in REGISTRY.values():
+        assert set(b.sizes) == {"full", "tiny"}
+        assert set(b.sizes["full"]) <= set(b.sizes["tiny"]), b.name      # every full size has a tiny one
+        assert b.name in report.SECTIONS
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in REGISTRY])
+def test_benchmark_runs_tiny(name, tiny):
+    CHECKS[name](tiny(name))
 
 
 @pytest.mark.slow
-def test_redrock_section(quick):
-    pytest.importorskip("redrock")
-    text, res = quick
-    rr = res["redrock"]
-    assert rr["is_redrock"] is True
-    assert rr["n"] == min(res["sizes"]["n_rr"], res["sizes"]["n_e2e"])
-    assert set(rr["peers"]) == {"default", "coarse"} and rr["speed_ratio"] > 0
-    for peer in rr["peers"].values():
-        assert peer["method"].startswith("redrock ") and peer["per_s"] > 0 and peer["n"] == rr["n"]
-        assert len(peer["accuracy"]) == 7
-    assert rr["peers"]["coarse"]["n_redshifts"] < rr["peers"]["default"]["n_redshifts"]
-    assert len(rr["stage_accuracy"]) == 7
-    assert "REDROCK COULD NOT BE IMPORTED" not in text
-    if not rr["stage_trained"]:
-        assert "untrained DUMMY network" in text
+def test_page_of_the_core_benchmarks(tiny):
+    """Where the time goes and the targets, from the benchmarks of one run."""
+    names = ("matmul", "preprocess", "backbone", "bnn", "e2e")
+    run = {"quick": True, "command": "python -m benchmarks --quick", "started": "now", "wall_s": 1.0,
+           "machine": {"cpu": "x", "cores": 2, "python": "3", "numpy": "2", "numba": "0", "tensorflow": "2",
+                       "redrock": "0", "load_1min": 0.0}, "results": {n: tiny(n) for n in names}, "failed": {}}
+    bd = report.breakdown(run["results"])
+    assert all(bd[k] >= 0 for k in ("preprocess", "backbone", "head", "io_and_rest")) and bd["e2e"] > 0
+    assert 0 < bd["floor"] < bd["e2e"]
+    rows = report.targets(run["results"])
+    assert len(rows) == 5 and all(isinstance(ok, bool) for _, _, ok, _ in rows)
+    page = report.markdown(run)
+    for name in names:
+        assert f"## {report.SECTIONS[name][0]}\n" in page
+    assert "## Where the time goes" in page and "## Targets" in page
 
 
-# ----------------------------------------------------------------------------- fast unit checks
-def _bench_core():
-    sys.path.insert(0, str(BENCH))
-    import bench_core
-    return bench_core
+# ----------------------------------------------------------------------------- the runner
+def test_runner_writes_the_page_and_the_numbers(tmp_path):
+    out = tmp_path / "perf.md"
+    assert main(["matmul", "--quick", "--out", str(out), "--workdir", str(tmp_path / "work"),
+                 "--param", "matmul.n=128"]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["quick"] is True and list(res["results"]) == ["matmul"] and res["failed"] == {}
+    assert res["sizes"]["matmul"] == {"n": 128, "repeats": 1} and res["results"]["matmul"]["n"] == 128
+    assert res["results"]["matmul"]["tf_gflops"] > 0 and res["wall_s"] > 0
+    assert "## Yardstick: dense matmul" in out.read_text()
 
 
+def test_runner_records_a_failed_benchmark_and_exits_1(tmp_path, monkeypatch):
+    def broken(ws, **size):
+        raise RuntimeError("no such machine")
+    import benchmarks.bench_core
+    monkeypatch.setattr(benchmarks.bench_core, "measure_matmul", broken)
+    with Workspace(tmp_path) as ws:
+        run = run_suite(["matmul"], ws, "tiny")
+    assert run["results"] == {} and run["failed"] == {"matmul": "RuntimeError: no such machine"}
+    assert "## Failed" in report.markdown(run)
+    assert main(["matmul", "--quick", "--out", str(tmp_path / "p.md"), "--workdir", str(tmp_path)]) == 1
+
+
+def test_runner_rejects_unknown_names_and_params(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["no_such_benchmark"])
+    assert exc.value.code == 2 and "unknown benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["matmul", "--param", "matmul.size=3"])
+    assert parse_params(["e2e.n_large=20000", "batch.workers=1,2"]) == {"e2e": {"n_large": 20000},
+                                                                         "batch": {"workers": "1,2"}}
+
+
+def test_the_package_never_imports_the_benchmarks_or_the_studies():
+    """benchmarks/ and studies/ use csst_sls_z; nothing in csst_sls_z or pipeline_hooks points back."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for package in ("csst_sls_z", "pipeline_hooks"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                assert not {n.split(".")[0] for n in names} & {"benchmarks", "studies"}, (path, names)
+
+
+# ----------------------------------------------------------------------------- reference implementations
 def test_numpy_reference_matches_numba_on_damaged_input():
     """Unsorted, repeated, NaN / inf / zero-error pixels, missing bands: same output bit for bit."""
-    bc = _bench_core()
+    from benchmarks import bench_core as bc
     from csst_sls_z.preprocess import WaveGrid, preprocess_bands
     from csst_sls_z.products import BandData
     grid = WaveGrid(starts=(3800.0, 6100.0), steps=(7.1, 8.5), sizes=(395, 518))
@@ -157,7 +305,7 @@ def test_numpy_reference_matches_numba_on_damaged_input():
 
 def test_flop_count_of_the_paper_backbone():
     """About 1.0 GFLOP per spectrum forward for the paper's widths."""
-    bc = _bench_core()
+    from benchmarks import bench_core as bc
     from csst_sls_z.network.config import CONFIGS
     flops = 2 * sum(bc.conv_macs(CONFIGS["paper"]).values())
     assert 0.95e9 < flops < 1.1e9
@@ -166,8 +314,7 @@ def test_flop_count_of_the_paper_backbone():
 
 def test_resolution_matrix_for_r250():
     pytest.importorskip("scipy")
-    sys.path.insert(0, str(BENCH))
-    import redrock_peer
+    from benchmarks import redrock_peer
     wave = 3800.0 + 7.1 * np.arange(395)
     r = redrock_peer.resolution_matrix(wave, 250.0)
     dense = r.toarray()
@@ -180,105 +327,3 @@ def test_resolution_matrix_for_r250():
     assert abs(sigma_pix / expect - 1) < 0.05
     z = redrock_peer.redshift_grid()
     assert z[0] == 0.0 and abs(z[-1] - 1.6) < 2e-3 and np.all(np.diff(z) > 0)
-
-
-@pytest.mark.slow
-def test_objective_curves_runs_tiny(tmp_path):
-    """Both objectives train for the same budget on the same data and land in the table and figure."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = tmp_path / "curves"
-    # The budget in steps, not seconds (tests/step_clock.py): 12 "s" is 6 steps per objective.
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("step_clock.py")), "0.5",
-                           str(BENCH / "objective_curves.py"), "--budget-s", "12", "--n-train", "600",
-                           "--n-val", "100", "--eval-every-s", "2", "--out", str(out), "--no-progress"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "curves.json").read_text())
-    assert set(res["curves"]) == {"zbins", "logcosh"}
-    for c in res["curves"].values():
-        times = [h["elapsed_s"] for h in c["history"]]
-        assert len(times) >= 2 and times[-1] >= 12 * 0.9         # each ran its full, equal budget
-        assert all(np.isfinite(h["sigma_nmad"]) and 0 <= h["eta"] <= 1 for h in c["history"])
-    text = (out / "curves.md").read_text()
-    assert "| zbins |" in text and "| logcosh |" in text
-    assert (out / "objective_curves.png").stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_memory_benchmark_runs_tiny(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_memory.py"), "--sizes", "30,60", "--samples", "4",
-                           "--warm", "20", "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| full") or line.startswith("| catalogue")]
-    assert len(rows) == 4
-    for row in rows:
-        anon, file_backed = (float(c.replace(",", "")) for c in row.split("|")[4:6])
-        assert anon > 50 and file_backed > 0               # TensorFlow alone is well over 50 MiB
-    assert (tmp_path / "out_catalog_60.fits").exists() and (tmp_path / "out_full_60.fits").exists()
-
-
-def test_calibration_variants_runs_on_cached_predictions(tmp_path):
-    rng = np.random.default_rng(5)
-    for name, n, z in (("val", 3000, rng.uniform(0, 1.6, 3000)), ("test", 2000, rng.uniform(0, 1.5, 2000))):
-        sigma = np.full(n, 0.01)
-        np.savez(tmp_path / f"pred_{name}.npz", z_true=z, mean=z + 2.0 * sigma * rng.standard_normal(n), sigma=sigma)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(BENCH / "calibration_variants.py"), str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in proc.stdout.splitlines() if "matched" in line or "log-loss" in line]
-    assert len(rows) == 4
-    raw = float(proc.stdout.split("test ")[1].split()[0])
-    assert raw < 0.45                                         # sigmas too small by 2: P(|N| < 0.5) = 0.38
-    matched = [float(r.split("|")[3].split("/")[0]) for r in rows if "matched" in r]
-    assert all(abs(m - 0.6827) < 0.03 for m in matched)      # matched fits hold the 68% level on test
-    missing = subprocess.run([sys.executable, str(BENCH / "calibration_variants.py"), str(tmp_path / "nope")],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
-
-
-@pytest.mark.slow
-def test_leave_one_family_out_has_one_row_per_family(tmp_path, monkeypatch):
-    """The leave-one-family-out benchmark at a tiny size: one network per left-out family plus the
-    all-families one, each scored on the left-out family; the table has one row per family."""
-    sys.path.insert(0, str(BENCH))
-    import leave_one_family_out as lofo
-    from step_clock import install
-    install(0.2, monkeypatch)              # training budgets in steps (about 5 per network), not seconds
-    argv = ["--config", "smoke", "--budget-s", "3", "--n-train", "600", "--n-val", "100", "--n-test", "40",
-            "--n-oracle", "2", "--sps-library-n", "60", "--out", str(tmp_path)]
-    assert lofo.main(argv) == 0
-    res = json.loads((tmp_path / "lofo.json").read_text())
-    assert list(res["families"]) == ["SPS", "KCORRECT", "REDROCK2016"]
-    for fam, r in res["families"].items():
-        assert r["without"]["all"]["n"] == 40 and r["all"]["all"]["n"] == 40
-        assert r["all"]["oracle"]["n"] == 2
-    # Each left-out network really trained without its family.
-    for fam in res["families"]:
-        cfg = json.loads((tmp_path / "work" / f"without_{fam}" / "work" / "config.json").read_text())
-        assert fam not in cfg["families"] and len(cfg["families"].split(",")) == 2
-    md = (tmp_path / "lofo.md").read_text()
-    assert sum(line.startswith(f"| {f} |") for f in res["families"] for line in md.splitlines()) == 3
-
-
-@pytest.mark.slow
-def test_compare_reference_sets_scores_each_set_on_the_same_file(tmp_path):
-    """Two sets on one tiny product of one family: one row per set, the bound beside it."""
-    sys.path.insert(0, str(BENCH))
-    import compare_reference_sets as cmp
-    root = Path(__file__).resolve().parents[1] / "reference_files"
-    argv = ["--refsets", str(root / "csst_sls_z_0003"), str(root / "csst_sls_z_0004"), "--families", "REDROCK2016",
-            "--n", "24", "--n-oracle", "2", "--no-shifts", "--out", str(tmp_path),
-            "--variant", "bf16", "--backbone-precision bfloat16"]
-    assert cmp.main(argv) == 0
-    res = json.loads((tmp_path / "compare.json").read_text())
-    rec = res["sets"]["REDROCK2016"]
-    assert rec["csst_sls_z_0003"]["n"] == rec["csst_sls_z_0004"]["n"] == rec["csst_sls_z_0004+bf16"]["n"] == 24
-    moved = rec["csst_sls_z_0004+bf16"]["vs_default"]     # the variant ran with its option: Z moved, a little
-    assert 0.0 < moved["median_dz"] < 0.01 and "vs_default" not in rec["csst_sls_z_0004"]
-    assert rec["oracle"]["n"] == 2 and 0.0 <= rec["csst_sls_z_0004"]["cov68"] <= 1.0
-    assert "| REDROCK2016 |" in (tmp_path / "compare.md").read_text()

@@ -43,3 +43,53 @@ def test_every_summary_count_column_is_in_pipeline_md(pipeline_md):
     section = _section(pipeline_md, "6")
     missing = [f"N_{flag.name}" for flag in ZWarn if f"`N_{flag.name}`" not in section]
     assert not missing, f"docs/pipeline.md section 6 does not name {missing}"
+
+
+# ---------------------------------------------------------------- commands written in the docs
+COMMAND = re.compile(r"python (?:-m (?P<module>benchmarks)|(?P<script>[\w./-]+\.py))(?P<args>[^`\n|]*)")
+
+
+def _doc_commands():
+    root = DOCS.parent
+    for page in [root / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("*/*.md"))]:
+        for line in page.read_text().splitlines():
+            for m in COMMAND.finditer(line):
+                yield page.relative_to(root), m
+
+
+def test_every_script_the_docs_run_exists_and_takes_the_options_given():
+    """``python path/x.py --opt ...`` in README.md and docs/: the file exists and defines each
+    ``--opt`` (as text in its source: argparse's ``"--opt"``)."""
+    root = DOCS.parent
+    seen, wrong = 0, []
+    for page, m in _doc_commands():
+        script = m["script"]
+        if not script or script.startswith("/") or Path(script).stem.isupper():   # absolute, or a placeholder
+            continue
+        path = root / script
+        if not path.is_file():
+            wrong.append(f"{page}: `python {script}` names no file")
+            continue
+        source = path.read_text()
+        wrong += [f"{page}: {script} has no option {option}"
+                  for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", m["args"]) if option != "--help" and f'"{option}"' not in source]
+        seen += 1
+    assert not wrong, "\n".join(wrong)
+    assert seen > 30
+
+
+def test_every_benchmark_the_docs_name_is_registered():
+    from benchmarks.suite import REGISTRY, parser
+    options = {o for a in parser()._actions for o in a.option_strings}
+    seen = 0
+    for page, m in _doc_commands():
+        if not m["module"]:
+            continue
+        words = m["args"].split()
+        for k, word in enumerate(words):
+            if word.startswith("--"):
+                assert word in options, f"{page}: python -m benchmarks has no option {word}"
+            elif re.fullmatch(r"[a-z_0-9]+", word) and not (k and words[k - 1] in ("--out", "--workdir")):
+                assert word in REGISTRY, f"{page}: python -m benchmarks names no benchmark {word!r}"
+        seen += 1
+    assert seen >= 5

@@ -230,7 +230,7 @@ def test_snr_distribution_matches_paper(models):
     (no "bright, so nearby" shortcut).
 
     The seed is fixed (1): GI log-mode 1.78, GV below 1 64.0%, docs/simulation.md shows the
-    histograms (``python benchmarks/make_simulation_figures.py --out docs/figures``).
+    histograms (``python docs/figures/make_simulation_figures.py --out docs/figures``).
     """
     instrument, sedlib = models
     sim = simulate_arrays(10000, 1, "test", instrument, sedlib)
@@ -433,23 +433,3 @@ def test_wave_shift_moves_line_by_recorded_shift(models):
             assert (c1 - c0) / disp == pytest.approx(b1.shift[i], abs=0.1), (band, i)
             moved = max(moved, abs(b1.shift[i]))
     assert moved > 1.0
-
-
-# ---------------------------------------------------------------------------- benchmark runs
-@pytest.mark.slow
-def test_benchmark_runs_tiny():
-    """benchmarks/bench_simulation.py works end to end (tiny sizes; the real run is in docs/simulation.md)."""
-    import importlib.util
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_simulation.py"
-    spec = importlib.util.spec_from_file_location("bench_simulation", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    rows = bench.run(n=40, n_memory=30)
-    table = bench.markdown(rows)
-    assert table.startswith("| quantity | value |")
-    assert "objects/s" in table and "MiB" in table
-    # 5 general rows, the SPS library row, one per family alone and the training mixture.
-    labels = [r[0] for r in rows]
-    for family in ("REDROCK2016", "KCORRECT", "SPS"):
-        assert any(label.endswith(f"objects, {family}") for label in labels), family
-    assert any("training variations" in label for label in labels) and len(rows) == 10

@@ -6,7 +6,7 @@ e.g. (a few minutes of CPU on two cores):
     csst-sls-z simulate --n 1000 --seed 777 --population test --per-file 1000 \\
         --families SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2 --out /tmp/refsim
     csst-sls-z run /tmp/refsim/sim_test_s777_0000.fits -o /tmp/refout
-    python benchmarks/refine_accuracy.py /tmp/refsim/sim_test_s777_0000.fits /tmp/refout/sim_test_s777_0000_slsz.fits
+    python studies/refine_accuracy.py /tmp/refsim/sim_test_s777_0000.fits /tmp/refout/sim_test_s777_0000_slsz.fits
 
 Printed (markdown), with the project's metrics (``training.metrics``: sigma_NMAD and eta, |dz|/(1+z) > 0.02):
 
@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SNR_BINS = ((0, np.inf, "all"), (0, 1, "0-1"), (1, 2, "1-2"), (2, 3, "2-3"), (3, 5, "3-5"), (5, np.inf, ">= 5"),
             (3, np.inf, ">= 3"))
@@ -54,7 +53,7 @@ def run(args):
     from csst_sls_z.simulation import load_models
     from csst_sls_z.training.refine_basis import build_refinement_model, leave_out_model, sps_pca_vectors
     from csst_sls_z.training.refine_calibration import coverage, fit_temperature
-    from bench_refine import FULL_METHOD
+    from benchmarks.bench_refine import FULL_METHOD
 
     instrument, sedlib, _ = load_models(args.reference_dir)
     truth = fits.getdata(args.product, "TRUTH")

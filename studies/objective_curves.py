@@ -1,6 +1,6 @@
 """The two backbone objectives at equal training time, on the same data, in one run.
 
-    python benchmarks/objective_curves.py --budget-s 600 --n-train 100000 --out docs/objective_curves
+    python studies/objective_curves.py --budget-s 600 --n-train 100000 --out docs/objective_curves
 
 Trains the ``cpu`` backbone twice through the regeneration code (``train_backbone``, the
 same batches from the same seed, the same validation set, the same cosine schedule over
@@ -22,6 +22,10 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 OBJECTIVES = ("zbins", "logcosh")
 

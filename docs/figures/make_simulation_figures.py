@@ -1,6 +1,6 @@
 """Make the figures and numbers of docs/simulation.md.
 
-    python benchmarks/make_simulation_figures.py --out docs/figures
+    python docs/figures/make_simulation_figures.py --out docs/figures
 
 writes three PNG files into --out and prints, as markdown, every number the document
 quotes (instrument table, population constants, SNR statistics, the example objects, the
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import matplotlib  # noqa: E402
 

@@ -1,20 +1,21 @@
 """How much of the information bound does self-broadening cost? The oracle on the same
 galaxies simulated with their real shapes and as point sources.
 
-    python benchmarks/bound_vs_morphology.py --n 60 --seed 7
+    python studies/bound_vs_morphology.py --n 60 --seed 7
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from csst_sls_z.simulation import load_models
-from csst_sls_z.simulation.population import draw_population
-from csst_sls_z.simulation.simulate import simulate_spectra
-from csst_sls_z.training.baselines import oracle_redshifts
-from csst_sls_z.training.metrics import outlier_fraction, sigma_nmad
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 
 
 def main(argv=None) -> int:
@@ -22,6 +23,11 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
+    from csst_sls_z.simulation import load_models
+    from csst_sls_z.simulation.population import draw_population
+    from csst_sls_z.simulation.simulate import simulate_spectra
+    from csst_sls_z.training.baselines import oracle_redshifts
+    from csst_sls_z.training.metrics import outlier_fraction, sigma_nmad
     instrument, sedlib, _ = load_models()
     pop = draw_population(args.n, "test", np.random.default_rng(args.seed), sedlib)
     point = dataclasses.replace(pop, r_eff=np.full(args.n, 0.01))

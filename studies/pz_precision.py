@@ -1,9 +1,9 @@
-"""What storing PZ as float16 would lose (issue 15): the p(z) metrics of a stage output, from
+"""What storing PZ as float16 would lose: the p(z) metrics of a stage output, from
 its float32 rows and from the same rows rounded to float16 (renormalised to sum to 1).
 
     csst-sls-z simulate --n 8192 --seed 5 --population test --per-file 8192 --out /tmp/pz --no-progress
     csst-sls-z run /tmp/pz/sim_test_s5_0000.fits -o /tmp/pz/out.fits --catalog-only --no-progress
-    python benchmarks/pz_precision.py /tmp/pz/sim_test_s5_0000.fits /tmp/pz/out.fits
+    python studies/pz_precision.py /tmp/pz/sim_test_s5_0000.fits /tmp/pz/out.fits
 
 The truth is the simulated input's TRUTH extension; metrics are those of the evaluation
 (``training/pz_metrics.py``: PIT KS distance, mean CRPS, HPD coverage, stacked n(z)).
@@ -13,9 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import fitsio
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def metrics_both_ways(pz32: np.ndarray, grid, z_true: np.ndarray) -> dict:
@@ -33,7 +38,7 @@ def metrics_both_ways(pz32: np.ndarray, grid, z_true: np.ndarray) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="pz_precision.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="simulated product (with TRUTH)")
     p.add_argument("output", help="the stage's output of it (with PZ)")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """Which part of the calibration fit moves the coverage? Four variants on one set's predictions.
 
     csst-sls-z regenerate --config cpu --out DIR --reuse-network reference_files/csst_sls_z_0002
-    python benchmarks/calibration_variants.py DIR/work
+    python studies/calibration_variants.py DIR/work
 
 Reads the BNN predictions that regeneration caches in ``DIR/work`` (``pred_val.npz``,
 ``pred_test.npz``) and fits the Beta calibration four ways: unweighted or weighted to the
@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def coverage(calib, pred, weights=None):

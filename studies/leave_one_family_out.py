@@ -8,7 +8,7 @@ instrument variations, seeds) is the configuration's. The point estimate is the 
 (Z_CNN): the budget goes to the backbone, which is what learns the galaxies. Beside each
 row, the information bound on F's own spectra (a chi-square scan with the true SED).
 
-    python benchmarks/leave_one_family_out.py --config cpu --budget-s 600 --n-train 120000 \
+    python studies/leave_one_family_out.py --config cpu --budget-s 600 --n-train 120000 \
         --n-test 2000 --n-oracle 150 --out docs/lofo
 
 writes OUT/lofo.json and OUT/lofo.md (one row per family). Runs resume: each training is a
@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-log = logging.getLogger("leave_one_family_out")
+log = logging.getLogger(__name__)
 
 
 def train(config, families, out, args):
@@ -111,7 +113,7 @@ def run(args) -> dict:
     results["wall_s"] = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "lofo.json").write_text(json.dumps(results, indent=1, default=float))
-    cmd = "python benchmarks/leave_one_family_out.py " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    cmd = "python studies/leave_one_family_out.py " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     (out / "lofo.md").write_text(f"`{cmd}`\n\n{table(results)}\n")
     return results
 

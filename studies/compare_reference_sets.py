@@ -9,14 +9,14 @@ object's true SED and shape, training/evaluate.py) on its first ``--n-oracle`` o
 The SPS family is drawn from a library built here with its own seed (``--sps-seed``), so
 its galaxies are not those of any regeneration's library.
 
-    python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0003 \\
+    python studies/compare_reference_sets.py --refsets reference_files/csst_sls_z_0003 \\
         reference_files/csst_sls_z_0004 --n 3000 --out docs/compare
 
 writes ``compare.json`` and ``compare.md`` in ``--out``. ``--variant NAME "OPTIONS"`` also runs
 every set with those stage options (a column ``<set>+NAME``), for example the bfloat16
-backbone of issue 17:
+backbone:
 
-    python benchmarks/compare_reference_sets.py --refsets reference_files/csst_sls_z_0006 \
+    python studies/compare_reference_sets.py --refsets reference_files/csst_sls_z_0006 \
         --variant bf16 "--backbone-precision bfloat16" --n 3000 --n-oracle 0 --out docs/compare_bf16
 """
 from __future__ import annotations
@@ -32,7 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("compare_reference_sets")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger(__name__)
 
 Z_WINDOW = (0.5, 0.9)     # the window where the foreign family failed (design notes on galaxies)
 HIGH_SNR = 3.0

@@ -1,6 +1,6 @@
 """Figures and numbers of docs/simulation.md's "SED families and instrument variations" section.
 
-    python benchmarks/make_family_figures.py --n 6000 --sps-n 5000 --out docs/figures
+    python docs/figures/make_family_figures.py --n 6000 --sps-n 5000 --out docs/figures
 
 * families_bpt.png: the SPS population on the BPT diagram with the Kauffmann et al. 2003
   and Kewley et al. 2001 lines;
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 MIX = "SPS:0.5,KCORRECT:0.3,REDROCK2016:0.2"
 
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     sim = simulate_arrays(args.n, args.seed, "test", instrument, fams)
     pop = sim.population
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"`python benchmarks/make_family_figures.py --n {args.n} --sps-n {args.sps_n} --seed {args.seed} "
+    print(f"`python docs/figures/make_family_figures.py --n {args.n} --sps-n {args.sps_n} --seed {args.seed} "
           f"--out {args.out}`\n")
 
     # BPT

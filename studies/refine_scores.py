@@ -11,7 +11,7 @@ seed), at the set's calibrated temperature. The instrument-shift sets (all famil
 the set's own file, so half their galaxies are in its basis: read them as a check of the
 intervals and of eta, not of sigma.
 
-    python benchmarks/refine_scores.py --refset reference_files/csst_sls_z_0007 --n 3000 --n-oracle 300 --out docs/refine_scores
+    python studies/refine_scores.py --refset reference_files/csst_sls_z_0007 --n 3000 --n-oracle 300 --out docs/refine_scores
 
 writes ``refine_scores.json`` and ``refine_scores.md`` in ``--out``.
 """
@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from compare_reference_sets import read_truth, run_stage  # noqa: E402
+from studies.compare_reference_sets import read_truth, run_stage  # noqa: E402
 
-log = logging.getLogger("refine_scores")
+log = logging.getLogger(__name__)
 SNR_EDGES = (1.0, 1.5, 2.0, 3.0, 5.0, np.inf)
 SNR_LABELS = ("1-1.5", "1.5-2", "2-3", "3-5", ">=5")
 
