@@ -189,6 +189,34 @@ def zwarn_cards() -> list[tuple[str, object, str]]:
     what its ZWARN values mean without the documentation (40 = LARGE_ZERR + LOW_SNR)."""
     return [(indexed_keyword(KW_ZWARN_BIT, flag.bit), flag.name, ZWARN_MEANINGS[flag.name]) for flag in ZWarn]
 
+# ---------------------------------------------------------------- the thresholds file's numbers
+# Every number a ZWARN rule compares against (``quality.py``), as the thresholds reference file
+# stores it: the attribute of ``reffiles.tables.Thresholds``, its header keyword and comment, and
+# what a file of schema version 1 written before the number existed implies (``REQUIRED``: every
+# such file holds it). A new bit with a trained threshold adds its line here. LITCOVER was fixed
+# at 0.5 before it was stored; MPEAKPAL None disables MULTIPLE_PEAKS, so a set chosen before the
+# bit existed never sets it and its catalogues keep their ZWARN (tests/test_golden.py).
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class ThresholdKeyword:
+    name: str
+    keyword: str
+    comment: str
+    schema1_default: object = REQUIRED
+
+
+THRESHOLD_KEYWORDS = (
+    ThresholdKeyword("low_snr", "LOWSNR", "LOW_SNR: SNR_GI below this"),
+    ThresholdKeyword("large_zerr", "LARGEZER", "LARGE_ZERR: ZERR/(1+Z) above this"),
+    ThresholdKeyword("ood_max", "OODMAX", "OUT_OF_DISTRIBUTION: feature distance above this"),
+    ThresholdKeyword("z_min", "ZMIN", "trained redshift range, lower end"),
+    ThresholdKeyword("z_max", "ZMAX", "trained redshift range, upper end"),
+    ThresholdKeyword("min_coverage", "LITCOVER", "LITTLE_COVERAGE: valid grid fraction below this", 0.5),
+    ThresholdKeyword("multiple_peaks", "MPEAKPAL", "MULTIPLE_PEAKS: P_ALT above this", None),
+)
+
 # ---------------------------------------------------------------- p(z) keywords (docs/pz.md)
 # SLS_REDSHIFT header keywords that describe p(z): the grid of the PZ column (and of Z_ALT/P_ALT,
 # which are written with or without it) and how p(z) was made. Bin i (0-based) of PZ is centred on

@@ -1,10 +1,11 @@
 """ZWARN: every rule that sets a bit, in one place.
 
 The bits and their meanings are ``datamodel.ZWarn`` / ``ZWARN_MEANINGS``; the numbers the
-rules compare against are the ``thresholds`` reference file (``reffiles.tables.Thresholds``). What
-the rules read about each object is one record, :class:`ZwarnInputs`. A new bit is a member
-of ``ZWarn`` with its meaning, and its rule here (with a field of ``ZwarnInputs`` if it needs
-a new measurement).
+rules compare against are the ``thresholds`` reference file (``reffiles.tables.Thresholds``, one
+value per ``datamodel.THRESHOLD_KEYWORDS`` line). What the rules read about each object is one
+record, :class:`ZwarnInputs`. A new bit is a member of ``ZWarn`` with its meaning, and its rule
+here (with a field of ``ZwarnInputs`` if it needs a new measurement); a trained threshold adds
+its ``THRESHOLD_KEYWORDS`` line and its choice in ``training/threshold_choice.py``.
 """
 from __future__ import annotations
 

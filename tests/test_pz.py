@@ -368,9 +368,8 @@ def test_an_old_set_without_pz_calibration_runs_and_a_temperature_is_applied(pro
 
 def test_the_bit_follows_p_alt_through_the_stage(product_copy, dummy_refset, tmp_path):
     th = load_thresholds(Path(dummy_refset) / "thresholds.fits")
-    from dataclasses import replace
     path = tmp_path / "thresholds_mp.fits"
-    write_thresholds(path, replace(th, multiple_peaks=0.05), "DUMMY")
+    write_thresholds(path, th.replace(multiple_peaks=0.05), "DUMMY")
     cat, _ = _run(product_copy, tmp_path / "mp.fits", dummy_refset, reference_overrides={"thresholds": path})
     flagged = cat["ZWARN"] & int(dm.ZWarn.MULTIPLE_PEAKS) != 0
     with np.errstate(invalid="ignore"):

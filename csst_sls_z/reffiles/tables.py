@@ -12,6 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..calibration import BetaCalibration, ScaleCalibration, TemperatureCalibration
+from ..datamodel import REQUIRED, THRESHOLD_KEYWORDS
 from ..preprocess import WaveGrid
 from .header import ReferenceFileError, open_reference_file, reference_header, write_fits_atomic
 
@@ -128,24 +129,44 @@ def load_calibration(path) -> CalibrationFile:
 
 
 # Values a thresholds file holds since a later version, by the file's SCHEMAV: what a file of
-# that schema version written before the value was stored in it implies (the value in use then).
-# MPEAKPAL: None, the MULTIPLE_PEAKS bit disabled: a set chosen before the bit existed never sets
-# it, so its catalogues keep their ZWARN (tests/test_golden.py).
-THRESHOLDS_SCHEMA_DEFAULTS = {1: {"LITCOVER": 0.5, "MPEAKPAL": None}}
+# that schema version written before the value was stored in it implies (datamodel.THRESHOLD_KEYWORDS).
+THRESHOLDS_SCHEMA_DEFAULTS = {1: {k.keyword: k.schema1_default for k in THRESHOLD_KEYWORDS
+                                  if k.schema1_default is not REQUIRED}}
 
 
-@dataclass(frozen=True)
 class Thresholds:
-    low_snr: float                 # LOW_SNR when SNR_GI < this
-    large_zerr: float              # LARGE_ZERR when ZERR / (1 + Z) > this
-    ood_max: float                 # OUT_OF_DISTRIBUTION when the feature distance exceeds this
-    ood_mean: np.ndarray           # (F,) training feature mean
-    ood_precision: np.ndarray      # (F, F) inverse covariance of training features
-    z_min: float                   # trained redshift range, for Z_FITLIMIT
-    z_max: float
-    min_coverage: float = THRESHOLDS_SCHEMA_DEFAULTS[1]["LITCOVER"]   # LITTLE_COVERAGE below this grid fraction
-    # MULTIPLE_PEAKS when P_ALT exceeds this; None: the bit is disabled (files without MPEAKPAL)
-    multiple_peaks: float | None = THRESHOLDS_SCHEMA_DEFAULTS[1]["MPEAKPAL"]
+    """The thresholds reference file: one value per ``datamodel.THRESHOLD_KEYWORDS`` entry, an
+    attribute of that name (``th.low_snr``), plus the training features' mean and inverse
+    covariance for OUT_OF_DISTRIBUTION. A value left out takes its schema-1 default; one
+    without a default must be given. None disables its bit (``multiple_peaks``)."""
+
+    def __init__(self, *, ood_mean, ood_precision, **values):
+        known = {k.name for k in THRESHOLD_KEYWORDS}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"Thresholds has no value {', '.join(unknown)} (datamodel.THRESHOLD_KEYWORDS)")
+        self.ood_mean = np.asarray(ood_mean)            # (F,) training feature mean
+        self.ood_precision = np.asarray(ood_precision)  # (F, F) inverse covariance of training features
+        for k in THRESHOLD_KEYWORDS:
+            if k.name in values:
+                value = values[k.name]
+            elif k.schema1_default is not REQUIRED:
+                value = k.schema1_default
+            else:
+                raise TypeError(f"Thresholds needs {k.name} ({k.keyword}: {k.comment})")
+            setattr(self, k.name, None if value is None else float(value))
+
+    def values(self) -> dict:
+        """The threshold values by attribute name (the features apart)."""
+        return {k.name: getattr(self, k.name) for k in THRESHOLD_KEYWORDS}
+
+    def replace(self, **changes) -> "Thresholds":
+        """A copy with some values changed."""
+        return Thresholds(ood_mean=self.ood_mean, ood_precision=self.ood_precision, **{**self.values(), **changes})
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={v!r}" for k, v in self.values().items())
+        return f"Thresholds({values}, {self.ood_mean.size} features)"
 
     def ood_distance(self, feats: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of backbone features from the training set, per dimension."""
@@ -156,14 +177,10 @@ class Thresholds:
 
 def write_thresholds(path, th: Thresholds, pedigree: str, history=(), overwrite=False):
     hdr = reference_header("thresholds", pedigree, "ZWARN thresholds chosen on the validation set", history=history)
-    hdr["LOWSNR"] = (th.low_snr, "LOW_SNR: SNR_GI below this")
-    hdr["LARGEZER"] = (th.large_zerr, "LARGE_ZERR: ZERR/(1+Z) above this")
-    hdr["OODMAX"] = (th.ood_max, "OUT_OF_DISTRIBUTION: feature distance above this")
-    hdr["ZMIN"] = (th.z_min, "trained redshift range, lower end")
-    hdr["ZMAX"] = (th.z_max, "trained redshift range, upper end")
-    hdr["LITCOVER"] = (th.min_coverage, "LITTLE_COVERAGE: valid grid fraction below this")
-    if th.multiple_peaks is not None:      # absent: the bit is disabled
-        hdr["MPEAKPAL"] = (float(th.multiple_peaks), "MULTIPLE_PEAKS: P_ALT above this")
+    for k in THRESHOLD_KEYWORDS:
+        value = getattr(th, k.name)
+        if value is not None:              # absent: the bit is disabled
+            hdr[k.keyword] = (float(value), k.comment)
     hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(th.ood_mean.astype(np.float64), name="OOD_MEAN"),
             fits.ImageHDU(th.ood_precision.astype(np.float64), name="OOD_PRECISION")]
     write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
@@ -183,15 +200,11 @@ def load_thresholds(path) -> Thresholds:
     with open_reference_file(path, "thresholds") as hdul:
         h = hdul[0].header
         try:
-            return Thresholds(low_snr=float(h["LOWSNR"]), large_zerr=float(h["LARGEZER"]), ood_max=float(h["OODMAX"]),
-                              ood_mean=np.array(hdul["OOD_MEAN"].data, float),
-                              ood_precision=np.array(hdul["OOD_PRECISION"].data, float),
-                              z_min=float(h["ZMIN"]), z_max=float(h["ZMAX"]),
-                              min_coverage=float(_value_or_schema_default(h, "LITCOVER")),
-                              multiple_peaks=_optional_float(_value_or_schema_default(h, "MPEAKPAL")))
+            values = {}
+            for k in THRESHOLD_KEYWORDS:
+                value = _value_or_schema_default(h, k.keyword)
+                values[k.name] = None if value is None else float(value)
+            return Thresholds(ood_mean=np.array(hdul["OOD_MEAN"].data, float),
+                              ood_precision=np.array(hdul["OOD_PRECISION"].data, float), **values)
         except KeyError as exc:
             raise ReferenceFileError(f"thresholds file {path} lacks {exc}") from None
-
-
-def _optional_float(value):
-    return None if value is None else float(value)

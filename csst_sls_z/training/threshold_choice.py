@@ -43,7 +43,6 @@ The thresholds file's HISTORY says the same, with the values chosen.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 
@@ -106,11 +105,11 @@ def choose_thresholds(z, zerr, z_true, snr_gi, val_features, train_features, z_m
     th = Thresholds(low_snr=low_snr, large_zerr=large, ood_max=0.0, ood_mean=feats.mean(axis=0),
                     ood_precision=np.linalg.inv(cov), z_min=z_min, z_max=z_max)
     ood_max = float(np.percentile(th.ood_distance(np.asarray(val_features, np.float64)), OOD_PERCENTILE))
-    th = replace(th, ood_max=ood_max)
+    th = th.replace(ood_max=ood_max)
     ood_why = (f"OOD {ood_max:.3f}: {OOD_PERCENTILE:g}th percentile of validation feature Mahalanobis distance "
                "(per dim).")
     if clean is not None:
-        th = replace(th, multiple_peaks=multiple)
+        th = th.replace(multiple_peaks=multiple)
         return th, clean_why + [ood_why]
     why = [f"LOW_SNR {low_snr:.3f}: largest SNR_GI below which >= {LOW_SNR_ETA:.0%} of validation objects "
            "are outliers.",
@@ -118,7 +117,7 @@ def choose_thresholds(z, zerr, z_true, snr_gi, val_features, train_features, z_m
            "objects are outliers.", ood_why]
     if p_alt is not None:
         multiple, reason = choose_multiple_peaks(z, z_true, p_alt)
-        th = replace(th, multiple_peaks=multiple)
+        th = th.replace(multiple_peaks=multiple)
         why.append(reason)
     return th, why
 
