@@ -118,11 +118,16 @@ class RefinementModel:
     max_rel_err: float = 20.0      # pixels with ERR >= this x the median ERR are not used
     ridge: float = 1e-8            # relative ridge on the normal equations
     temperature: float = 1.0       # posterior temperature (calibrated on a validation set)
+    # The temperature by GI SNR: the edges (increasing) and one temperature per bin (one more than
+    # edges); empty: ``temperature`` for every object (files written before the bins existed).
+    temperature_snr_edges: tuple = ()
+    temperatures_by_snr: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "basis", np.ascontiguousarray(self.basis, dtype=np.float64))
         object.__setattr__(self, "loglam", np.ascontiguousarray(self.loglam, dtype=np.float64))
-        for name in ("libraries", "bands", "resolution", "dispersion", "centre", "widths"):
+        for name in ("libraries", "bands", "resolution", "dispersion", "centre", "widths",
+                     "temperature_snr_edges", "temperatures_by_snr"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         problem = self.problem()
         if problem:
@@ -156,6 +161,15 @@ class RefinementModel:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 return f"{name} must be a positive number, not {v}"
+        edges, temps = self.temperature_snr_edges, self.temperatures_by_snr
+        if edges or temps:
+            if len(temps) != len(edges) + 1:
+                return (f"temperatures_by_snr must hold one more value than temperature_snr_edges "
+                        f"({len(temps)} and {len(edges)})")
+            if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+                return f"temperature_snr_edges must be finite and increasing, not {edges}"
+            if not all(math.isfinite(v) and v > 0 for v in temps):
+                return f"temperatures_by_snr must be positive numbers, not {temps}"
         if self.fine_half < self.fine_step:
             return f"fine_half ({self.fine_half}) must be at least fine_step ({self.fine_step})"
         for name in ("prior_weight", "ridge", "peak_min_prob", "minimum_margin"):
@@ -235,6 +249,16 @@ class RefinementModel:
         from dataclasses import replace
         return replace(self, **changes)
 
+    def temperature_for(self, snr_gi=None):
+        """The posterior temperature of each object: by its GI SNR where the model has bins (an
+        (n,) array; a non-finite SNR takes ``temperature``), else the one ``temperature``."""
+        if snr_gi is None or not self.temperature_snr_edges:
+            return float(self.temperature)
+        snr = np.asarray(snr_gi, dtype=np.float64).ravel()
+        temps = np.asarray(self.temperatures_by_snr, dtype=np.float64)
+        bins = np.searchsorted(np.asarray(self.temperature_snr_edges, dtype=np.float64), snr, side="right")
+        return np.where(np.isfinite(snr), temps[np.clip(bins, 0, temps.size - 1)], float(self.temperature))
+
 
 # ----------------------------------------------------------------------------- results
 @dataclass
@@ -258,7 +282,9 @@ class Posterior:
     win_hi: np.ndarray
     win_mass: np.ndarray
     n_windows: np.ndarray
-    temperature: float = 1.0        # the model's (calibrated) temperature, the default of intervals()
+    # The model's (calibrated) temperature, the default of intervals(): one number, or one per
+    # object (RefinementModel.temperature_for, by GI SNR).
+    temperature: float | np.ndarray = 1.0
 
     def __len__(self) -> int:
         return self.pz.shape[0]
@@ -267,7 +293,8 @@ class Posterior:
         rows = np.asarray(rows)
         return Posterior(self.grid, self.pz[rows], self.s[rows], self.obj[rows], self.window[rows],
                          self.n_points[rows], self.win_lo[rows], self.win_hi[rows], self.win_mass[rows],
-                         self.n_windows[rows], self.temperature)
+                         self.n_windows[rows],
+                         self.temperature[rows] if np.ndim(self.temperature) else self.temperature)
 
 
 @dataclass
@@ -311,7 +338,9 @@ def concatenate(parts) -> Refinement:
                      cat(lambda p: p.posterior.obj), cat(lambda p: p.posterior.window),
                      cat(lambda p: p.posterior.n_points), cat(lambda p: p.posterior.win_lo),
                      cat(lambda p: p.posterior.win_hi), cat(lambda p: p.posterior.win_mass),
-                     cat(lambda p: p.posterior.n_windows), p0.temperature)
+                     cat(lambda p: p.posterior.n_windows),
+                     cat(lambda p: np.broadcast_to(np.asarray(p.posterior.temperature, dtype=np.float64), (len(p),)))
+                     if any(np.ndim(p.posterior.temperature) for p in parts) else p0.temperature)
     return Refinement(cat(lambda p: p.z), cat(lambda p: p.status), cat(lambda p: p.chi2), cat(lambda p: p.npix),
                       cat(lambda p: p.width), cat(lambda p: p.evaluations), post)
 
@@ -1102,17 +1131,22 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def refine(bands: dict, pz, grid: PzGrid, z_net, model: RefinementModel, threads: int | None = None) -> Refinement:
+def refine(bands: dict, pz, grid: PzGrid, z_net, model: RefinementModel, threads: int | None = None,
+           snr_gi=None) -> Refinement:
     """Refine one chunk of objects.
 
     ``bands``: {'GV': BandData, 'GI': BandData} as ``ProductReader.iter_chunks`` yields them (a
     missing band may be absent); ``pz``: (n, nbin) the network's p(z) rows on ``grid``; ``z_net``:
     (n,) the network's Z. ``threads``: worker threads, each running the compiled kernel without the
     GIL on blocks of BLOCK objects (default :func:`default_threads`; 1: in the calling thread). The
-    result does not depend on the number of threads.
+    result does not depend on the number of threads. ``snr_gi``: (n,) the objects' GI SNR, which
+    picks each posterior's temperature where the model has them by SNR
+    (:meth:`RefinementModel.temperature_for`).
     """
     z_net = np.ascontiguousarray(z_net, dtype=np.float64).ravel()
     n = z_net.size
+    if snr_gi is not None and np.size(snr_gi) != n:
+        raise ValueError(f"snr_gi holds {np.size(snr_gi)} values, z_net {n}")
     pz = np.asarray(pz)
     if pz.ndim != 2 or pz.shape != (n, grid.nbin):
         raise ValueError(f"p(z) must be ({n}, {grid.nbin}), not {pz.shape}")
@@ -1174,7 +1208,7 @@ def refine(bands: dict, pz, grid: PzGrid, z_net, model: RefinementModel, threads
             if errors:
                 raise errors[0]
     post = Posterior(grid, pz, post_s, post_obj, post_win, post_n, win_lo, win_hi, win_mass, n_win,
-                     float(model.temperature))
+                     model.temperature_for(snr_gi))
     return Refinement(out_z, out_status, out_chi2, out_npix, out_width, out_cost, post)
 
 
@@ -1258,7 +1292,7 @@ def _interval_one(o, pz, x0, dx, zspace, s_pts, obj_pts, win_pts, n_pts, win_lo,
     lam = np.empty(cap)
     mass = np.empty(cap)
     ns = 0
-    two_t = 2.0 * temperature
+    two_t = 2.0 * temperature[o]
     k = 0                   # next window to emit
     cur = -np.inf           # everything below cur has been emitted
     for i in range(nb + 1):
@@ -1393,11 +1427,12 @@ def quantiles(refinement_or_posterior, q, temperature: float | None = None) -> n
     """(n, len(q)) redshift quantiles of each object's posterior at ``temperature`` (default: the
     model's). NaN where the object has no p(z)."""
     post = getattr(refinement_or_posterior, "posterior", refinement_or_posterior)
-    t = float(post.temperature if temperature is None else temperature)
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"the temperature must be a positive number, not {temperature}")
-    qs = np.ascontiguousarray(q, dtype=np.float64).ravel()
     n = len(post)
+    t = np.asarray(post.temperature if temperature is None else temperature, dtype=np.float64)
+    if t.ndim > 1 or (t.ndim == 1 and t.size != n) or not np.all(np.isfinite(t) & (t > 0)):
+        raise ValueError(f"the temperature must be a positive number or one per object, not {temperature}")
+    t = np.ascontiguousarray(np.broadcast_to(t, (n,)))
+    qs = np.ascontiguousarray(q, dtype=np.float64).ravel()
     out = np.full((n, qs.size), np.nan)
     if n:
         _intervals_kernel(post.pz, float(post.grid.z0), float(post.grid.dz), post.grid.space == "z",

@@ -279,7 +279,8 @@ class RedshiftStage:
         pz = np.zeros((len(cat), grid.nbin))
         pz[measurable] = pz_measured
         network = {k: cat[k] for k in ("Z", "Z_LO", "Z_HI", "ZERR")}
-        r = refine(bands, pz, grid, np.where(measurable, cat["Z"], np.nan), self.load_references()["refinement"])
+        r = refine(bands, pz, grid, np.where(measurable, cat["Z"], np.nan), self.load_references()["refinement"],
+                   snr_gi=cat["SNR_GI"])
         summary, failed = refined_summary(network, r)
         for key, values in summary.items():
             cat[key] = values

@@ -319,6 +319,49 @@ def test_intervals_of_a_known_posterior():
         np.testing.assert_allclose(np.log1p(iv["Z_HI95"]) - 0.3, 1.96 * width, rtol=0.02)
 
 
+def test_temperature_by_gi_snr_per_object(model, sim_product):
+    """A model with temperatures by GI SNR gives each posterior the temperature of its SNR bin; the
+    intervals then equal those at that bin's temperature, object by object."""
+    from csst_sls_z.training.refine_calibration import fit_temperatures_by_snr
+    binned = model.replace(temperature=2.0, temperature_snr_edges=(1.5, 3.0), temperatures_by_snr=(0.5, 2.0, 8.0))
+    snr = np.array([0.2, 1.5, 2.9, 3.0, 40.0, np.nan])
+    np.testing.assert_array_equal(binned.temperature_for(snr), [0.5, 2.0, 2.0, 8.0, 8.0, 2.0])
+    assert model.temperature_for(snr) == model.temperature and binned.temperature_for(None) == 2.0
+    with pytest.raises(ValueError, match="one more value"):
+        model.replace(temperature_snr_edges=(1.5, 3.0), temperatures_by_snr=(1.0, 2.0))
+    with pytest.raises(ValueError, match="increasing"):
+        model.replace(temperature_snr_edges=(3.0, 1.5), temperatures_by_snr=(1.0, 2.0, 3.0))
+
+    with open_product(sim_product) as reader:
+        (sl, bands), = list(reader.iter_chunks(1000))
+    z_true = np.asarray(fits.getdata(sim_product, "TRUTH")["Z_TRUE"], float)
+    s_true = np.log1p(z_true)
+    n = z_true.size
+    snr_gi = np.linspace(0.5, 6.0, n)
+    res = R.refine(bands, gaussian_pz(s_true + 0.002, sigma=0.008), GRID, np.expm1(s_true + 0.002), binned,
+                   snr_gi=snr_gi)
+    temps = binned.temperature_for(snr_gi)
+    np.testing.assert_array_equal(res.posterior.temperature, temps)
+    got = R.intervals(res)["ZERR"]
+    for t in (0.5, 2.0, 8.0):
+        rows = temps == t
+        np.testing.assert_array_equal(got[rows], R.intervals(res, t)["ZERR"][rows])
+    # subsets and concatenation keep each object's temperature
+    half = n // 2
+    joined = R.concatenate([res.subset(np.arange(half)), res.subset(np.arange(half, n))])
+    np.testing.assert_array_equal(R.intervals(joined)["ZERR"], got)
+    with pytest.raises(ValueError, match="snr_gi"):
+        R.refine(bands, gaussian_pz(s_true), GRID, np.expm1(s_true), binned, snr_gi=snr_gi[:-1])
+
+    # the fit: one temperature per bin with enough objects, the overall one elsewhere
+    fit = fit_temperatures_by_snr(res, z_true, snr_gi, edges=(3.0, 50.0), min_objects=5)
+    assert fit["edges"] == (3.0, 50.0) and len(fit["temperatures"]) == 3 and fit["n"][2] == 0
+    assert fit["temperatures"][2] == fit["temperature"]
+    from csst_sls_z.training.refine_calibration import coverage
+    low = np.nonzero((snr_gi < 3.0) & (res.status != R.STATUS_NOT_RUN))[0]
+    assert abs(coverage(res, z_true, fit["temperatures"][0], rows=low) - 0.68) <= 2.0 / low.size + 1e-9
+
+
 # ----------------------------------------------------------------------------- the reference file
 def test_reference_file_round_trips(model, tmp_path):
     path = write_refinement(tmp_path / "refinement.fits", model.replace(temperature=1.7), "SIMULATION",
@@ -333,6 +376,12 @@ def test_reference_file_round_trips(model, tmp_path):
                  "peak_mass_half", "peak_min_prob", "peak_min_sep", "n_peaks", "max_rel_err", "ridge"):
         assert getattr(back, name) == getattr(model, name), name
     assert back.temperature == 1.7
+    assert back.temperature_snr_edges == () and back.temperatures_by_snr == ()
+    assert "TSNRN" not in fits.getheader(path)        # one temperature: the file as before the bins
+    binned = write_refinement(tmp_path / "binned.fits", model.replace(
+        temperature=1.7, temperature_snr_edges=(1.5, 3.0, 5.0), temperatures_by_snr=(0.4, 1.1, 2.5, 6.0)), "SIMULATION")
+    back = load_refinement(binned)
+    assert back.temperature_snr_edges == (1.5, 3.0, 5.0) and back.temperatures_by_snr == (0.4, 1.1, 2.5, 6.0)
     hdr = fits.getheader(path)
     assert hdr["REFTYPE"] == "refinement" and hdr["LIB01"] == "REDROCK2016" and hdr["LIB02"] == "KCORRECT"
     assert "test" in str(hdr["HISTORY"])

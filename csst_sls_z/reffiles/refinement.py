@@ -4,7 +4,8 @@ Layout (standard reference header: REFTYPE, PEDIGREE, AUTHOR, SCHEMAV, DESCRIP, 
 checksums in every HDU):
 
 * primary header: the scan, window, prior, peak-finder, pixel and posterior numbers (keywords in
-  :data:`KEYWORDS`), the libraries the basis came from (``NLIBS``, ``LIB01``...) and the basis's own
+  :data:`KEYWORDS`), the posterior temperature by GI SNR where fitted (``TSNRN`` edges ``TSNRE01``...,
+  ``TSNRN + 1`` temperatures ``TEMPB01``...; absent: ``TEMPER`` for every object), the libraries the basis came from (``NLIBS``, ``LIB01``...) and the basis's own
   resolution (``BASISR``);
 * ``BASIS``: (n_vectors, n_grid) float64 image, the orthonormal rest-frame vectors;
 * ``LOGLAM``: (n_grid,) float64 image, the uniform rest grid they are sampled on, ln(lambda/Angstrom)
@@ -67,6 +68,12 @@ def write_refinement(path, model: RefinementModel, pedigree: str, history=(), ov
     for name, (key, kind, comment) in KEYWORDS.items():
         value = getattr(model, name)
         hdr[key] = (int(value) if kind is int else float(value), comment)
+    if model.temperature_snr_edges:
+        hdr["TSNRN"] = (len(model.temperature_snr_edges), "GI SNR edges of the temperature bins")
+        for k, edge in enumerate(model.temperature_snr_edges, start=1):
+            hdr[f"TSNRE{k:02d}"] = (float(edge), "GI SNR edge of the temperature bins")
+        for k, value in enumerate(model.temperatures_by_snr, start=1):
+            hdr[f"TEMPB{k:02d}"] = (float(value), f"posterior temperature, GI SNR bin {k}")
     hdr["NLIBS"] = (len(model.libraries), "libraries the basis vectors came from")
     for k, lib in enumerate(model.libraries, start=1):
         hdr[f"LIB{k:02d}"] = (str(lib), "basis source library")
@@ -109,6 +116,10 @@ def load_refinement(path) -> RefinementModel:
     with open_reference_file(path, "refinement") as hdul:
         h = hdul[0].header
         numbers = {name: _number(h, key, kind, path) for name, (key, kind, _c) in KEYWORDS.items()}
+        # The temperature by GI SNR: absent from files written before it (one TEMPER for all).
+        n_edges = _number(h, "TSNRN", int, path) if "TSNRN" in h else 0
+        snr_edges = tuple(_number(h, f"TSNRE{k:02d}", float, path) for k in range(1, n_edges + 1))
+        temps_by_snr = tuple(_number(h, f"TEMPB{k:02d}", float, path) for k in range(1, n_edges + 2)) if n_edges else ()
         n_libs = _number(h, "NLIBS", int, path)
         libraries = []
         for k in range(1, n_libs + 1):
@@ -133,12 +144,15 @@ def load_refinement(path) -> RefinementModel:
     try:
         return RefinementModel(basis=basis, loglam=loglam, libraries=tuple(libraries),
                                bands=bands, resolution=resolution, dispersion=dispersion, centre=centre,
-                               widths=widths, **numbers)
+                               widths=widths, temperature_snr_edges=snr_edges,
+                               temperatures_by_snr=temps_by_snr, **numbers)
     except ValueError as exc:
         reason = str(exc).removeprefix("invalid refinement model: ")
         field = reason.split(" ", 1)[0]
         where = {"basis": "HDU BASIS", "the": "HDUs BASIS and LOGLAM", "resolution": "table BANDS",
-                 "dispersion": "table BANDS", "centre": "table BANDS", "widths": "table WIDTHS"}.get(field)
+                 "dispersion": "table BANDS", "centre": "table BANDS", "widths": "table WIDTHS",
+                 "temperatures_by_snr": "keywords TSNRE.. and TEMPB..",
+                 "temperature_snr_edges": "keywords TSNRE.."}.get(field)
         if field in KEYWORDS:
             where = f"keyword {KEYWORDS[field][0]}"
         raise ReferenceFileError(f"refinement file {path} is invalid: {reason}"

@@ -170,7 +170,7 @@ def predict_and_flag(regen, data, seed, family: str | None = None):
         from ..measure import refined_summary
         from ..refine import refine
         from .steps.refine import grid_bands
-        r = refine(grid_bands(x, regen.native_grid), m.pz, pz_maker.grid, summ["Z"], model)
+        r = refine(grid_bands(x, regen.native_grid), m.pz, pz_maker.grid, summ["Z"], model, snr_gi=snr_gi)
         ref_summ, failed = refined_summary(summ, r)
         pz_rec["refined"] = refined_record(zt, snr_gi, ref_summ, failed)
         pz_rec["refined"]["basis"] = list(model.libraries)

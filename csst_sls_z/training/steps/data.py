@@ -57,6 +57,17 @@ def fixed(regen, name, seed_key=None, native: bool = False):
     return maker.fixed()
 
 
+def fixed_snr_gi(regen, name, seed_key=None):
+    """The GI SNR of :func:`fixed`'s realisation as the stage measures it (SNR_GI: the mean of
+    max(FLUX, 0) / ERR over the valid native pixels): the same seed draws the same noise."""
+    from ..data import BatchMaker
+    from ...simulation.simulate import band_snr
+    data = regen.data()[name]
+    flux, err = BatchMaker(data, seed=regen.seeds[seed_key or name] + 17).noisy(np.arange(len(data)))
+    gi = data.band_slices[1]
+    return band_snr(flux[:, gi], err[:, gi])
+
+
 class LazySets(dict):
     """{"train", "val", "test"} -> TrainingSet and "<name>_truth" -> Population, simulated on first access."""
 
