@@ -322,7 +322,7 @@ def test_intervals_of_a_known_posterior():
 def test_temperature_by_gi_snr_per_object(model, sim_product):
     """A model with temperatures by GI SNR gives each posterior the temperature of its SNR bin; the
     intervals then equal those at that bin's temperature, object by object."""
-    from csst_sls_z.training.refine_calibration import fit_temperatures_by_snr
+    from csst_sls_z.training.refine_calibration import fit_temperature, fit_temperatures_by_snr
     binned = model.replace(temperature=2.0, temperature_snr_edges=(1.5, 3.0), temperatures_by_snr=(0.5, 2.0, 8.0))
     snr = np.array([0.2, 1.5, 2.9, 3.0, 40.0, np.nan])
     np.testing.assert_array_equal(binned.temperature_for(snr), [0.5, 2.0, 2.0, 8.0, 8.0, 2.0])
@@ -353,10 +353,13 @@ def test_temperature_by_gi_snr_per_object(model, sim_product):
     with pytest.raises(ValueError, match="snr_gi"):
         R.refine(bands, gaussian_pz(s_true), GRID, np.expm1(s_true), binned, snr_gi=snr_gi[:-1])
 
-    # the fit: one temperature per bin with enough objects, the overall one elsewhere
+    # the fit: one temperature per bin with enough objects; a thin bin is fitted with its neighbour
     fit = fit_temperatures_by_snr(res, z_true, snr_gi, edges=(3.0, 50.0), min_objects=5)
     assert fit["edges"] == (3.0, 50.0) and len(fit["temperatures"]) == 3 and fit["n"][2] == 0
-    assert fit["temperatures"][2] == fit["temperature"]
+    assert fit["temperatures"][2] == fit["temperatures"][1]
+    merged = fit_temperatures_by_snr(res, z_true, snr_gi, edges=(3.0, 50.0), min_objects=fit["n"][1] + 1)
+    both = np.nonzero(res.status != R.STATUS_NOT_RUN)[0]
+    assert merged["temperatures"][1] == merged["temperatures"][2] == fit_temperature(res.subset(both), z_true[both])
     from csst_sls_z.training.refine_calibration import coverage
     low = np.nonzero((snr_gi < 3.0) & (res.status != R.STATUS_NOT_RUN))[0]
     assert abs(coverage(res, z_true, fit["temperatures"][0], rows=low) - 0.68) <= 2.0 / low.size + 1e-9

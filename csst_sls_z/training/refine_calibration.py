@@ -10,7 +10,8 @@ refinement reference file (``RefinementModel.replace(temperature=T)``, ``write_r
 Template mismatch matters more where the spectrum is clean: one T over-covers at high SNR and
 under-covers at low SNR, and a test set whose SNR mix differs from the validation set's then misses
 68% overall. :func:`fit_temperatures_by_snr` fits one T per GI SNR bin (``TEMPERATURE_SNR_EDGES``;
-a bin with fewer than ``MIN_OBJECTS_PER_BIN`` refined objects takes the overall T), which the stage
+a bin with fewer than ``MIN_OBJECTS_PER_BIN`` refined objects is fitted together with its nearest
+bins until it has that many), which the stage
 applies by each object's SNR_GI (``RefinementModel.temperature_for``).
 """
 from __future__ import annotations
@@ -93,7 +94,9 @@ def fit_temperatures_by_snr(refinement, z_true, snr_gi, edges=TEMPERATURE_SNR_ED
                             min_objects: int = MIN_OBJECTS_PER_BIN) -> dict:
     """{"temperature": the overall T, "edges": ``edges``, "temperatures": one T per GI SNR bin,
     "n": refined objects per bin}: :func:`fit_temperature` on all objects, then on each bin of
-    ``snr_gi``; a bin with fewer than ``min_objects`` refined objects takes the overall T."""
+    ``snr_gi``. A bin with fewer than ``min_objects`` refined objects is fitted on the union with its
+    neighbours, nearest first and the lower one before the higher, until the union has that many: the
+    overall T is dominated by the many faint objects and would misstate a thin bright bin."""
     z_true = np.asarray(z_true, dtype=float).ravel()
     snr = np.asarray(snr_gi, dtype=float).ravel()
     if snr.size != z_true.size:
@@ -102,11 +105,23 @@ def fit_temperatures_by_snr(refinement, z_true, snr_gi, edges=TEMPERATURE_SNR_ED
     ran = np.asarray(refinement.status) != STATUS_NOT_RUN
     bins = np.searchsorted(np.asarray(edges, dtype=float), snr, side="right")
     temps, counts = [], []
-    for b in range(len(edges) + 1):
-        rows = np.nonzero((bins == b) & ran & np.isfinite(snr))[0]
-        counts.append(int(rows.size))
-        if rows.size < min_objects:
-            log.info("refinement temperature, GI SNR bin %d: %d objects, the overall T", b, rows.size)
+    usable = ran & np.isfinite(snr)
+    n_bins = len(edges) + 1
+    for b in range(n_bins):
+        counts.append(int(np.count_nonzero(usable & (bins == b))))
+    for b in range(n_bins):
+        lo = hi = b
+        while sum(counts[lo:hi + 1]) < min_objects and (lo > 0 or hi < n_bins - 1):
+            # widen towards the nearer neighbour; the lower one first at equal distance
+            if lo > 0 and (b - lo <= hi - b or hi == n_bins - 1):
+                lo -= 1
+            else:
+                hi += 1
+        rows = np.nonzero(usable & (bins >= lo) & (bins <= hi))[0]
+        if (lo, hi) != (b, b):
+            log.info("refinement temperature, GI SNR bin %d: %d objects, fitted with bins %d-%d (%d)",
+                     b, counts[b], lo, hi, rows.size)
+        if rows.size == 0:
             temps.append(overall)
             continue
         temps.append(fit_temperature(refinement.subset(rows), z_true[rows]))
