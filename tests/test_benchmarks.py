@@ -200,7 +200,11 @@ def test_page_of_the_core_benchmarks(tiny):
                        "redrock": "0", "load_1min": 0.0}, "results": {n: tiny(n) for n in names}, "failed": {}}
     bd = report.breakdown(run["results"])
     assert all(bd[k] >= 0 for k in ("preprocess", "backbone", "head", "io_and_rest")) and bd["e2e"] > 0
-    assert 0 < bd["floor"] < bd["e2e"]
+    # the floor is the network's multiply-adds at the measured matmul rate (the tiny matmul is too small
+    # for the machine's peak, so its size against e2e is not asserted: timings are not tested)
+    res = run["results"]
+    flops = res["bnn"]["backbone_flops_per_spectrum"] + res["bnn"]["head_flops_per_spectrum"]
+    assert flops > 0 and bd["floor"] == pytest.approx(1e3 * flops / (res["matmul"]["tf_gflops"] * 1e9))
     rows = report.targets(run["results"])
     assert len(rows) == 5 and all(isinstance(ok, bool) for _, _, ok, _ in rows)
     page = report.markdown(run)
