@@ -90,6 +90,9 @@ def test_generalisation_tables_cover_every_family_and_shift(smoke_set, capsys):
     assert "### Per SED family" in out and "### Shifted instrument" in out
     assert "### Peak recall" in out
     assert out.count("| SPS |") == 2 and "| flux_tilt | beyond | 0.15 |" in out      # family and recall tables
+    assert "### Refined against the network, by GI SNR" in out
+    for name, rec in gen["families"].items():       # one row per GI SNR bin, the basis named
+        assert out.count(f"| {name} ({'+'.join(rec['refined']['basis'])}) |") == 6
 
 
 @pytest.mark.slow

@@ -109,6 +109,34 @@ def peak_recall_table(ev: dict) -> str:
     return "\n".join(rows)
 
 
+def refined_table(ev: dict) -> str:
+    """Per family and GI SNR bin: the network (BNN) -> the template refinement, sigma_NMAD and eta,
+    the refined 68% coverage, and the bound on the family's oracle subset (evaluation.json:
+    generalisation.families.*.snr_bins, .refined.snr_bins, .oracle.snr_bins). Each family is refined
+    with a basis that does not contain it (the basis column)."""
+    fams = {k: r for k, r in ev.get("generalisation", {}).get("families", {}).items() if "refined" in r}
+    if not fams:
+        return "(no refined estimate in this set: it has no refinement file)"
+    rows = ["| family (basis) | GI SNR | n | sigma_NMAD: network -> refined (bound) | eta: network -> refined (bound) | "
+            "refined 68% coverage |", "|---|---|---|---|---|---|"]
+    for name, r in fams.items():
+        ref, net = r["refined"], r["snr_bins"]
+        bound = r.get("oracle", {}).get("snr_bins", {})
+        basis = "+".join(ref.get("basis", [])) or "-"
+        for i, b in enumerate(net["sigma_nmad"]):
+            label = f"{b['lo']:g}-{b['hi']:g}" if b["hi"] < 1e8 else f">= {b['lo']:g}"
+
+            def cell(key, pct):
+                bd = bound.get(key)
+                bval = f" ({_value(bd[i]['value'], pct)}, n = {bd[i]['n']})" if bd else ""
+                return (f"{_value(net[key][i]['value'], pct)} -> {_value(ref['snr_bins'][key][i]['value'], pct)}"
+                        + bval)
+            cov = ref["snr_bins"]["cov68"][i]["value"]
+            rows.append(f"| {name} ({basis}) | {label} | {b['n']} | {cell('sigma_nmad', False)} | {cell('eta', True)} | "
+                        f"{_value(cov, False)} |")
+    return "\n".join(rows)
+
+
 def shift_table(ev: dict) -> str:
     """Shifted-instrument test sets (evaluation.json: generalisation.shifts)."""
     shifts = ev.get("generalisation", {}).get("shifts", {})
@@ -168,6 +196,7 @@ def main(argv=None) -> int:
                         ("By redshift", binned_table(ev, "z_true")), ("By SNR_GI", binned_table(ev, "snr_gi")),
                         ("Objective curves", curve_table(ev)), ("Per SED family", family_table(ev)),
                         ("Peak recall (truth within a refinement window)", peak_recall_table(ev)),
+                        ("Refined against the network, by GI SNR", refined_table(ev)),
                         ("Shifted instrument", shift_table(ev)), ("p(z) and the clean sample", pz_table(ev))):
         print(f"### {title}\n\n{text}\n")
     return 0
