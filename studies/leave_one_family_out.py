@@ -46,7 +46,6 @@ def train(config, families, out, args):
 def cnn_on_family(regen, family, args, oracle=True):
     """Z_CNN on a nominal test set of ``family`` alone, fresh noise fixed by the seed; with the oracle."""
     from csst_sls_z.network.objectives import z_from_output
-    from csst_sls_z.preprocess import normalise
     from csst_sls_z.simulation import SimOptions
     from csst_sls_z.simulation.simulate import band_snr
     from csst_sls_z.training.baselines import oracle_redshifts, point_metrics
@@ -55,10 +54,10 @@ def cnn_on_family(regen, family, args, oracle=True):
     from csst_sls_z.simulation.population import Population
     fam = regen.families(only=family)
     data, truth = _simulate(regen, args.n_test, args.seed, fam, SimOptions())
-    flux, err = BatchMaker(data, seed=args.seed + 1).noisy(np.arange(len(data)))
+    maker = BatchMaker(data, seed=args.seed + 1, grid_rebin=regen.rc.grid_rebin)
+    flux, err = maker.noisy(np.arange(len(data)))          # native pixels: the SNR and the bound read these
     ok = (err > 0) & np.isfinite(err) & np.isfinite(flux)
-    x = np.empty(flux.shape + (2,), dtype=np.float32)
-    normalise(flux, err, ok, x)
+    x = maker.network_input(flux, err)[0]                  # on the network's grid (rebinned if coarse)
     backbone, cfg = regen.load_backbone()
     zc = np.concatenate([z_from_output(cfg, backbone(x[s:s + 512], training=False)["output"]).numpy()
                          for s in range(0, len(data), 512)])
