@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
+import pytest
 
 from csst_sls_z.stage_cli import main
 
@@ -56,18 +57,21 @@ def test_reference_set_0006_default_path_gives_the_recorded_catalog(tmp_path):
 
 REFSET_0007 = Path(__file__).parents[1] / "reference_files" / "csst_sls_z_0007"
 # golden_0007_catalog.npz: csst_sls_z_0007 (0006's network recalibrated, with its template
-# refinement) on golden_input.fits, default options: the refined default path. The refinement's
-# normal equations are summed with fastmath reassociation, so the last bits may differ between
-# CPUs: Z is pinned to 1e-5 in (1 + z), ZWARN exactly.
+# refinement) on golden_input.fits, default options: the refined default path. golden_0008:
+# csst_sls_z_0008 (the coarse-grid network, its refinement with temperatures by GI SNR), the same
+# way. The refinement's normal equations are summed with fastmath reassociation, so the last bits
+# may differ between CPUs: Z is pinned to 1e-5 in (1 + z), ZWARN exactly.
 
 
-def test_reference_set_0007_refined_default_gives_the_recorded_catalog(tmp_path):
+@pytest.mark.parametrize("version", ["0007", "0008"])
+def test_reference_set_refined_default_gives_the_recorded_catalog(tmp_path, version):
     out = tmp_path / "golden.fits"
-    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(REFSET_0007),
+    refset = Path(__file__).parents[1] / "reference_files" / f"csst_sls_z_{version}"
+    assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(refset),
                  "--catalog-only", "--no-progress"]) == 0
     got = fitsio.read(out, ext="SLS_REDSHIFT")
     assert fitsio.read_header(out, ext="SLS_REDSHIFT")["REFINED"] is True
-    with np.load(DATA / "golden_0007_catalog.npz") as want:
+    with np.load(DATA / f"golden_{version}_catalog.npz") as want:
         for col in ("OBJID", "ZWARN"):
             np.testing.assert_array_equal(got[col], want[col], err_msg=col)
         np.testing.assert_array_equal(np.argmax(np.nan_to_num(got["PZ"], nan=-1), axis=1), want["PZ_ARGMAX"])
