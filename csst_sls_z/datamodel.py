@@ -233,6 +233,12 @@ KW_PZ_TEMPERATURE = "PZ_TEMP"      # the temperature, when PZ_METH = 'temperatur
 KW_PZ_COLUMN = "PZ_COL"            # T: the PZ column is written; F: left out (--no-pz)
 KW_REFINED = "REFINED"             # T: Z, ZERR, Z_LO, Z_HI are the template refinement's; F: the network's
 KW_REFINE_TEMPERATURE = "REFTEMP"  # the refined posterior's calibrated temperature, when REFINED
+# ... and where the refinement file has temperatures by GI SNR: the number of edges, then each edge
+# (RTSNRE01, ...) and each bin's temperature (RTEMPB01, ..., one more than edges); an object takes
+# the temperature of its SNR_GI's bin (REFTEMP where SNR_GI is not finite).
+KW_REFINE_TSNR_N = "RTSNRN"
+KW_REFINE_TSNR_EDGE = "RTSNRE{:02d}"
+KW_REFINE_TEMPERATURE_BIN = "RTEMPB{:02d}"
 PZ_SPACES = ("z", "ln1pz")
 # Arithmetic of the backbone at inference (stage parameter backbone_precision, P_BACKBO when not
 # the first): float32 gives the reference set's numbers, bfloat16 changes them (network.backbone).

@@ -225,6 +225,13 @@ class RedshiftStage:
         refined = [(dm.KW_REFINED, model is not None, "Z, ZERR, Z_LO, Z_HI: template refinement (T) or network (F)")]
         if model is not None:
             refined.append((dm.KW_REFINE_TEMPERATURE, float(model.temperature), "refined posterior's calibrated temperature"))
+            if model.temperature_snr_edges:
+                refined.append((dm.KW_REFINE_TSNR_N, len(model.temperature_snr_edges),
+                                "refined temperature by SNR_GI: number of edges"))
+                refined += [(dm.KW_REFINE_TSNR_EDGE.format(k), float(e), "SNR_GI edge of the temperature bins")
+                            for k, e in enumerate(model.temperature_snr_edges, start=1)]
+                refined += [(dm.KW_REFINE_TEMPERATURE_BIN.format(k), float(t), f"refined temperature, SNR_GI bin {k}")
+                            for k, t in enumerate(model.temperatures_by_snr, start=1)]
         return self.pz_maker().cards(column=not self.params["no_pz"]) + refined + dm.zwarn_cards()
 
     # ------------------------------------------------------------ science on one chunk

@@ -70,7 +70,15 @@ def test_reference_set_refined_default_gives_the_recorded_catalog(tmp_path, vers
     assert main([str(DATA / "golden_input.fits"), "-o", str(out), "--reference-dir", str(refset),
                  "--catalog-only", "--no-progress"]) == 0
     got = fitsio.read(out, ext="SLS_REDSHIFT")
-    assert fitsio.read_header(out, ext="SLS_REDSHIFT")["REFINED"] is True
+    hdr = fitsio.read_header(out, ext="SLS_REDSHIFT")
+    assert hdr["REFINED"] is True
+    # the temperatures the objects took are in the header: by GI SNR where the set has them (0008)
+    from csst_sls_z.reffiles.refinement import load_refinement
+    model = load_refinement(refset / "refinement.fits")
+    assert hdr["REFTEMP"] == model.temperature
+    assert hdr.get("RTSNRN", 0) == len(model.temperature_snr_edges) == (3 if version == "0008" else 0)
+    for k, t in enumerate(model.temperatures_by_snr, start=1):
+        assert hdr[f"RTEMPB{k:02d}"] == t
     with np.load(DATA / f"golden_{version}_catalog.npz") as want:
         for col in ("OBJID", "ZWARN"):
             np.testing.assert_array_equal(got[col], want[col], err_msg=col)
