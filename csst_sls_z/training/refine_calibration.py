@@ -104,11 +104,10 @@ def fit_temperatures_by_snr(refinement, z_true, snr_gi, edges=TEMPERATURE_SNR_ED
     overall = fit_temperature(refinement, z_true)
     ran = np.asarray(refinement.status) != STATUS_NOT_RUN
     bins = np.searchsorted(np.asarray(edges, dtype=float), snr, side="right")
-    temps, counts = [], []
     usable = ran & np.isfinite(snr)
     n_bins = len(edges) + 1
-    for b in range(n_bins):
-        counts.append(int(np.count_nonzero(usable & (bins == b))))
+    counts = [int(np.count_nonzero(usable & (bins == b))) for b in range(n_bins)]
+    temps = []
     for b in range(n_bins):
         lo = hi = b
         while sum(counts[lo:hi + 1]) < min_objects and (lo > 0 or hi < n_bins - 1):

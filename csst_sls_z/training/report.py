@@ -100,7 +100,7 @@ def peak_recall_table(ev: dict) -> str:
     if not fams:
         return "(no peak recall in this set: it has no refinement file)"
     first = next(iter(fams.values()))["snr_bins"]["recall"]
-    labels = [f"{b['lo']:g}-{b['hi']:g}" if b["hi"] < 1e8 else f">= {b['lo']:g}" for b in first]
+    labels = [_snr_label(b) for b in first]
     rows = ["| family | all | GI SNR > 3 | " + " | ".join(f"SNR {x}" for x in labels) + " |",
             "|---" * (3 + len(labels)) + "|"]
     for name, r in fams.items():
@@ -124,17 +124,24 @@ def refined_table(ev: dict) -> str:
         bound = r.get("oracle", {}).get("snr_bins", {})
         basis = "+".join(ref.get("basis", [])) or "-"
         for i, b in enumerate(net["sigma_nmad"]):
-            label = f"{b['lo']:g}-{b['hi']:g}" if b["hi"] < 1e8 else f">= {b['lo']:g}"
-
-            def cell(key, pct):
-                bd = bound.get(key)
-                bval = f" ({_value(bd[i]['value'], pct)}, n = {bd[i]['n']})" if bd else ""
-                return (f"{_value(net[key][i]['value'], pct)} -> {_value(ref['snr_bins'][key][i]['value'], pct)}"
-                        + bval)
-            cov = ref["snr_bins"]["cov68"][i]["value"]
-            rows.append(f"| {name} ({basis}) | {label} | {b['n']} | {cell('sigma_nmad', False)} | {cell('eta', True)} | "
-                        f"{_value(cov, False)} |")
+            sigma, eta = (_change_cell(net, ref["snr_bins"], bound, key, i, pct)
+                          for key, pct in (("sigma_nmad", False), ("eta", True)))
+            rows.append(f"| {name} ({basis}) | {_snr_label(b)} | {b['n']} | {sigma} | {eta} | "
+                        f"{_value(ref['snr_bins']['cov68'][i]['value'], False)} |")
     return "\n".join(rows)
+
+
+def _snr_label(b) -> str:
+    """A GI SNR bin's label: 'lo-hi', or '>= lo' for the open top bin."""
+    return f"{b['lo']:g}-{b['hi']:g}" if b["hi"] < 1e8 else f">= {b['lo']:g}"
+
+
+def _change_cell(before, after, bound, key, i, pct) -> str:
+    """'before -> after (bound, n = N)' of bin ``i`` of ``key``; no bracket without a bound."""
+    cell = f"{_value(before[key][i]['value'], pct)} -> {_value(after[key][i]['value'], pct)}"
+    if bound.get(key):
+        cell += f" ({_value(bound[key][i]['value'], pct)}, n = {bound[key][i]['n']})"
+    return cell
 
 
 def shift_table(ev: dict) -> str:
